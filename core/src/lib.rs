@@ -1,0 +1,31 @@
+#![no_std]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc = include_str!("../README.md")]
+
+#[macro_use]
+mod fmt;
+
+pub mod codec;
+mod command;
+mod config;
+mod error;
+pub mod limits;
+mod machine;
+mod output;
+mod request;
+mod secret;
+mod session;
+mod storage;
+mod time;
+
+pub use command::{Command, CommandId, SignInOptions, SignOutOptions, UpgradeRequest};
+pub use config::{Config, ConfigError};
+pub use error::{ApiError, CapacityError, DecodeError, Error, Field, StorageError, TransportError};
+pub use machine::{Input, Machine, NotDrained, Response};
+pub use output::{AuthChange, Notice, Outcome, Output};
+pub use request::{Body, Header, PATH_MAX, Request, RequestId, Route, SDK_VERSION};
+pub use secret::{Secret, bounded};
+pub use session::{AccessToken, Password, RefreshToken, Session, User, UserMeta};
+pub use storage::{KEY_MAX, RecordKey, RecordValue, StoreFormat, StoreId, StoreOp};
+pub use time::{Duration, Instant};

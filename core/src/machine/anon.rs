@@ -1,0 +1,291 @@
+//! The anonymous sign-in ladder (PROTOCOL.md §7.1) and its collapse rules.
+//!
+//! | in flight \ new call | plain                    | `force_new`                          |
+//! |----------------------|--------------------------|--------------------------------------|
+//! | nothing              | no-op / resume / create  | create                               |
+//! | plain                | joins (same id)          | queued; creates after the plain ends |
+//! | `force_new`          | joins (a fresh anonymous | joins (one fresh user for both)      |
+//! |                      | session satisfies it)    |                                      |
+//!
+//! So a `force_new` caller always gets a user created after its call, a
+//! plain caller always gets an anonymous session, and two sign-up requests
+//! are never in flight at once (§12.3). Joining callers share the leader's
+//! request; their own `user_meta`/captcha are not sent (the account they get
+//! was already being created or resumed when they called).
+
+use crate::command::{CommandId, SignInOptions};
+use crate::error::{Error, TransportError};
+use crate::output::AuthChange;
+use crate::session::User;
+use crate::storage::RecordKey;
+
+use super::{AnonOp, Done, Machine, Purpose, QueuedSignIn, Response, answer_error, api_error};
+
+impl Machine {
+    pub(super) fn cmd_sign_in(&mut self, options: SignInOptions) -> CommandId {
+        if let Some(op) = &self.anon {
+            if !op.detached && (!options.force_new || op.force) {
+                return op.id;
+            }
+            // Wait for the request in flight to end: never two sign-ups at
+            // once. A forced call upgrades a queued plain one (a fresh guest
+            // is still a guest).
+            if let Some(q) = self.queued.as_mut() {
+                if options.force_new {
+                    q.options = options;
+                }
+                return q.id;
+            }
+            let id = self.command_id();
+            self.queued = Some(QueuedSignIn { id, options });
+            return id;
+        }
+        let id = self.command_id();
+        if !options.force_new {
+            match &self.session {
+                // Idempotent: already a guest, nothing to do.
+                Some(s) if s.is_anonymous() => {
+                    self.complete(id, Ok(Done::Session));
+                    return id;
+                }
+                // A named account is signed in: replacing it silently would
+                // drop it without a sign-out (§12.4). Ask for intent.
+                Some(_) => {
+                    self.complete(id, Err(Error::NotAnonymous));
+                    return id;
+                }
+                None => {}
+            }
+        }
+        self.start_anon(id, options);
+        id
+    }
+
+    /// The caller of the anonymous operation in flight no longer wants its
+    /// result (sign-out, another account): tell it now, and let the request
+    /// finish on its own so its tokens are not lost (`adopt_orphan_tokens`).
+    pub(super) fn detach_anon(&mut self) {
+        if let Some(op) = self.anon.as_mut().filter(|op| !op.detached) {
+            op.detached = true;
+            let id = op.id;
+            self.complete(id, Err(Error::Superseded));
+        }
+        if let Some(q) = self.queued.take() {
+            self.complete(q.id, Err(Error::Superseded));
+        }
+    }
+
+    /// Sends the first request of the ladder for a new operation.
+    fn start_anon(&mut self, id: CommandId, options: SignInOptions) {
+        let resume_token = if options.force_new { None } else { self.anon_token.clone() };
+        let epoch = self.epoch;
+        let purpose = match &resume_token {
+            Some(t) => Purpose::AnonResume { epoch, presented: t.fingerprint() },
+            None => Purpose::AnonCreate { epoch },
+        };
+        let force = options.force_new;
+        if force {
+            // The user asked to leave the previous guest account behind.
+            self.forgot_anonymous = true;
+        }
+        self.anon = Some(AnonOp {
+            id,
+            force,
+            detached: false,
+            options,
+            resume_token,
+            request: crate::request::RequestId(0),
+        });
+        match self.send(purpose) {
+            Ok(request) => {
+                if let Some(op) = self.anon.as_mut() {
+                    op.request = request;
+                }
+            }
+            Err(e) => self.finish_anon(Err(e)),
+        }
+    }
+
+    /// Ends the operation (completing it unless detached) and starts the
+    /// sign-in that was waiting for it, if any.
+    fn finish_anon(&mut self, result: Result<Done, Error>) {
+        if let Some(op) = self.anon.take() {
+            if !op.detached {
+                self.complete(op.id, result);
+            }
+        }
+        if let Some(q) = self.queued.take() {
+            // Re-run the ladder: the state may have changed (a guest is now
+            // signed in, or an orphaned account became resumable).
+            self.proposed = Some(q.id);
+            let got = self.cmd_sign_in(q.options);
+            if self.proposed.take().is_some() && got != q.id {
+                self.complete(q.id, Err(Error::Busy));
+            }
+        }
+    }
+
+    /// Whether `request` is still the live request of the anonymous
+    /// operation started in `epoch`.
+    fn anon_is_live(&self, request: crate::request::RequestId, epoch: u32) -> bool {
+        epoch == self.epoch && self.anon.as_ref().is_some_and(|op| op.request == request && !op.detached)
+    }
+
+    pub(super) fn on_anon_resume(
+        &mut self,
+        request: crate::request::RequestId,
+        epoch: u32,
+        presented: u64,
+        answer: Result<Response<'_>, TransportError>,
+    ) {
+        let live = self.anon_is_live(request, epoch);
+        match answer {
+            Ok(resp) if resp.is_success() => {
+                // The stored token belonged to a guest: that is the
+                // assumption when neither the reply nor the token says more.
+                let guest = User { is_anonymous: true, ..User::default() };
+                let session = match self.session_from(&resp, Some(&guest)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if live {
+                            // The stored token is kept: the server may still
+                            // honour it within its reuse window.
+                            self.finish_anon(Err(e));
+                        } else {
+                            self.end_orphan(request);
+                        }
+                        return;
+                    }
+                };
+                self.remember_spent(presented);
+                if !live {
+                    self.adopt_orphan_tokens(presented, &session);
+                    self.end_orphan(request);
+                    return;
+                }
+                let anonymous = session.is_anonymous();
+                self.forgot_anonymous = false;
+                self.begin_epoch(Some(session));
+                self.store_put(RecordKey::Session);
+                if anonymous {
+                    self.anon_token = self.session.as_ref().map(|s| s.refresh_token.clone());
+                    self.store_put(RecordKey::AnonRefreshToken);
+                } else {
+                    // The guest account was upgraded and confirmed elsewhere:
+                    // it is a named account now and must not be resumed as a
+                    // guest again (§12.2). The caller gets the same account.
+                    self.anon_token = None;
+                    self.store_remove(RecordKey::AnonRefreshToken);
+                }
+                self.change(AuthChange::SignedIn);
+                self.finish_anon(Ok(Done::Session));
+            }
+            Ok(resp) if api_error(&resp).is_dead_token() => {
+                if self.anon_fingerprint() == presented {
+                    // The stored account is gone server-side; the record is
+                    // useless, and keeping it would make every sign-in fail.
+                    self.anon_token = None;
+                    self.store_remove(RecordKey::AnonRefreshToken);
+                }
+                if !live {
+                    self.end_orphan(request);
+                    return;
+                }
+                // Fall through to a fresh account, same operation, same id.
+                if let Some(op) = self.anon.as_mut() {
+                    op.resume_token = None;
+                }
+                match self.send(Purpose::AnonCreate { epoch: self.epoch }) {
+                    Ok(req) => {
+                        if let Some(op) = self.anon.as_mut() {
+                            op.request = req;
+                        }
+                    }
+                    Err(e) => self.finish_anon(Err(e)),
+                }
+            }
+            failed => {
+                if live {
+                    // Transient: the stored token is kept and no new account
+                    // is created (that would orphan the stored one).
+                    self.finish_anon(Err(answer_error(&failed)));
+                } else {
+                    self.end_orphan(request);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_anon_create(
+        &mut self,
+        request: crate::request::RequestId,
+        epoch: u32,
+        answer: Result<Response<'_>, TransportError>,
+    ) {
+        let live = self.anon_is_live(request, epoch);
+        match answer {
+            Ok(resp) if resp.is_success() => {
+                let mut session = match self.session_from(&resp, None) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if live {
+                            self.finish_anon(Err(e));
+                        } else {
+                            self.end_orphan(request);
+                        }
+                        return;
+                    }
+                };
+                // The route only creates guests (reference behaviour).
+                session.user.is_anonymous = true;
+                if !live {
+                    self.adopt_orphan_tokens(0, &session);
+                    self.end_orphan(request);
+                    return;
+                }
+                self.forgot_anonymous = false;
+                self.begin_epoch(Some(session));
+                self.anon_token = self.session.as_ref().map(|s| s.refresh_token.clone());
+                self.store_put(RecordKey::Session);
+                self.store_put(RecordKey::AnonRefreshToken);
+                self.change(AuthChange::SignedIn);
+                self.finish_anon(Ok(Done::Session));
+            }
+            failed => {
+                if live {
+                    self.finish_anon(Err(answer_error(&failed)));
+                } else {
+                    self.end_orphan(request);
+                }
+            }
+        }
+    }
+
+    /// The request of a detached operation has been answered: release the
+    /// slot and run whatever sign-in waited for it.
+    fn end_orphan(&mut self, request: crate::request::RequestId) {
+        if self.anon.as_ref().is_some_and(|op| op.request == request) {
+            self.finish_anon(Err(Error::Superseded));
+        }
+    }
+
+    /// Tokens of an anonymous account that arrived after their caller was
+    /// superseded (sign-out, another sign-in). They are never dropped on the
+    /// floor: if the anonymous record still points at the account they
+    /// belong to (`presented`) — or is empty and the user did not ask to
+    /// forget it — they become the resumable account; otherwise the user
+    /// asked to forget it and the session is revoked on the server.
+    pub(super) fn adopt_orphan_tokens(&mut self, presented: u64, session: &crate::session::Session) {
+        let resumable = if presented != 0 {
+            self.anon_fingerprint() == presented
+        } else {
+            self.anon_token.is_none() && !self.forgot_anonymous
+        };
+        if resumable && session.is_anonymous() {
+            self.anon_token = Some(session.refresh_token.clone());
+            self.store_put(RecordKey::AnonRefreshToken);
+        } else {
+            self.revoke(session.access_token.clone());
+        }
+    }
+}

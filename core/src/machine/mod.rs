@@ -1,0 +1,773 @@
+//! The machine: inputs in, outputs out, time as an argument.
+//!
+//! # Driving it
+//!
+//! ```text
+//! loop {
+//!     while let Some(out) = machine.poll_output() { perform(out) }   // drain
+//!     wait for the first of: a response, a command, a storage ack, poll_timeout()
+//!     machine.handle_*(now, …)                                       // feed
+//! }
+//! ```
+//!
+//! # The drain invariant
+//!
+//! After every input, drain [`Machine::poll_output`] until it returns `None`
+//! before the next input; any `handle_*` call made with outputs still queued
+//! is refused with [`NotDrained`] and changes nothing. Outputs borrow the
+//! machine's state, which is why this matters: a request or a stored record
+//! is rendered from the state as it is *now*, and the invariant guarantees
+//! that "now" is the state the outputs were queued for.
+//!
+//! # Storage comes first
+//!
+//! A [`Output::Store`] stalls the queue: nothing after it is released until
+//! the adapter acknowledges the write with [`Machine::handle_stored`] (the
+//! only input accepted meanwhile). Events and completions that depend on a
+//! write are queued behind it, so no caller hears "success" before a rotated
+//! refresh token is durable; if the write fails, those completions turn into
+//! [`Error::Storage`] and the write is retried.
+//!
+//! # Epochs
+//!
+//! Every change of *who* is signed in (sign-in, sign-out, another process
+//! switching users) starts a new epoch. Each request remembers the epoch it
+//! was made in; a response from an older epoch is never applied to the
+//! current session (the reference client's resurrection bugs, §12.5/§12.6),
+//! but a refresh token it rotated is still saved if it belongs to the
+//! resumable anonymous account (§12.7: nothing is dropped on the floor).
+
+mod anon;
+mod restore;
+mod signout;
+mod tokens;
+
+#[cfg(test)]
+mod tests;
+
+use heapless::{Deque, String, Vec};
+
+use crate::command::{Command, CommandId, SignInOptions, UpgradeRequest};
+use crate::config::Config;
+use crate::error::{ApiError, Error, StorageError, TransportError};
+use crate::limits::{EMAIL_MAX, OUTPUT_QUEUE, REQUESTS_IN_FLIGHT};
+use crate::output::{AuthChange, Notice, Outcome, Output};
+use crate::request::{Body, Request, RequestId, Route};
+use crate::session::{AccessToken, RefreshToken, Session};
+use crate::storage::{RecordKey, RecordValue, StoreId, StoreOp};
+use crate::time::Instant;
+
+/// Commands accepted before storage has been restored; they run, in order,
+/// right after [`Input::Restored`].
+const EARLY_COMMANDS: usize = 2;
+
+/// Longest visitor id kept from storage.
+const VISITOR_ID_MAX: usize = 64;
+
+/// An HTTP response to a request of the machine.
+#[derive(Debug, Clone, Copy)]
+pub struct Response<'a> {
+    /// HTTP status code.
+    pub status: u16,
+    /// Whether `Content-Type` contained `application/json`.
+    pub content_type_json: bool,
+    /// The complete body (de-chunked).
+    pub body: &'a [u8],
+}
+
+impl<'a> Response<'a> {
+    /// A JSON response.
+    pub const fn json(status: u16, body: &'a [u8]) -> Self {
+        Response { status, content_type_json: true, body }
+    }
+
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Every input of the machine as one value, for drivers that log and replay
+/// input traces. The `handle_*` methods are shorthands for it.
+#[derive(Debug, Clone)]
+pub enum Input<'a> {
+    /// The records found on storage at start (`None` = absent).
+    Restored {
+        /// Bytes of the session record.
+        session: Option<&'a [u8]>,
+        /// Bytes of the anonymous refresh-token record.
+        anon_refresh_token: Option<&'a [u8]>,
+        /// The global `pw-visitor-id`, if any.
+        visitor_id: Option<&'a str>,
+    },
+    /// A user command; its id comes back from [`Machine::handle_input`].
+    Command(Command),
+    /// The response to a request.
+    Response(RequestId, Response<'a>),
+    /// A request failed below HTTP.
+    TransportFailed(RequestId, TransportError),
+    /// A storage operation finished.
+    Stored(StoreId, Result<(), StorageError>),
+    /// Another process or tab changed a record (`None` = removed).
+    ExternalChange(RecordKey, Option<&'a [u8]>),
+    /// The deadline of [`Machine::poll_timeout`] passed.
+    Timeout,
+}
+
+/// An input arrived while outputs were still queued (see the drain
+/// invariant in the [module docs](self)); the input was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NotDrained;
+
+impl core::fmt::Display for NotDrained {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("outputs not drained: call poll_output until None before the next input")
+    }
+}
+
+/// What a successful command reports; rendered into an [`Outcome`] at
+/// poll time from the state the batch left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Session,
+    Upgraded,
+    ConfirmationRequired,
+    SignedOut,
+    AccessToken,
+    NoAccessToken,
+}
+
+/// One queued output. Small on purpose: the payloads are borrowed from the
+/// machine when polled.
+#[derive(Debug, Clone)]
+enum Queued {
+    Send(RequestId),
+    Store { key: RecordKey, put: bool },
+    Change(AuthChange),
+    Complete(CommandId, Result<Done, Error>),
+    Notice(Notice),
+}
+
+/// Why a request was sent, and what its answer may still touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `/auth/refresh` with the stored anonymous token.
+    AnonResume { epoch: u32, presented: u64 },
+    /// `/auth/anonymous/signin`.
+    AnonCreate { epoch: u32 },
+    /// `/auth/refresh` of the current session.
+    Refresh { epoch: u32, presented: u64 },
+    /// `/auth/anonymous/upgrade`.
+    Upgrade { epoch: u32, refresh_fp: u64 },
+    /// `/auth/refresh` of a session that was signed out with a stale access
+    /// token, to get a bearer that `/auth/signout` will accept (§12.14).
+    SignOutRefresh,
+    /// `/auth/signout`, fire and forget.
+    SignOut,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    id: RequestId,
+    purpose: Purpose,
+}
+
+/// The anonymous sign-in in flight (at most one: never two sign-ups).
+#[derive(Debug)]
+struct AnonOp {
+    id: CommandId,
+    force: bool,
+    /// Its caller was told `Superseded`; the request runs on only so that
+    /// the account it creates or resumes is not lost.
+    detached: bool,
+    options: SignInOptions,
+    /// The stored token being presented while resuming.
+    resume_token: Option<RefreshToken>,
+    request: RequestId,
+}
+
+/// A sign-in waiting for the one in flight to end (a forced call behind a
+/// plain one, or any call behind a detached one).
+#[derive(Debug)]
+struct QueuedSignIn {
+    id: CommandId,
+    options: SignInOptions,
+}
+
+/// The refresh of the current session in flight (at most one).
+#[derive(Debug)]
+struct RefreshOp {
+    request: RequestId,
+    presented: RefreshToken,
+    /// Callers of [`Command::Refresh`].
+    refresh_id: Option<CommandId>,
+    /// Callers of [`Command::AccessToken`].
+    token_id: Option<CommandId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UpgradeStage {
+    /// Waiting for the refresh that gets a fresh bearer.
+    AwaitingToken,
+    Sent(RequestId),
+}
+
+#[derive(Debug)]
+struct UpgradeOp {
+    id: CommandId,
+    request: UpgradeRequest,
+    stage: UpgradeStage,
+}
+
+/// The deterministic, sans-IO anonymous-auth client.
+///
+/// See the [module docs](self) for how to drive it, and the crate README for
+/// a complete loop.
+#[derive(Debug)]
+pub struct Machine {
+    config: Config,
+    now: Instant,
+    restored: bool,
+    early: Vec<(CommandId, Command), EARLY_COMMANDS>,
+    /// Id reserved for the early command being run.
+    proposed: Option<CommandId>,
+
+    session: Option<Session>,
+    epoch: u32,
+    /// Mirror of the anonymous refresh-token record.
+    anon_token: Option<RefreshToken>,
+    visitor_id: Option<String<VISITOR_ID_MAX>>,
+    /// Email of a `confirmation_required` upgrade not yet seen confirmed.
+    pending_confirmation: Option<String<EMAIL_MAX>>,
+    /// Fingerprints of refresh tokens this machine has spent, to recognise
+    /// echoes of its own older writes (§12.9).
+    spent: [u64; 4],
+    spent_next: usize,
+
+    next_id: u32,
+    in_flight: Vec<InFlight, REQUESTS_IN_FLIGHT>,
+    anon: Option<AnonOp>,
+    queued: Option<QueuedSignIn>,
+    /// The user asked to forget the guest account (hard sign-out, force
+    /// new) and no guest has been signed in since: an orphaned guest token
+    /// arriving now is revoked, not adopted.
+    forgot_anonymous: bool,
+    refresh: Option<RefreshOp>,
+    upgrade: Option<UpgradeOp>,
+    /// Bearer for the one `/auth/signout` waiting to be polled.
+    signout_bearer: Option<AccessToken>,
+    /// Refresh token of a signed-out session whose bearer was stale.
+    signout_refresh: Option<RefreshToken>,
+
+    outputs: Deque<Queued, OUTPUT_QUEUE>,
+    /// The store operation handed out and not yet acknowledged.
+    awaiting_store: Option<(StoreId, RecordKey)>,
+    /// Records whose last write failed, retried at `storage_retry_at`.
+    dirty: [bool; 2],
+    storage_retry_at: Option<Instant>,
+    storage_backoff: u64,
+    /// When a failed proactive refresh may be retried.
+    refresh_retry_at: Option<Instant>,
+    refresh_backoff: u64,
+}
+
+impl Machine {
+    /// A machine that has not yet seen storage. Feed it
+    /// [`Input::Restored`] first; commands given before are queued
+    /// (at most two, identical ones collapse).
+    pub fn new(config: Config) -> Self {
+        Machine {
+            config,
+            now: Instant(0),
+            restored: false,
+            early: Vec::new(),
+            proposed: None,
+            session: None,
+            epoch: 0,
+            anon_token: None,
+            visitor_id: None,
+            pending_confirmation: None,
+            spent: [0; 4],
+            spent_next: 0,
+            next_id: 1,
+            in_flight: Vec::new(),
+            anon: None,
+            queued: None,
+            forgot_anonymous: false,
+            refresh: None,
+            upgrade: None,
+            signout_bearer: None,
+            signout_refresh: None,
+            outputs: Deque::new(),
+            awaiting_store: None,
+            dirty: [false; 2],
+            storage_retry_at: None,
+            storage_backoff: 0,
+            refresh_retry_at: None,
+            refresh_backoff: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current session.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Whether storage has been restored (and `INITIAL_SESSION` emitted).
+    pub fn is_ready(&self) -> bool {
+        self.restored
+    }
+
+    /// Whether an anonymous account can be resumed from storage.
+    pub fn has_resumable_anonymous(&self) -> bool {
+        self.anon_token.is_some()
+    }
+
+    /// Email of an upgrade that awaits confirmation.
+    pub fn pending_confirmation(&self) -> Option<&str> {
+        self.pending_confirmation.as_deref()
+    }
+
+    // ----- inputs ------------------------------------------------------
+
+    /// Feeds one input. Returns the id of a command input (shared by every
+    /// command that collapsed into the same operation).
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<Option<CommandId>, NotDrained> {
+        let is_ack = matches!(input, Input::Stored(..));
+        if self.awaiting_store.is_some() != is_ack || (!is_ack && !self.outputs.is_empty()) {
+            return Err(NotDrained);
+        }
+        // Time never runs backwards for the machine, whatever the clock does.
+        self.now = self.now.max(now);
+        match input {
+            Input::Restored { session, anon_refresh_token, visitor_id } => {
+                self.on_restored(session, anon_refresh_token, visitor_id);
+                Ok(None)
+            }
+            Input::Command(cmd) => Ok(Some(self.on_command(cmd))),
+            Input::Response(id, resp) => {
+                self.on_answer(id, Ok(resp));
+                Ok(None)
+            }
+            Input::TransportFailed(id, err) => {
+                self.on_answer(id, Err(err));
+                Ok(None)
+            }
+            Input::Stored(id, result) => {
+                self.on_stored(id, result);
+                Ok(None)
+            }
+            Input::ExternalChange(key, value) => {
+                self.on_external(key, value);
+                Ok(None)
+            }
+            Input::Timeout => {
+                self.on_timeout();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Storage was read at start. See [`Input::Restored`].
+    pub fn handle_restored(
+        &mut self,
+        now: Instant,
+        session: Option<&[u8]>,
+        anon_refresh_token: Option<&[u8]>,
+        visitor_id: Option<&str>,
+    ) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::Restored { session, anon_refresh_token, visitor_id }).map(drop)
+    }
+
+    /// A user command; returns the id its completion will carry.
+    pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<CommandId, NotDrained> {
+        self.handle_input(now, Input::Command(command))
+            .map(|id| id.unwrap_or(CommandId(0)))
+    }
+
+    /// The response to request `id`.
+    pub fn handle_response(&mut self, now: Instant, id: RequestId, response: Response<'_>) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::Response(id, response)).map(drop)
+    }
+
+    /// Request `id` failed below HTTP.
+    pub fn handle_transport_error(&mut self, now: Instant, id: RequestId, error: TransportError) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::TransportFailed(id, error)).map(drop)
+    }
+
+    /// Storage operation `id` finished.
+    pub fn handle_stored(&mut self, now: Instant, id: StoreId, result: Result<(), StorageError>) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::Stored(id, result)).map(drop)
+    }
+
+    /// Another process changed a record.
+    pub fn handle_external_change(&mut self, now: Instant, key: RecordKey, value: Option<&[u8]>) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::ExternalChange(key, value)).map(drop)
+    }
+
+    /// The deadline passed.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::Timeout).map(drop)
+    }
+
+    // ----- outputs -----------------------------------------------------
+
+    /// The next output, or `None` when drained (or stalled on a storage
+    /// acknowledgement).
+    pub fn poll_output(&mut self) -> Option<Output<'_>> {
+        if self.awaiting_store.is_some() {
+            return None;
+        }
+        if self.outputs.is_empty() {
+            self.run_early_command();
+        }
+        let item = self.outputs.pop_front()?;
+        Some(match item {
+            Queued::Send(id) => Output::Send(self.render_request(id)),
+            Queued::Store { key, put } => {
+                let id = StoreId(self.fresh_id());
+                self.awaiting_store = Some((id, key));
+                let value = if put {
+                    match key {
+                        RecordKey::Session => self.session.as_ref().map(RecordValue::Session),
+                        RecordKey::AnonRefreshToken => self.anon_token.as_ref().map(RecordValue::AnonRefreshToken),
+                    }
+                } else {
+                    None
+                };
+                Output::Store(StoreOp { id, key, value })
+            }
+            Queued::Change(change) => Output::AuthChange { change, session: self.session.as_ref() },
+            Queued::Complete(id, result) => Output::Complete { id, result: result.map(|d| self.outcome(d)) },
+            Queued::Notice(n) => Output::Notice(n),
+        })
+    }
+
+    /// When [`Machine::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let storage = self.storage_retry_at.filter(|_| self.dirty.iter().any(|d| *d));
+        let refresh = self.refresh_deadline();
+        match (storage, refresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn outcome(&self, done: Done) -> Outcome<'_> {
+        match (done, self.session.as_ref()) {
+            (Done::Session, Some(s)) => Outcome::Session(s),
+            (Done::Upgraded, Some(s)) => Outcome::Upgraded(s),
+            (Done::AccessToken, Some(s)) => Outcome::AccessToken(Some(&s.access_token)),
+            (Done::ConfirmationRequired, _) => {
+                Outcome::ConfirmationRequired { email: self.pending_confirmation.as_deref().unwrap_or("") }
+            }
+            // Batches never end a session after completing with it, so the
+            // remaining cases are "signed out" in every reachable state.
+            (Done::SignedOut, _) | (_, None) => Outcome::SignedOut,
+            (Done::NoAccessToken, _) => Outcome::AccessToken(None),
+        }
+    }
+
+    fn render_request(&self, id: RequestId) -> Request<'_> {
+        let purpose = self.in_flight.iter().find(|f| f.id == id).map(|f| f.purpose);
+        let mut req = Request {
+            id,
+            route: Route::SignOut,
+            paywall_id: self.config.paywall_id(),
+            bearer: None,
+            idempotency_key: None,
+            body: Body::Empty,
+        };
+        match purpose {
+            Some(Purpose::AnonCreate { .. }) => {
+                req.route = Route::AnonymousSignIn;
+                let opts = self.anon.as_ref().map(|a| &a.options);
+                req.body = Body::AnonymousSignIn {
+                    captcha_token: opts.and_then(|o| o.captcha_token.as_ref()).filter(|c| !c.is_empty()),
+                    visitor_id: self.visitor_id.as_deref(),
+                    user_meta: opts.map(|o| &o.user_meta).filter(|m| !m.is_empty()),
+                };
+            }
+            Some(Purpose::AnonResume { .. }) => {
+                if let Some(token) = self.anon.as_ref().and_then(|a| a.resume_token.as_ref()) {
+                    req.route = Route::Refresh;
+                    req.body = Body::Refresh { refresh_token: token };
+                }
+            }
+            Some(Purpose::Refresh { .. }) => {
+                if let Some(op) = &self.refresh {
+                    req.route = Route::Refresh;
+                    req.body = Body::Refresh { refresh_token: &op.presented };
+                }
+            }
+            Some(Purpose::SignOutRefresh) => {
+                if let Some(token) = &self.signout_refresh {
+                    req.route = Route::Refresh;
+                    req.body = Body::Refresh { refresh_token: token };
+                }
+            }
+            Some(Purpose::Upgrade { .. }) => {
+                if let Some(op) = &self.upgrade {
+                    req.route = Route::AnonymousUpgrade;
+                    req.bearer = self.session.as_ref().map(|s| &s.access_token);
+                    req.idempotency_key = op.request.idempotency_key.as_deref();
+                    req.body = Body::AnonymousUpgrade {
+                        email: &op.request.email,
+                        password: &op.request.password,
+                        user_meta: Some(&op.request.user_meta).filter(|m| !m.is_empty()),
+                    };
+                }
+            }
+            Some(Purpose::SignOut) | None => {
+                req.bearer = self.signout_bearer.as_ref();
+            }
+        }
+        req
+    }
+
+    // ----- plumbing shared by the flows ----------------------------------
+
+    fn fresh_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// The id for a new operation or waiter: the id an early caller was
+    /// already given, else a fresh one.
+    fn command_id(&mut self) -> CommandId {
+        match self.proposed.take() {
+            Some(id) => id,
+            None => CommandId(self.fresh_id()),
+        }
+    }
+
+    /// Queues an output. The queue is sized for the largest batch one input
+    /// can produce; if a misconfigured capacity ever makes it overflow, the
+    /// item is dropped with a warning rather than panicking.
+    fn push(&mut self, item: Queued) {
+        if self.outputs.push_back(item).is_err() {
+            warn!("output queue full; raise PAYWALL_AUTH_OUTPUT_QUEUE");
+        }
+    }
+
+    fn change(&mut self, change: AuthChange) {
+        self.push(Queued::Change(change));
+    }
+
+    fn complete(&mut self, id: CommandId, result: Result<Done, Error>) {
+        self.push(Queued::Complete(id, result));
+    }
+
+    fn store_put(&mut self, key: RecordKey) {
+        self.push(Queued::Store { key, put: true });
+    }
+
+    fn store_remove(&mut self, key: RecordKey) {
+        self.push(Queued::Store { key, put: false });
+    }
+
+    /// Registers a request and queues it for sending.
+    fn send(&mut self, purpose: Purpose) -> Result<RequestId, Error> {
+        let id = RequestId(self.fresh_id());
+        self.in_flight.push(InFlight { id, purpose }).map_err(|_| Error::Busy)?;
+        self.push(Queued::Send(id));
+        trace!("send request {}", id.0);
+        Ok(id)
+    }
+
+    fn take_in_flight(&mut self, id: RequestId) -> Option<Purpose> {
+        let pos = self.in_flight.iter().position(|f| f.id == id)?;
+        Some(self.in_flight.swap_remove(pos).purpose)
+    }
+
+    fn remember_spent(&mut self, fingerprint: u64) {
+        if let Some(slot) = self.spent.get_mut(self.spent_next) {
+            *slot = fingerprint;
+        }
+        self.spent_next = (self.spent_next + 1) % self.spent.len();
+    }
+
+    fn is_spent(&self, fingerprint: u64) -> bool {
+        fingerprint != 0 && self.spent.contains(&fingerprint)
+    }
+
+    fn anon_fingerprint(&self) -> u64 {
+        self.anon_token.as_ref().map_or(0, |t| t.fingerprint())
+    }
+
+    /// Installs `session` as the new signed-in session (a new epoch) and
+    /// detaches every operation that belonged to the previous one.
+    fn begin_epoch(&mut self, session: Option<Session>) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.session = session;
+        self.pending_confirmation = None;
+        self.refresh_retry_at = None;
+        self.refresh_backoff = 0;
+        if let Some(op) = self.refresh.take() {
+            // The request stays in flight (its rotated token may still need
+            // saving); its callers learn now that it no longer concerns them.
+            self.finish_refresh_waiters(&op, Err(Error::Superseded), false);
+        }
+        if let Some(op) = self.upgrade.take() {
+            self.complete(op.id, Err(Error::Superseded));
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) -> CommandId {
+        if !self.restored {
+            return self.queue_early(cmd);
+        }
+        match cmd {
+            Command::SignInAnonymously(opts) => self.cmd_sign_in(opts),
+            Command::UpgradeToEmail(req) => self.cmd_upgrade(req),
+            Command::SignOut(opts) => self.cmd_sign_out(opts),
+            Command::Refresh => self.cmd_refresh(false),
+            Command::AccessToken => self.cmd_refresh(true),
+        }
+    }
+
+    fn queue_early(&mut self, cmd: Command) -> CommandId {
+        let joins = |queued: &Command| match (queued, &cmd) {
+            (Command::SignInAnonymously(a), Command::SignInAnonymously(b)) => a.force_new == b.force_new,
+            (Command::Refresh, Command::Refresh) | (Command::AccessToken, Command::AccessToken) => true,
+            (Command::UpgradeToEmail(a), Command::UpgradeToEmail(b)) => {
+                a.idempotency_key.is_some() && a.idempotency_key == b.idempotency_key && a.email == b.email
+            }
+            _ => false,
+        };
+        if let Some((id, _)) = self.early.iter().find(|(_, q)| joins(q)) {
+            return *id;
+        }
+        let id = CommandId(self.fresh_id());
+        if self.early.push((id, cmd)).is_err() {
+            self.complete(id, Err(Error::Busy));
+        }
+        id
+    }
+
+    /// Runs the next command that arrived before restore, once the previous
+    /// one's batch has been drained (each batch reflects one state).
+    fn run_early_command(&mut self) {
+        if !self.restored || self.early.is_empty() {
+            return;
+        }
+        let (id, cmd) = self.early.remove(0);
+        // The caller already holds `id`: the operation this command starts
+        // takes it over (see `command_id`).
+        self.proposed = Some(id);
+        let got = self.on_command(cmd);
+        if self.proposed.take().is_some() && got != id {
+            // Unreachable with the early-queue dedupe (joins are collapsed
+            // before restore); never leave a caller waiting regardless.
+            self.complete(id, Err(Error::Busy));
+        }
+    }
+
+    fn on_answer(&mut self, id: RequestId, answer: Result<Response<'_>, TransportError>) {
+        let Some(purpose) = self.take_in_flight(id) else {
+            debug!("answer for unknown request {}", id.0);
+            return;
+        };
+        match purpose {
+            Purpose::AnonResume { epoch, presented } => self.on_anon_resume(id, epoch, presented, answer),
+            Purpose::AnonCreate { epoch } => self.on_anon_create(id, epoch, answer),
+            Purpose::Refresh { epoch, presented } => self.on_refresh(id, epoch, presented, answer),
+            Purpose::Upgrade { epoch, refresh_fp } => self.on_upgrade(id, epoch, refresh_fp, answer),
+            Purpose::SignOutRefresh => self.on_signout_refresh(answer),
+            Purpose::SignOut => {}
+        }
+    }
+
+    fn on_stored(&mut self, id: StoreId, result: Result<(), StorageError>) {
+        let Some((waiting, key)) = self.awaiting_store else { return };
+        if waiting != id {
+            return;
+        }
+        self.awaiting_store = None;
+        let slot = key_index(key);
+        match result {
+            Ok(()) => {
+                if let Some(d) = self.dirty.get_mut(slot) {
+                    *d = false;
+                }
+                if !self.dirty.iter().any(|d| *d) {
+                    self.storage_backoff = 0;
+                    self.storage_retry_at = None;
+                }
+            }
+            Err(_) => {
+                warn!("storage write failed; keeping state in memory and retrying");
+                if let Some(d) = self.dirty.get_mut(slot) {
+                    *d = true;
+                }
+                self.storage_backoff = next_backoff(self.storage_backoff, &self.config);
+                self.storage_retry_at = Some(self.now.saturating_add_ms(self.storage_backoff));
+                // Whatever this batch was about to report as success was not
+                // durable: say so.
+                for item in self.outputs.iter_mut() {
+                    if let Queued::Complete(_, result @ Ok(_)) = item {
+                        if !matches!(result, Ok(Done::AccessToken | Done::NoAccessToken)) {
+                            *result = Err(Error::Storage(StorageError { key }));
+                        }
+                    }
+                }
+                let notice = Queued::Notice(Notice::StorageFailed { key });
+                if self.outputs.push_front(notice).is_err() {
+                    warn!("output queue full");
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        if self.storage_retry_at.is_some_and(|t| t <= self.now) {
+            self.storage_retry_at = None;
+            for key in RecordKey::ALL {
+                if self.dirty.get(key_index(key)).copied().unwrap_or(false) {
+                    let put = match key {
+                        RecordKey::Session => self.session.is_some(),
+                        RecordKey::AnonRefreshToken => self.anon_token.is_some(),
+                    };
+                    self.push(Queued::Store { key, put });
+                }
+            }
+        }
+        if self.refresh_deadline().is_some_and(|t| t <= self.now) {
+            self.start_refresh(None, None);
+        }
+    }
+
+}
+
+fn key_index(key: RecordKey) -> usize {
+    match key {
+        RecordKey::Session => 0,
+        RecordKey::AnonRefreshToken => 1,
+    }
+}
+
+fn next_backoff(current: u64, config: &Config) -> u64 {
+    if current == 0 {
+        config.retry_base.as_millis()
+    } else {
+        current.saturating_mul(2).min(config.retry_max.as_millis())
+    }
+}
+
+/// The error a failed answer maps to.
+fn answer_error(answer: &Result<Response<'_>, TransportError>) -> Error {
+    match answer {
+        Ok(resp) => Error::Api(api_error(resp)),
+        Err(t) => Error::Network(*t),
+    }
+}
+
+fn api_error(resp: &Response<'_>) -> ApiError {
+    crate::codec::json::decode_api_error(resp.status, resp.content_type_json, resp.body)
+}

@@ -1,0 +1,400 @@
+//! Refresh, access tokens and the upgrade to email: everything that uses or
+//! rotates the tokens of the current session.
+
+use crate::codec::json::{UpgradeResponse, decode_tokens, decode_upgrade};
+use crate::codec::jwt::decode_claims;
+use crate::command::{CommandId, UpgradeRequest};
+use crate::error::{DecodeError, Error, TransportError};
+use crate::output::AuthChange;
+use crate::request::RequestId;
+use crate::session::{AccessToken, Session, User};
+use crate::storage::RecordKey;
+use crate::time::Instant;
+
+use super::{Done, Machine, Purpose, Queued, RefreshOp, Response, UpgradeOp, UpgradeStage, answer_error, api_error, next_backoff};
+
+impl Machine {
+    /// Decodes a token response into a session. The user comes from the
+    /// response's `user`, else from the access token's claims (so a resumed
+    /// or refreshed session knows its real id and email, §12.1/§12.2), else
+    /// `fallback`.
+    pub(super) fn session_from(&self, resp: &Response<'_>, fallback: Option<&User>) -> Result<Session, Error> {
+        if !resp.content_type_json {
+            return Err(DecodeError::NotJson.into());
+        }
+        let tokens = decode_tokens(resp.body)?;
+        let expires_at = tokens.expiry(self.now)?;
+        let user = match tokens.user {
+            Some(mut user) => {
+                if let Some(old) = fallback.filter(|old| old.id == user.id) {
+                    // Keep profile fields the response left out.
+                    user.name = user.name.or_else(|| old.name.clone());
+                    user.avatar = user.avatar.or_else(|| old.avatar.clone());
+                    user.country = user.country.or_else(|| old.country.clone());
+                }
+                user
+            }
+            None => user_from_claims(&tokens.access_token, fallback)?,
+        };
+        Ok(Session { access_token: tokens.access_token, refresh_token: tokens.refresh_token, expires_at, user })
+    }
+
+    pub(super) fn cmd_refresh(&mut self, for_token: bool) -> CommandId {
+        let leeway = self.config.leeway.as_millis();
+        let Some(session) = &self.session else {
+            let id = self.command_id();
+            let result = if for_token { Ok(Done::NoAccessToken) } else { Err(Error::NotAuthenticated) };
+            self.complete(id, result);
+            return id;
+        };
+        if for_token && session.is_fresh(self.now, leeway) {
+            let id = self.command_id();
+            self.complete(id, Ok(Done::AccessToken));
+            return id;
+        }
+        if let Some(op) = &self.refresh {
+            let existing = if for_token { op.token_id } else { op.refresh_id };
+            if let Some(id) = existing {
+                return id;
+            }
+            let id = self.command_id();
+            if let Some(op) = self.refresh.as_mut() {
+                if for_token {
+                    op.token_id = Some(id);
+                } else {
+                    op.refresh_id = Some(id);
+                }
+            }
+            return id;
+        }
+        let id = self.command_id();
+        if for_token {
+            self.start_refresh(None, Some(id));
+        } else {
+            self.start_refresh(Some(id), None);
+        }
+        id
+    }
+
+    /// Starts the one refresh of the current session.
+    pub(super) fn start_refresh(&mut self, refresh_id: Option<CommandId>, token_id: Option<CommandId>) {
+        let Some(session) = &self.session else { return };
+        if self.refresh.is_some() {
+            return;
+        }
+        let presented = session.refresh_token.clone();
+        let purpose = Purpose::Refresh { epoch: self.epoch, presented: presented.fingerprint() };
+        match self.send(purpose) {
+            Ok(request) => self.refresh = Some(RefreshOp { request, presented, refresh_id, token_id }),
+            Err(e) => {
+                let op = RefreshOp { request: RequestId(0), presented, refresh_id, token_id };
+                self.finish_refresh_waiters(&op, Err(e), false);
+                self.fail_upgrade_waiting_for_token(Error::Busy);
+            }
+        }
+    }
+
+    /// When the next proactive refresh (or its retry) is due.
+    pub(super) fn refresh_deadline(&self) -> Option<Instant> {
+        let session = self.session.as_ref()?;
+        if self.refresh.is_some() {
+            return None;
+        }
+        if let Some(retry) = self.refresh_retry_at {
+            return Some(retry);
+        }
+        let lead = self.config.proactive_refresh?;
+        Some(session.expires_at - lead)
+    }
+
+    /// Completes the callers of a refresh. `Ok` means the session is fresh;
+    /// on error, token callers still get a token that has not expired yet
+    /// (`token_still_valid`), which is more useful offline than an error.
+    pub(super) fn finish_refresh_waiters(&mut self, op: &RefreshOp, result: Result<Done, Error>, token_still_valid: bool) {
+        if let Some(id) = op.refresh_id {
+            self.complete(id, result.clone());
+        }
+        if let Some(id) = op.token_id {
+            let token_result = match result {
+                Ok(Done::Session) => Ok(Done::AccessToken),
+                Ok(other) => Ok(other),
+                Err(_) if token_still_valid => Ok(Done::AccessToken),
+                Err(e) => Err(e),
+            };
+            self.complete(id, token_result);
+        }
+    }
+
+    pub(super) fn on_refresh(
+        &mut self,
+        request: RequestId,
+        epoch: u32,
+        presented: u64,
+        answer: Result<Response<'_>, TransportError>,
+    ) {
+        let live = epoch == self.epoch && self.refresh.as_ref().is_some_and(|op| op.request == request);
+        match answer {
+            Ok(resp) if resp.is_success() => {
+                let fallback = if live { self.session.as_ref().map(|s| s.user.clone()) } else { None };
+                let session = match self.session_from(&resp, fallback.as_ref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if live {
+                            self.fail_refresh(e);
+                        }
+                        return;
+                    }
+                };
+                self.remember_spent(presented);
+                if !live {
+                    self.adopt_orphan_tokens(presented, &session);
+                    return;
+                }
+                let Some(op) = self.refresh.take() else { return };
+                let Some(old) = self.session.replace(session) else { return };
+                self.refresh_backoff = 0;
+                self.refresh_retry_at = None;
+                let change = {
+                    let new = self.session.as_ref().map(|s| &s.user);
+                    if new.is_some_and(|u| old.user.same_identity(u)) {
+                        AuthChange::TokenRefreshed
+                    } else {
+                        AuthChange::UserUpdated
+                    }
+                };
+                let now_anonymous = self.session.as_ref().is_some_and(Session::is_anonymous);
+                self.store_put(RecordKey::Session);
+                if now_anonymous {
+                    // Keep the resumable copy in step with every rotation: a
+                    // copy one rotation behind is a lost account (§5).
+                    self.anon_token = self.session.as_ref().map(|s| s.refresh_token.clone());
+                    self.store_put(RecordKey::AnonRefreshToken);
+                } else if self.anon_token.is_some() && (old.is_anonymous() || self.anon_fingerprint() == presented) {
+                    // The guest confirmed its email: it is a named account
+                    // now and must never be resumed as a guest (§12.2).
+                    self.anon_token = None;
+                    self.pending_confirmation = None;
+                    self.store_remove(RecordKey::AnonRefreshToken);
+                }
+                self.change(change);
+                self.finish_refresh_waiters(&op, Ok(Done::Session), true);
+                self.send_upgrade_if_waiting();
+            }
+            Ok(resp) if api_error(&resp).is_dead_token() => {
+                if self.anon_fingerprint() == presented {
+                    // Dead server-side: a copy of it can never resume anything.
+                    self.anon_token = None;
+                    self.store_remove(RecordKey::AnonRefreshToken);
+                }
+                if !live {
+                    return;
+                }
+                let Some(op) = self.refresh.take() else { return };
+                if self.session.as_ref().is_some_and(|s| s.refresh_token.fingerprint() != presented) {
+                    // Another process rotated the session meanwhile and we
+                    // adopted its tokens: our copy was spent, not the session.
+                    self.finish_refresh_waiters(&op, Ok(Done::Session), true);
+                    self.send_upgrade_if_waiting();
+                    return;
+                }
+                self.begin_epoch(None);
+                self.store_remove(RecordKey::Session);
+                self.change(AuthChange::SignedOut);
+                let error = answer_error(&Ok(resp));
+                if let Some(id) = op.refresh_id {
+                    self.complete(id, Err(error));
+                }
+                if let Some(id) = op.token_id {
+                    self.complete(id, Ok(Done::NoAccessToken));
+                }
+            }
+            failed => {
+                if live {
+                    self.fail_refresh(answer_error(&failed));
+                }
+            }
+        }
+    }
+
+    /// A refresh failed transiently: the session is kept, callers learn why,
+    /// and proactive refresh backs off.
+    fn fail_refresh(&mut self, error: Error) {
+        let Some(op) = self.refresh.take() else { return };
+        self.refresh_backoff = next_backoff(self.refresh_backoff, &self.config);
+        self.refresh_retry_at = Some(self.now.saturating_add_ms(self.refresh_backoff));
+        let still_valid = self.session.as_ref().is_some_and(|s| s.expires_at > self.now);
+        self.finish_refresh_waiters(&op, Err(error.clone()), still_valid);
+        self.fail_upgrade_waiting_for_token(error);
+    }
+
+    // ----- upgrade -------------------------------------------------------
+
+    pub(super) fn cmd_upgrade(&mut self, request: UpgradeRequest) -> CommandId {
+        let leeway = self.config.leeway.as_millis();
+        let rejection = match &self.session {
+            None => Some(Error::NotAuthenticated),
+            Some(s) if !s.is_anonymous() => Some(Error::NotAnonymous),
+            Some(_) => None,
+        };
+        if let Some(error) = rejection {
+            let id = self.command_id();
+            self.complete(id, Err(error));
+            return id;
+        }
+        if let Some(op) = &self.upgrade {
+            let same = op.request.idempotency_key.is_some()
+                && op.request.idempotency_key == request.idempotency_key
+                && op.request.email == request.email;
+            if same {
+                return op.id;
+            }
+            let id = self.command_id();
+            self.complete(id, Err(Error::UpgradeInProgress));
+            return id;
+        }
+        let id = self.command_id();
+        let fresh = self.session.as_ref().is_some_and(|s| s.is_fresh(self.now, leeway));
+        self.upgrade = Some(UpgradeOp { id, request, stage: UpgradeStage::AwaitingToken });
+        if fresh {
+            self.send_upgrade_if_waiting();
+        } else {
+            // A fresh bearer first; the upgrade goes out when it lands.
+            self.start_refresh(None, None);
+        }
+        id
+    }
+
+    fn send_upgrade_if_waiting(&mut self) {
+        if !self.upgrade.as_ref().is_some_and(|op| op.stage == UpgradeStage::AwaitingToken) {
+            return;
+        }
+        let refresh_fp = self.session.as_ref().map_or(0, |s| s.refresh_token.fingerprint());
+        match self.send(Purpose::Upgrade { epoch: self.epoch, refresh_fp }) {
+            Ok(request) => {
+                if let Some(op) = self.upgrade.as_mut() {
+                    op.stage = UpgradeStage::Sent(request);
+                }
+            }
+            Err(e) => self.fail_upgrade_waiting_for_token(e),
+        }
+    }
+
+    fn fail_upgrade_waiting_for_token(&mut self, error: Error) {
+        if self.upgrade.as_ref().is_some_and(|op| op.stage == UpgradeStage::AwaitingToken) {
+            if let Some(op) = self.upgrade.take() {
+                self.complete(op.id, Err(error));
+            }
+        }
+    }
+
+    pub(super) fn on_upgrade(
+        &mut self,
+        request: RequestId,
+        epoch: u32,
+        refresh_fp: u64,
+        answer: Result<Response<'_>, TransportError>,
+    ) {
+        let live = epoch == self.epoch
+            && self.upgrade.as_ref().is_some_and(|op| op.stage == UpgradeStage::Sent(request));
+        let decoded = match &answer {
+            Ok(resp) if resp.is_success() => Some(if resp.content_type_json {
+                decode_upgrade(resp.body).map_err(Error::from)
+            } else {
+                Err(DecodeError::NotJson.into())
+            }),
+            _ => None,
+        };
+        if !live {
+            if let Some(Ok(UpgradeResponse::Updated(_))) = decoded {
+                // The account we upgraded is named now, though we no longer
+                // hold its session: never resume it as a guest (§12.6).
+                if refresh_fp != 0 && self.anon_fingerprint() == refresh_fp {
+                    self.anon_token = None;
+                    self.store_remove(RecordKey::AnonRefreshToken);
+                }
+            }
+            return;
+        }
+        let Some(op) = self.upgrade.take() else { return };
+        match decoded {
+            None => self.complete(op.id, Err(answer_error(&answer))),
+            Some(Err(e)) => self.complete(op.id, Err(e)),
+            Some(Ok(UpgradeResponse::ConfirmationRequired { email })) => {
+                // Nothing changes until the email is confirmed; the refresh
+                // that shows it flips the session (see `on_refresh`).
+                self.pending_confirmation = Some(email);
+                self.complete(op.id, Ok(Done::ConfirmationRequired));
+            }
+            Some(Ok(UpgradeResponse::Updated(user))) => {
+                if let Some(session) = self.session.as_mut() {
+                    if !user.id.is_empty() {
+                        session.user.id = user.id;
+                    }
+                    session.user.email = user.email.or(Some(op.request.email.clone()));
+                    session.user.is_anonymous = user.is_anonymous;
+                }
+                self.pending_confirmation = None;
+                self.anon_token = None;
+                self.store_put(RecordKey::Session);
+                self.store_remove(RecordKey::AnonRefreshToken);
+                self.change(AuthChange::UserUpdated);
+                self.complete(op.id, Ok(Done::Upgraded));
+            }
+        }
+    }
+
+    // ----- revocation ----------------------------------------------------
+
+    /// Fire-and-forget `/auth/signout` with `bearer`.
+    pub(super) fn revoke(&mut self, bearer: AccessToken) {
+        let pending = self.outputs.iter().any(|q| match q {
+            Queued::Send(id) => self.in_flight.iter().any(|f| f.id == *id && f.purpose == Purpose::SignOut),
+            _ => false,
+        });
+        if pending {
+            // One sign-out per batch is all the slot holds; the other session
+            // expires on its own. Not reachable through any single input today.
+            warn!("second revocation in one batch skipped");
+            return;
+        }
+        self.signout_bearer = Some(bearer);
+        if self.send(Purpose::SignOut).is_err() {
+            warn!("no request slot for /auth/signout; session left to expire");
+        }
+    }
+
+    pub(super) fn on_signout_refresh(&mut self, answer: Result<Response<'_>, TransportError>) {
+        if let Ok(resp) = answer {
+            if resp.is_success() && resp.content_type_json {
+                if let Ok(tokens) = decode_tokens(resp.body) {
+                    self.revoke(tokens.access_token);
+                }
+            }
+        }
+    }
+}
+
+/// The user named by an access token's claims, on top of `fallback`.
+fn user_from_claims(token: &AccessToken, fallback: Option<&User>) -> Result<User, Error> {
+    match decode_claims(token.expose()) {
+        Ok(claims) => {
+            let mut user = fallback.cloned().unwrap_or_default();
+            if user.id != claims.sub {
+                // Another account than the fallback: keep only what the
+                // caller knew about the route (a resume is a guest's).
+                user = User { is_anonymous: user.is_anonymous, ..User::default() };
+            }
+            user.id = claims.sub;
+            if let Some(anonymous) = claims.is_anonymous {
+                user.is_anonymous = anonymous;
+            }
+            match claims.email {
+                Some(email) => user.email = Some(email),
+                None if user.is_anonymous => user.email = None,
+                None => {}
+            }
+            Ok(user)
+        }
+        Err(e) => fallback.cloned().ok_or(Error::InvalidResponse(e)),
+    }
+}

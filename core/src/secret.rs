@@ -1,0 +1,106 @@
+//! Strings that must never reach a log.
+
+use core::fmt;
+
+use heapless::String;
+
+use crate::error::{CapacityError, Field};
+
+/// A bounded string whose `Debug` and `defmt::Format` print only its length.
+///
+/// Tokens and passwords live in this type from the moment they are decoded
+/// until they are written to the wire or to storage, so a `{:?}` of any core
+/// type cannot leak them. Read the value with [`Secret::expose`], a name that
+/// makes every use visible in review.
+///
+/// ```
+/// use paywall_auth::Secret;
+/// let s: Secret<16> = Secret::new("hunter2", paywall_auth::Field::Password).unwrap();
+/// assert_eq!(format!("{s:?}"), "Secret(7 bytes)");
+/// assert_eq!(s.expose(), "hunter2");
+/// ```
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret<const N: usize>(String<N>);
+
+impl<const N: usize> Secret<N> {
+    /// Copies `value`; fails with a [`CapacityError`] naming `field` if it is
+    /// longer than `N` bytes.
+    pub fn new(value: &str, field: Field) -> Result<Self, CapacityError> {
+        bounded(value, field).map(Secret)
+    }
+
+    /// The secret itself. Call it only to put the value on the wire or on
+    /// storage.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// Length in bytes (safe to log).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the secret is the empty string.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A 64-bit FNV-1a fingerprint, used to recognise a token again (for
+    /// example an echo of a write we already superseded) without keeping it.
+    pub fn fingerprint(&self) -> u64 {
+        fingerprint(self.0.as_bytes())
+    }
+}
+
+/// FNV-1a over `bytes`: cheap, deterministic and good enough to tell tokens
+/// apart (they are random); it is not used for anything security-relevant.
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl<const N: usize> fmt::Debug for Secret<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+impl<const N: usize> fmt::Display for Secret<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<const N: usize> defmt::Format for Secret<N> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        defmt::write!(f, "Secret({=usize} bytes)", self.0.len())
+    }
+}
+
+impl<const N: usize> serde::Serialize for Secret<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de, const N: usize> serde::Deserialize<'de> for Secret<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::<N>::deserialize(d).map(Secret)
+    }
+}
+
+/// Copies `value` into a `String<N>`, or names `field` in the error.
+pub fn bounded<const N: usize>(value: &str, field: Field) -> Result<String<N>, CapacityError> {
+    let mut s = String::new();
+    s.push_str(value).map_err(|_| CapacityError {
+        field,
+        capacity: N,
+        len: value.len(),
+    })?;
+    Ok(s)
+}

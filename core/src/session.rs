@@ -1,0 +1,133 @@
+//! The user and session the machine holds.
+
+use heapless::{String, Vec};
+
+use crate::error::{CapacityError, Field};
+use crate::limits::*;
+use crate::secret::{Secret, bounded};
+use crate::time::Instant;
+
+/// An access token (a JWT), redacted when formatted.
+pub type AccessToken = Secret<ACCESS_TOKEN_MAX>;
+/// A single-use refresh token, redacted when formatted.
+pub type RefreshToken = Secret<REFRESH_TOKEN_MAX>;
+/// A password on its way to an upgrade request, redacted when formatted.
+pub type Password = Secret<PASSWORD_MAX>;
+
+/// The account a session belongs to (PROTOCOL.md §2.2).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct User {
+    /// Backend user id. Stays the same across resume, refresh and upgrade.
+    pub id: String<USER_ID_MAX>,
+    /// `None` for anonymous users.
+    pub email: Option<String<EMAIL_MAX>>,
+    /// Whether this is a guest account.
+    pub is_anonymous: bool,
+    /// Display name from an OAuth profile.
+    pub name: Option<String<NAME_MAX>>,
+    /// Avatar URL from an OAuth profile.
+    pub avatar: Option<String<AVATAR_MAX>>,
+    /// Country, when the backend knows it.
+    pub country: Option<String<COUNTRY_MAX>>,
+}
+
+impl User {
+    /// An anonymous user with the given id.
+    pub fn anonymous(id: &str) -> Result<Self, CapacityError> {
+        Ok(User {
+            id: bounded(id, Field::UserId)?,
+            is_anonymous: true,
+            ..User::default()
+        })
+    }
+
+    /// Whether two users are the same *identity* for event purposes: same id
+    /// and email (§8.2), plus the anonymous flag, whose flip is exactly what
+    /// a UI switching from "guest" to "profile" needs to hear about.
+    pub fn same_identity(&self, other: &User) -> bool {
+        self.id == other.id && self.email == other.email && self.is_anonymous == other.is_anonymous
+    }
+}
+
+/// A signed-in session (PROTOCOL.md §2.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Session {
+    /// Bearer for API calls.
+    pub access_token: AccessToken,
+    /// Single-use token that buys the next access token.
+    pub refresh_token: RefreshToken,
+    /// When the access token expires, on the caller's clock (ms).
+    pub expires_at: Instant,
+    /// Whose session this is.
+    pub user: User,
+}
+
+impl Session {
+    /// Whether the access token is still usable for `leeway_ms` from `now`
+    /// (strictly more than the leeway left, as in the reference client).
+    pub fn is_fresh(&self, now: Instant, leeway_ms: u64) -> bool {
+        self.expires_at.as_millis() > now.as_millis().saturating_add(leeway_ms)
+    }
+
+    /// Whether the session is a guest session.
+    pub fn is_anonymous(&self) -> bool {
+        self.user.is_anonymous
+    }
+}
+
+/// `user_meta`: a small string→string map sent with sign-ins and upgrades.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UserMeta {
+    entries: Vec<(String<META_KEY_MAX>, String<META_VALUE_MAX>), META_ENTRIES>,
+}
+
+impl UserMeta {
+    /// An empty map.
+    pub const fn new() -> Self {
+        UserMeta { entries: Vec::new() }
+    }
+
+    /// Inserts or replaces `key`.
+    ///
+    /// ```
+    /// let mut m = paywall_auth::UserMeta::new();
+    /// m.insert("source", "kiosk-7").unwrap();
+    /// assert_eq!(m.get("source"), Some("kiosk-7"));
+    /// ```
+    pub fn insert(&mut self, key: &str, value: &str) -> Result<(), CapacityError> {
+        let value = bounded(value, Field::UserMetaValue)?;
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = value;
+            return Ok(());
+        }
+        let key = bounded(key, Field::UserMetaKey)?;
+        self.entries.push((key, value)).map_err(|_| CapacityError {
+            field: Field::UserMeta,
+            capacity: META_ENTRIES,
+            len: META_ENTRIES + 1,
+        })
+    }
+
+    /// The value for `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Entries in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

@@ -1,0 +1,956 @@
+//! The two durable records (PROTOCOL.md §6.2), in two formats.
+//!
+//! - [`StoreFormat::ReferenceJson`] is byte-compatible with the reference
+//!   client, so an app that switches SDKs (or shares `chrome.storage` with a
+//!   JS context) keeps its signed-in users: the session is the JSON
+//!   AuthSession of §2.3 with `expires_at` in milliseconds, the anonymous
+//!   refresh token is the raw token string.
+//! - [`StoreFormat::Postcard`] is for flash: a version byte, then postcard.
+//!   Roughly a third of the JSON's size, and versioned so a later layout can
+//!   be told apart from this one instead of being misread.
+//!
+//! Decoders accept what the reference writes and reject everything else with
+//! a typed [`DecodeError`]; they never panic and never allocate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CapacityError, DecodeError, Field};
+use crate::secret::{Secret, bounded};
+use crate::session::{RefreshToken, Session, User};
+use crate::storage::StoreFormat;
+use crate::time::Instant;
+
+use super::json::{Full, JsonStr, Parser, Writer, number_to_u64, read_user};
+
+/// First byte of every postcard record written by this version.
+pub const POSTCARD_VERSION: u8 = 1;
+
+const WHAT_SESSION: &str = "session record";
+const WHAT_ANON: &str = "anonymous refresh-token record";
+
+fn buffer_full(capacity: usize) -> CapacityError {
+    CapacityError {
+        field: Field::Buffer,
+        capacity,
+        len: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Session
+// ---------------------------------------------------------------------------
+
+/// The postcard layout of a session, version 1. Borrowed strings: encoding
+/// copies nothing, decoding copies each field once into its bounded home
+/// (which names the field if it is too long).
+#[derive(Serialize, Deserialize)]
+struct SessionV1<'a> {
+    access_token: &'a str,
+    refresh_token: &'a str,
+    expires_at: u64,
+    #[serde(borrow)]
+    user: UserV1<'a>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UserV1<'a> {
+    id: &'a str,
+    #[serde(borrow)]
+    email: Option<&'a str>,
+    is_anonymous: bool,
+    #[serde(borrow)]
+    name: Option<&'a str>,
+    #[serde(borrow)]
+    avatar: Option<&'a str>,
+    #[serde(borrow)]
+    country: Option<&'a str>,
+}
+
+/// Encodes the session record into `buf` and returns its length.
+///
+/// `ReferenceJson` writes exactly the reference's layout:
+/// `{"access_token":…,"refresh_token":…,"expires_at":<integer ms>,"user":{"id":…,"email":null|…,"is_anonymous":…}}`,
+/// with `"name"`, `"avatar"`, `"country"` appended to the user only when
+/// set (an empty email is written as `null`, as it decodes). `Postcard`
+/// writes [`POSTCARD_VERSION`] then the postcard of the session.
+///
+/// A `buf` too small gives `CapacityError { field: Field::Buffer, capacity:
+/// buf.len(), len: 0 }`.
+pub fn encode_session(
+    s: &Session,
+    format: StoreFormat,
+    buf: &mut [u8],
+) -> Result<usize, CapacityError> {
+    let capacity = buf.len();
+    match format {
+        StoreFormat::ReferenceJson => {
+            let mut w = Writer::new(buf);
+            write_session_json(s, &mut w).map_err(|Full| buffer_full(capacity))?;
+            Ok(w.len())
+        }
+        StoreFormat::Postcard => {
+            let u = &s.user;
+            let mirror = SessionV1 {
+                access_token: s.access_token.expose(),
+                refresh_token: s.refresh_token.expose(),
+                expires_at: s.expires_at.as_millis(),
+                user: UserV1 {
+                    id: u.id.as_str(),
+                    email: u.email.as_deref(),
+                    is_anonymous: u.is_anonymous,
+                    name: u.name.as_deref(),
+                    avatar: u.avatar.as_deref(),
+                    country: u.country.as_deref(),
+                },
+            };
+            postcard_with_version(&mirror, buf)
+        }
+    }
+}
+
+fn postcard_with_version<T: Serialize>(value: &T, buf: &mut [u8]) -> Result<usize, CapacityError> {
+    let capacity = buf.len();
+    let (version, rest) = buf.split_first_mut().ok_or(buffer_full(capacity))?;
+    *version = POSTCARD_VERSION;
+    let used = postcard::to_slice(value, rest)
+        .map_err(|_| buffer_full(capacity))?
+        .len();
+    Ok(used + 1)
+}
+
+fn write_session_json(s: &Session, w: &mut Writer<'_>) -> Result<(), Full> {
+    let mut o = w.object()?;
+    o.key(w, "access_token")?;
+    w.string(s.access_token.expose())?;
+    o.key(w, "refresh_token")?;
+    w.string(s.refresh_token.expose())?;
+    o.key(w, "expires_at")?;
+    w.u64(s.expires_at.as_millis())?;
+    o.key(w, "user")?;
+    let u = &s.user;
+    let mut uo = w.object()?;
+    uo.key(w, "id")?;
+    w.string(u.id.as_str())?;
+    uo.key(w, "email")?;
+    match u.email.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) => w.string(e)?,
+        None => w.raw(b"null")?,
+    }
+    uo.key(w, "is_anonymous")?;
+    w.bool(u.is_anonymous)?;
+    for (key, value) in [
+        ("name", &u.name as &dyn OptStr),
+        ("avatar", &u.avatar),
+        ("country", &u.country),
+    ] {
+        if let Some(v) = value.get() {
+            uo.key(w, key)?;
+            w.string(v)?;
+        }
+    }
+    uo.end(w)?;
+    o.end(w)
+}
+
+/// An optional bounded string of any capacity, seen as `Option<&str>`.
+trait OptStr {
+    fn get(&self) -> Option<&str>;
+}
+
+impl<const N: usize> OptStr for Option<heapless::String<N>> {
+    fn get(&self) -> Option<&str> {
+        self.as_deref()
+    }
+}
+
+/// Decodes a session record written by [`encode_session`] or, for
+/// `ReferenceJson`, by the reference client.
+///
+/// `ReferenceJson` applies the hydrate validation of §6.4: `access_token`
+/// and `refresh_token` must be strings (empty ones are accepted, as the
+/// reference does), `expires_at` a number (integers are exact; a float is
+/// floored; negative → `InvalidValue`; `null`/absent → `MissingField`), and
+/// `user` an object with a string `id` (an **empty** id is accepted: it is
+/// what the reference stores for resumed anonymous sessions, §12.1). Other
+/// user fields are optional (`email` `null`/`""` → `None`, `is_anonymous`
+/// absent → `false`); extra keys anywhere are ignored.
+///
+/// `Postcard`: the first byte must be [`POSTCARD_VERSION`] (else
+/// `InvalidValue { field: "format version" }`), and the postcard must fill
+/// the rest exactly (truncated or trailing bytes → `Malformed`).
+///
+/// Oversize fields are `Capacity` naming the field in both formats.
+pub fn decode_session(bytes: &[u8], format: StoreFormat) -> Result<Session, DecodeError> {
+    match format {
+        StoreFormat::ReferenceJson => decode_session_json(bytes),
+        StoreFormat::Postcard => {
+            let body = postcard_body(bytes, WHAT_SESSION)?;
+            let (m, rest) = postcard::take_from_bytes::<SessionV1<'_>>(body)
+                .map_err(|_| DecodeError::Malformed { what: WHAT_SESSION })?;
+            if !rest.is_empty() {
+                return Err(DecodeError::Malformed { what: WHAT_SESSION });
+            }
+            Ok(Session {
+                access_token: Secret::new(m.access_token, Field::AccessToken)?,
+                refresh_token: Secret::new(m.refresh_token, Field::RefreshToken)?,
+                expires_at: Instant(m.expires_at),
+                user: User {
+                    id: bounded(m.user.id, Field::UserId)?,
+                    email: opt(m.user.email, Field::Email)?,
+                    is_anonymous: m.user.is_anonymous,
+                    name: opt(m.user.name, Field::Name)?,
+                    avatar: opt(m.user.avatar, Field::Avatar)?,
+                    country: opt(m.user.country, Field::Country)?,
+                },
+            })
+        }
+    }
+}
+
+/// An optional postcard string copied into its bounded home.
+fn opt<const N: usize>(
+    v: Option<&str>,
+    field: Field,
+) -> Result<Option<heapless::String<N>>, CapacityError> {
+    v.map(|v| bounded(v, field)).transpose()
+}
+
+/// Checks the version byte and returns what follows it.
+fn postcard_body<'a>(bytes: &'a [u8], what: &'static str) -> Result<&'a [u8], DecodeError> {
+    match bytes.split_first() {
+        None => Err(DecodeError::Malformed { what }),
+        Some((&POSTCARD_VERSION, rest)) => Ok(rest),
+        Some(_) => Err(DecodeError::InvalidValue {
+            field: "format version",
+        }),
+    }
+}
+
+fn required_str<'a>(
+    s: Option<JsonStr<'a>>,
+    field: &'static str,
+) -> Result<JsonStr<'a>, DecodeError> {
+    s.ok_or(DecodeError::MissingField { field })
+}
+
+fn decode_session_json(bytes: &[u8]) -> Result<Session, DecodeError> {
+    let mut p = Parser::new(bytes, WHAT_SESSION);
+    let mut access = None;
+    let mut refresh = None;
+    let mut expires_at = None;
+    let mut user_at = None;
+    p.object(|p, key| {
+        if key.is("access_token") {
+            access = p.opt_str("access_token")?;
+        } else if key.is("refresh_token") {
+            refresh = p.opt_str("refresh_token")?;
+        } else if key.is("expires_at") {
+            expires_at = p.opt_num("expires_at")?;
+        } else if key.is("user") {
+            user_at = p.object_offset("user")?;
+        } else {
+            p.skip()?;
+        }
+        Ok(())
+    })?;
+    p.finish()?;
+
+    let access = required_str(access, "access_token")?;
+    let refresh = required_str(refresh, "refresh_token")?;
+    let expires_at = expires_at.ok_or(DecodeError::MissingField {
+        field: "expires_at",
+    })?;
+    let expires_at = number_to_u64(expires_at).ok_or(DecodeError::InvalidValue {
+        field: "expires_at",
+    })?;
+    let user_at = user_at.ok_or(DecodeError::MissingField { field: "user" })?;
+    let user = read_user(&mut Parser::at(bytes, user_at, WHAT_SESSION))?;
+    Ok(Session {
+        access_token: access.to_secret(Field::AccessToken)?,
+        refresh_token: refresh.to_secret(Field::RefreshToken)?,
+        expires_at: Instant(expires_at),
+        user,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Anonymous refresh token
+// ---------------------------------------------------------------------------
+
+/// Encodes the anonymous refresh-token record into `buf`.
+///
+/// `ReferenceJson` writes the raw token (not JSON: that is the reference's
+/// format, §6.2). `Postcard` writes [`POSTCARD_VERSION`] then the postcard
+/// string. A `buf` too small gives a [`Field::Buffer`] capacity error.
+pub fn encode_anon_token(
+    t: &RefreshToken,
+    format: StoreFormat,
+    buf: &mut [u8],
+) -> Result<usize, CapacityError> {
+    match format {
+        StoreFormat::ReferenceJson => {
+            let capacity = buf.len();
+            let mut w = Writer::new(buf);
+            w.raw(t.expose().as_bytes())
+                .map_err(|Full| buffer_full(capacity))?;
+            Ok(w.len())
+        }
+        StoreFormat::Postcard => postcard_with_version(&t.expose(), buf),
+    }
+}
+
+/// Decodes the anonymous refresh-token record.
+///
+/// An empty record (or an empty token) is `Ok(None)`: there is no account
+/// to resume, which is not an error. `ReferenceJson`: the bytes are the
+/// token; non-UTF-8 → `InvalidValue { field: "refresh_token" }`, longer than
+/// [`REFRESH_TOKEN_MAX`](crate::limits::REFRESH_TOKEN_MAX) →
+/// `Capacity(Field::RefreshToken)`. `Postcard`: version byte (else
+/// `InvalidValue { field: "format version" }`) then exactly one postcard
+/// string (else `Malformed`).
+pub fn decode_anon_token(
+    bytes: &[u8],
+    format: StoreFormat,
+) -> Result<Option<RefreshToken>, DecodeError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let token = match format {
+        StoreFormat::ReferenceJson => {
+            core::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidValue {
+                field: "refresh_token",
+            })?
+        }
+        StoreFormat::Postcard => {
+            let body = postcard_body(bytes, WHAT_ANON)?;
+            let (s, rest) = postcard::take_from_bytes::<&str>(body)
+                .map_err(|_| DecodeError::Malformed { what: WHAT_ANON })?;
+            if !rest.is_empty() {
+                return Err(DecodeError::Malformed { what: WHAT_ANON });
+            }
+            s
+        }
+    };
+    if token.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Secret::new(token, Field::RefreshToken)?))
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    extern crate std;
+
+    use std::string::String as StdString;
+    use std::vec::Vec;
+    use std::{format, vec};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::limits::{
+        ACCESS_TOKEN_MAX, AVATAR_MAX, COUNTRY_MAX, EMAIL_MAX, NAME_MAX, REFRESH_TOKEN_MAX,
+        USER_ID_MAX,
+    };
+
+    const BOTH: [StoreFormat; 2] = [StoreFormat::ReferenceJson, StoreFormat::Postcard];
+
+    fn session() -> Session {
+        Session {
+            access_token: Secret::new(
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.sig",
+                Field::AccessToken,
+            )
+            .unwrap(),
+            refresh_token: Secret::new("r1", Field::RefreshToken).unwrap(),
+            expires_at: Instant(1_767_225_600_000),
+            user: User::anonymous("u1").unwrap(),
+        }
+    }
+
+    fn named() -> Session {
+        let mut s = session();
+        s.user = User {
+            id: bounded("u2", Field::UserId).unwrap(),
+            email: Some(bounded("jo\"sé@x.io", Field::Email).unwrap()),
+            is_anonymous: false,
+            name: Some(bounded("Jo\\\n", Field::Name).unwrap()),
+            avatar: Some(bounded("https://x.io/a.png", Field::Avatar).unwrap()),
+            country: Some(bounded("FR", Field::Country).unwrap()),
+        };
+        s
+    }
+
+    fn enc(s: &Session, f: StoreFormat) -> Vec<u8> {
+        let mut buf = vec![0u8; 8192];
+        let n = encode_session(s, f, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn json(s: &Session) -> StdString {
+        StdString::from_utf8(enc(s, StoreFormat::ReferenceJson)).unwrap()
+    }
+
+    #[test]
+    fn reference_json_is_byte_exact() {
+        assert_eq!(
+            json(&session()),
+            r#"{"access_token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.sig","refresh_token":"r1","expires_at":1767225600000,"user":{"id":"u1","email":null,"is_anonymous":true}}"#
+        );
+        assert_eq!(
+            json(&named()),
+            r#"{"access_token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.sig","refresh_token":"r1","expires_at":1767225600000,"user":{"id":"u2","email":"jo\"sé@x.io","is_anonymous":false,"name":"Jo\\\n","avatar":"https://x.io/a.png","country":"FR"}}"#
+        );
+    }
+
+    #[test]
+    fn round_trips_in_both_formats() {
+        for f in BOTH {
+            for s in [session(), named()] {
+                assert_eq!(decode_session(&enc(&s, f), f).unwrap(), s, "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn postcard_is_versioned_and_compact() {
+        let b = enc(&named(), StoreFormat::Postcard);
+        assert_eq!(b[0], POSTCARD_VERSION);
+        assert!(b.len() < json(&named()).len());
+    }
+
+    #[test]
+    fn decodes_what_the_js_sdk_writes() {
+        let js = br#"{"access_token":"eyJ.x.y","refresh_token":"r1","expires_at":1767225600000,"user":{"id":"","email":null,"is_anonymous":true}}"#;
+        let s = decode_session(js, StoreFormat::ReferenceJson).unwrap();
+        assert_eq!(s.access_token.expose(), "eyJ.x.y");
+        assert_eq!(s.refresh_token.expose(), "r1");
+        assert_eq!(s.expires_at, Instant(1_767_225_600_000));
+        assert_eq!(s.user.id.as_str(), "");
+        assert!(s.user.is_anonymous);
+        assert_eq!(s.user.email, None);
+    }
+
+    #[test]
+    fn decodes_a_server_user_stored_verbatim() {
+        // The reference stores the server's user object with all its keys,
+        // in the server's order, pretty or not.
+        let js = br#"{ "user": {"app_metadata":{"provider":"email","providers":["email"]},"aud":"authenticated","avatar":null,"country":"DE","email":"a@b.c","id":"8c4e","identities":[],"name":"Ann"},
+            "expires_at": 1767225600123.7, "refresh_token":"r", "access_token":"a", "extra":{"nested":[1,{"x":null}]} }"#;
+        let s = decode_session(js, StoreFormat::ReferenceJson).unwrap();
+        assert_eq!(s.expires_at, Instant(1_767_225_600_123));
+        assert_eq!(s.user.id.as_str(), "8c4e");
+        assert_eq!(s.user.email.as_deref(), Some("a@b.c"));
+        assert!(!s.user.is_anonymous);
+        assert_eq!(s.user.name.as_deref(), Some("Ann"));
+        assert_eq!(s.user.avatar, None);
+        assert_eq!(s.user.country.as_deref(), Some("DE"));
+    }
+
+    #[test]
+    fn expires_at_forms() {
+        let with = |e: &str| {
+            let b = format!(
+                r#"{{"access_token":"a","refresh_token":"r","expires_at":{e},"user":{{"id":"u"}}}}"#
+            );
+            decode_session(b.as_bytes(), StoreFormat::ReferenceJson).map(|s| s.expires_at)
+        };
+        assert_eq!(with("0"), Ok(Instant(0)));
+        assert_eq!(with("-0"), Ok(Instant(0)));
+        assert_eq!(with("1.5e3"), Ok(Instant(1500)));
+        assert_eq!(with("18446744073709551615"), Ok(Instant(u64::MAX)));
+        assert_eq!(
+            with("-1"),
+            Err(DecodeError::InvalidValue {
+                field: "expires_at"
+            })
+        );
+        assert_eq!(
+            with("1e400"),
+            Err(DecodeError::InvalidValue {
+                field: "expires_at"
+            })
+        );
+        assert_eq!(
+            with("18446744073709551616"),
+            Err(DecodeError::InvalidValue {
+                field: "expires_at"
+            })
+        );
+        assert_eq!(
+            with("null"),
+            Err(DecodeError::MissingField {
+                field: "expires_at"
+            })
+        );
+        assert_eq!(
+            with("\"1\""),
+            Err(DecodeError::InvalidValue {
+                field: "expires_at"
+            })
+        );
+        assert_eq!(
+            with("NaN"),
+            Err(DecodeError::Malformed { what: WHAT_SESSION })
+        );
+    }
+
+    #[test]
+    fn reference_json_rejections() {
+        let cases: &[(&str, DecodeError)] = &[
+            (
+                r#"{"refresh_token":"r","expires_at":1,"user":{"id":"u"}}"#,
+                DecodeError::MissingField {
+                    field: "access_token",
+                },
+            ),
+            (
+                r#"{"access_token":1,"refresh_token":"r","expires_at":1,"user":{"id":"u"}}"#,
+                DecodeError::InvalidValue {
+                    field: "access_token",
+                },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":null,"expires_at":1,"user":{"id":"u"}}"#,
+                DecodeError::MissingField {
+                    field: "refresh_token",
+                },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":"r","user":{"id":"u"}}"#,
+                DecodeError::MissingField {
+                    field: "expires_at",
+                },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":"r","expires_at":1}"#,
+                DecodeError::MissingField { field: "user" },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":"r","expires_at":1,"user":null}"#,
+                DecodeError::MissingField { field: "user" },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":"r","expires_at":1,"user":true}"#,
+                DecodeError::InvalidValue { field: "user" },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":"r","expires_at":1,"user":{}}"#,
+                DecodeError::MissingField { field: "user.id" },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":"r","expires_at":1,"user":{"id":1}}"#,
+                DecodeError::InvalidValue { field: "user.id" },
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":"r","expires_at":1,"user":{"id":"u"}"#,
+                DecodeError::Malformed { what: WHAT_SESSION },
+            ),
+            (r#"[]"#, DecodeError::Malformed { what: WHAT_SESSION }),
+            (r#""#, DecodeError::Malformed { what: WHAT_SESSION }),
+            (r#"null"#, DecodeError::Malformed { what: WHAT_SESSION }),
+        ];
+        for (b, want) in cases {
+            assert_eq!(
+                decode_session(b.as_bytes(), StoreFormat::ReferenceJson)
+                    .as_ref()
+                    .err(),
+                Some(want),
+                "{b}"
+            );
+        }
+    }
+
+    #[test]
+    fn reference_json_accepts_empty_tokens_as_the_reference_does() {
+        let b = br#"{"access_token":"","refresh_token":"","expires_at":1,"user":{"id":""}}"#;
+        let s = decode_session(b, StoreFormat::ReferenceJson).unwrap();
+        assert!(s.access_token.is_empty() && s.refresh_token.is_empty());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for f in BOTH {
+            let full = enc(&named(), f);
+            for n in 0..full.len() {
+                assert!(decode_session(&full[..n], f).is_err(), "{f:?} {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn postcard_rejects_bad_version_and_trailing_bytes() {
+        let mut b = enc(&session(), StoreFormat::Postcard);
+        b.push(0);
+        assert_eq!(
+            decode_session(&b, StoreFormat::Postcard),
+            Err(DecodeError::Malformed { what: WHAT_SESSION })
+        );
+        b.pop();
+        for v in [0u8, 2, b'{', 0xff] {
+            b[0] = v;
+            assert_eq!(
+                decode_session(&b, StoreFormat::Postcard),
+                Err(DecodeError::InvalidValue {
+                    field: "format version"
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn formats_are_not_confused() {
+        // A JSON record read as postcard (first byte '{') and vice versa.
+        assert!(
+            decode_session(
+                &enc(&session(), StoreFormat::ReferenceJson),
+                StoreFormat::Postcard
+            )
+            .is_err()
+        );
+        assert!(
+            decode_session(
+                &enc(&session(), StoreFormat::Postcard),
+                StoreFormat::ReferenceJson
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn postcard_wrong_types_are_malformed() {
+        // Invalid UTF-8 in the access token string.
+        let mut b = vec![POSTCARD_VERSION, 2, 0xff, 0xfe];
+        b.extend_from_slice(&[1, b'r', 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            decode_session(&b, StoreFormat::Postcard),
+            Err(DecodeError::Malformed { what: WHAT_SESSION })
+        );
+        // bool byte out of range (is_anonymous = 2).
+        let mut b = vec![
+            POSTCARD_VERSION,
+            1,
+            b'a',
+            1,
+            b'r',
+            5,
+            1,
+            b'u',
+            0,
+            2,
+            0,
+            0,
+            0,
+        ];
+        assert_eq!(
+            decode_session(&b, StoreFormat::Postcard),
+            Err(DecodeError::Malformed { what: WHAT_SESSION })
+        );
+        b[9] = 1;
+        let s = decode_session(&b, StoreFormat::Postcard).unwrap();
+        assert_eq!(
+            (s.expires_at, s.user.id.as_str(), s.user.is_anonymous),
+            (Instant(5), "u", true)
+        );
+    }
+
+    #[test]
+    fn oversize_fields_name_their_field_in_both_formats() {
+        let long = "z".repeat(3000);
+        // JSON: one field at a time.
+        let base = |at: &str, rt: &str, user: &str| {
+            format!(
+                r#"{{"access_token":"{at}","refresh_token":"{rt}","expires_at":1,"user":{user}}}"#
+            )
+        };
+        let cases = [
+            (
+                base(&long, "r", r#"{"id":"u"}"#),
+                Field::AccessToken,
+                ACCESS_TOKEN_MAX,
+            ),
+            (
+                base("a", &long, r#"{"id":"u"}"#),
+                Field::RefreshToken,
+                REFRESH_TOKEN_MAX,
+            ),
+            (
+                base("a", "r", &format!(r#"{{"id":"{long}"}}"#)),
+                Field::UserId,
+                USER_ID_MAX,
+            ),
+            (
+                base("a", "r", &format!(r#"{{"id":"u","email":"{long}"}}"#)),
+                Field::Email,
+                EMAIL_MAX,
+            ),
+            (
+                base("a", "r", &format!(r#"{{"id":"u","name":"{long}"}}"#)),
+                Field::Name,
+                NAME_MAX,
+            ),
+            (
+                base("a", "r", &format!(r#"{{"id":"u","avatar":"{long}"}}"#)),
+                Field::Avatar,
+                AVATAR_MAX,
+            ),
+            (
+                base("a", "r", &format!(r#"{{"id":"u","country":"{long}"}}"#)),
+                Field::Country,
+                COUNTRY_MAX,
+            ),
+        ];
+        for (b, field, capacity) in cases {
+            assert_eq!(
+                decode_session(b.as_bytes(), StoreFormat::ReferenceJson),
+                Err(DecodeError::Capacity(CapacityError {
+                    field,
+                    capacity,
+                    len: 3000
+                }))
+            );
+        }
+        // Postcard: hand-build a record whose access token is too long.
+        let m = SessionV1 {
+            access_token: &long,
+            refresh_token: "r",
+            expires_at: 1,
+            user: UserV1 {
+                id: "u",
+                email: None,
+                is_anonymous: true,
+                name: None,
+                avatar: None,
+                country: Some(&long),
+            },
+        };
+        let mut buf = vec![0u8; 8000];
+        let n = postcard_with_version(&m, &mut buf).unwrap();
+        assert_eq!(
+            decode_session(&buf[..n], StoreFormat::Postcard),
+            Err(DecodeError::Capacity(CapacityError {
+                field: Field::AccessToken,
+                capacity: ACCESS_TOKEN_MAX,
+                len: 3000
+            }))
+        );
+    }
+
+    #[test]
+    fn small_buffers_are_buffer_errors() {
+        for f in BOTH {
+            let full = enc(&named(), f).len();
+            for cap in 0..full {
+                let mut buf = vec![0u8; cap];
+                assert_eq!(
+                    encode_session(&named(), f, &mut buf),
+                    Err(CapacityError {
+                        field: Field::Buffer,
+                        capacity: cap,
+                        len: 0
+                    }),
+                    "{f:?} {cap}"
+                );
+            }
+            let mut buf = vec![0u8; full];
+            assert_eq!(encode_session(&named(), f, &mut buf), Ok(full));
+        }
+    }
+
+    #[test]
+    fn record_value_encode_uses_these_codecs() {
+        let s = session();
+        let mut buf = [0u8; 512];
+        let bytes = crate::storage::RecordValue::Session(&s)
+            .encode(StoreFormat::ReferenceJson, &mut buf)
+            .unwrap();
+        assert_eq!(
+            decode_session(bytes, StoreFormat::ReferenceJson).unwrap(),
+            s
+        );
+    }
+
+    // --- anon token ---------------------------------------------------------
+
+    fn token(s: &str) -> RefreshToken {
+        Secret::new(s, Field::RefreshToken).unwrap()
+    }
+
+    #[test]
+    fn anon_token_reference_is_the_raw_string() {
+        let mut buf = [0u8; 64];
+        let n =
+            encode_anon_token(&token("v1.r-tok_EN"), StoreFormat::ReferenceJson, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"v1.r-tok_EN");
+        assert_eq!(
+            decode_anon_token(b"v1.r-tok_EN", StoreFormat::ReferenceJson).unwrap(),
+            Some(token("v1.r-tok_EN"))
+        );
+        // Not JSON: quotes are part of the token.
+        assert_eq!(
+            decode_anon_token(b"\"q\"", StoreFormat::ReferenceJson)
+                .unwrap()
+                .unwrap()
+                .expose(),
+            "\"q\""
+        );
+    }
+
+    #[test]
+    fn anon_token_round_trips_and_empties() {
+        for f in BOTH {
+            let mut buf = [0u8; 300];
+            let n = encode_anon_token(&token("r1"), f, &mut buf).unwrap();
+            assert_eq!(decode_anon_token(&buf[..n], f).unwrap(), Some(token("r1")));
+            assert_eq!(decode_anon_token(&[], f), Ok(None));
+            let n = encode_anon_token(&token(""), f, &mut buf).unwrap();
+            assert_eq!(decode_anon_token(&buf[..n], f), Ok(None));
+        }
+    }
+
+    #[test]
+    fn anon_token_errors() {
+        assert_eq!(
+            decode_anon_token(b"r\xff", StoreFormat::ReferenceJson),
+            Err(DecodeError::InvalidValue {
+                field: "refresh_token"
+            })
+        );
+        let long = "t".repeat(REFRESH_TOKEN_MAX + 1);
+        let cap = Err(DecodeError::Capacity(CapacityError {
+            field: Field::RefreshToken,
+            capacity: REFRESH_TOKEN_MAX,
+            len: REFRESH_TOKEN_MAX + 1,
+        }));
+        assert_eq!(
+            decode_anon_token(long.as_bytes(), StoreFormat::ReferenceJson),
+            cap
+        );
+        let mut buf = [0u8; 400];
+        let n = postcard_with_version(&long.as_str(), &mut buf).unwrap();
+        assert_eq!(decode_anon_token(&buf[..n], StoreFormat::Postcard), cap);
+        // Postcard: version, truncation, trailing bytes, bad UTF-8.
+        let p = StoreFormat::Postcard;
+        assert_eq!(
+            decode_anon_token(&[2, 1, b'r'], p),
+            Err(DecodeError::InvalidValue {
+                field: "format version"
+            })
+        );
+        assert_eq!(
+            decode_anon_token(&[1], p),
+            Err(DecodeError::Malformed { what: WHAT_ANON })
+        );
+        assert_eq!(
+            decode_anon_token(&[1, 2, b'r'], p),
+            Err(DecodeError::Malformed { what: WHAT_ANON })
+        );
+        assert_eq!(
+            decode_anon_token(&[1, 1, b'r', 0], p),
+            Err(DecodeError::Malformed { what: WHAT_ANON })
+        );
+        assert_eq!(
+            decode_anon_token(&[1, 1, 0xff], p),
+            Err(DecodeError::Malformed { what: WHAT_ANON })
+        );
+        // Buffer too small.
+        let mut small = [0u8; 2];
+        for f in BOTH {
+            assert_eq!(
+                encode_anon_token(&token("r12"), f, &mut small),
+                Err(CapacityError {
+                    field: Field::Buffer,
+                    capacity: 2,
+                    len: 0
+                })
+            );
+        }
+    }
+
+    // --- properties ---------------------------------------------------------
+
+    fn text(max: usize) -> impl Strategy<Value = StdString> {
+        proptest::string::string_regex(&format!("(\\PC|[\\x00-\\x1f\"\\\\]){{0,{}}}", max.min(40)))
+            .unwrap()
+            .prop_filter("fits", move |s| s.len() <= max)
+    }
+
+    fn opt_text(max: usize) -> impl Strategy<Value = Option<StdString>> {
+        proptest::option::of(text(max).prop_filter("non-empty", |s| !s.is_empty()))
+    }
+
+    prop_compose! {
+        fn arb_session()(
+            at in text(ACCESS_TOKEN_MAX),
+            rt in text(REFRESH_TOKEN_MAX),
+            exp in any::<u64>(),
+            id in text(USER_ID_MAX),
+            email in opt_text(EMAIL_MAX),
+            anon in any::<bool>(),
+            name in opt_text(NAME_MAX),
+            avatar in opt_text(AVATAR_MAX),
+            country in opt_text(COUNTRY_MAX),
+        ) -> Session {
+            fn o<const N: usize>(v: Option<StdString>, f: Field) -> Option<heapless::String<N>> {
+                v.map(|v| bounded(&v, f).unwrap())
+            }
+            Session {
+                access_token: Secret::new(&at, Field::AccessToken).unwrap(),
+                refresh_token: Secret::new(&rt, Field::RefreshToken).unwrap(),
+                expires_at: Instant(exp),
+                user: User {
+                    id: bounded(&id, Field::UserId).unwrap(),
+                    email: o(email, Field::Email),
+                    is_anonymous: anon,
+                    name: o(name, Field::Name),
+                    avatar: o(avatar, Field::Avatar),
+                    country: o(country, Field::Country),
+                },
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_session_round_trips(s in arb_session()) {
+            for f in BOTH {
+                prop_assert_eq!(&decode_session(&enc(&s, f), f).unwrap(), &s);
+            }
+        }
+
+        #[test]
+        fn any_anon_token_round_trips(t in text(REFRESH_TOKEN_MAX).prop_filter("non-empty", |t| !t.is_empty())) {
+            for f in BOTH {
+                let mut buf = [0u8; 1024];
+                let n = encode_anon_token(&token(&t), f, &mut buf).unwrap();
+                prop_assert_eq!(decode_anon_token(&buf[..n], f).unwrap(), Some(token(&t)));
+            }
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for f in BOTH {
+                let _ = decode_session(&bytes, f);
+                let _ = decode_anon_token(&bytes, f);
+            }
+        }
+
+        #[test]
+        fn corrupted_records_never_panic(s in arb_session(), flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+            for f in BOTH {
+                let mut b = enc(&s, f);
+                for (i, v) in &flips {
+                    let len = b.len();
+                    b[i % len] = *v;
+                }
+                let _ = decode_session(&b, f);
+            }
+        }
+    }
+}

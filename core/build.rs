@@ -14,8 +14,16 @@ const KNOBS: &[(&str, usize, &str)] = &[
     ("ACCESS_TOKEN_MAX", 2048, "bytes of an access token (a JWT)"),
     ("REFRESH_TOKEN_MAX", 256, "bytes of a refresh token"),
     ("USER_ID_MAX", 64, "bytes of a user id"),
-    ("EMAIL_MAX", 254, "bytes of an email address (RFC 5321 path limit)"),
-    ("PASSWORD_MAX", 128, "bytes of a password handed to an upgrade"),
+    (
+        "EMAIL_MAX",
+        254,
+        "bytes of an email address (RFC 5321 path limit)",
+    ),
+    (
+        "PASSWORD_MAX",
+        128,
+        "bytes of a password handed to an upgrade",
+    ),
     ("NAME_MAX", 96, "bytes of a user's display name"),
     ("AVATAR_MAX", 256, "bytes of a user's avatar URL"),
     ("COUNTRY_MAX", 16, "bytes of a user's country"),
@@ -25,10 +33,22 @@ const KNOBS: &[(&str, usize, &str)] = &[
     ("META_VALUE_MAX", 64, "bytes of a `user_meta` value"),
     ("IDEMPOTENCY_KEY_MAX", 64, "bytes of an idempotency key"),
     ("PAYWALL_ID_MAX", 64, "bytes of the paywall id"),
-    ("ERROR_CODE_MAX", 40, "bytes of an error code kept from a server reply"),
-    ("ERROR_MESSAGE_MAX", 96, "bytes of an error message kept from a server reply (longer ones are cut at a char boundary, marked with '…')"),
+    (
+        "ERROR_CODE_MAX",
+        40,
+        "bytes of an error code kept from a server reply",
+    ),
+    (
+        "ERROR_MESSAGE_MAX",
+        96,
+        "bytes of an error message kept from a server reply (longer ones are cut at a char boundary, marked with '…')",
+    ),
     ("OUTPUT_QUEUE", 16, "outputs buffered between two drains"),
-    ("REQUESTS_IN_FLIGHT", 6, "requests awaiting a response at once"),
+    (
+        "REQUESTS_IN_FLIGHT",
+        6,
+        "requests awaiting a response at once",
+    ),
 ];
 
 fn main() {
@@ -47,8 +67,8 @@ fn main() {
             out,
             "/// Capacity: {doc}. Default {default}; override with `{var}`.\npub const {name}: usize = {value};"
         )
-        .unwrap();
+        .expect("writing to a String cannot fail");
     }
-    let path = PathBuf::from(env::var("OUT_DIR").unwrap()).join("limits.rs");
-    fs::write(path, out).unwrap();
+    let path = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("limits.rs");
+    fs::write(path, out).expect("OUT_DIR is writable");
 }

@@ -51,7 +51,10 @@ pub struct SignInOptions {
 impl SignInOptions {
     /// A forced sign-in (new user).
     pub fn force_new() -> Self {
-        SignInOptions { force_new: true, ..Self::default() }
+        SignInOptions {
+            force_new: true,
+            ..Self::default()
+        }
     }
 
     /// Sets the captcha token.
@@ -84,12 +87,18 @@ impl UpgradeRequest {
     /// assert_eq!(r.email, "a@b.c");
     /// assert_eq!(format!("{:?}", r.password), "Secret(6 bytes)");
     /// ```
-    pub fn new(email: &str, password: &str, idempotency_key: Option<&str>) -> Result<Self, CapacityError> {
+    pub fn new(
+        email: &str,
+        password: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Self, CapacityError> {
         Ok(UpgradeRequest {
             email: bounded(email, Field::Email)?,
             password: Secret::new(password, Field::Password)?,
             user_meta: UserMeta::new(),
-            idempotency_key: idempotency_key.map(|k| bounded(k, Field::IdempotencyKey)).transpose()?,
+            idempotency_key: idempotency_key
+                .map(|k| bounded(k, Field::IdempotencyKey))
+                .transpose()?,
         })
     }
 }

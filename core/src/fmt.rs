@@ -37,4 +37,3 @@ macro_rules! warn {
         { let _ = ($($arg)*); }
     }};
 }
-

@@ -9,10 +9,10 @@ use core::fmt::Write as _;
 use heapless::String;
 
 use crate::error::{CapacityError, Field};
+use crate::limits::CAPTCHA_MAX;
 use crate::limits::PAYWALL_ID_MAX;
 use crate::secret::Secret;
 use crate::session::{AccessToken, Password, RefreshToken, UserMeta};
-use crate::limits::CAPTCHA_MAX;
 
 /// The SDK version sent as `X-SDK-Version`.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -133,8 +133,16 @@ impl<'a> Request<'a> {
     /// configuration time to contain only URL-safe bytes.
     pub fn path(&self) -> Result<String<PATH_MAX>, CapacityError> {
         let mut p = String::new();
-        write!(p, "/api/v1/paywall/{}/{}", self.paywall_id, self.route.suffix()).map_err(|_| {
-            CapacityError { field: Field::PaywallId, capacity: PAYWALL_ID_MAX, len: self.paywall_id.len() }
+        write!(
+            p,
+            "/api/v1/paywall/{}/{}",
+            self.paywall_id,
+            self.route.suffix()
+        )
+        .map_err(|_| CapacityError {
+            field: Field::PaywallId,
+            capacity: PAYWALL_ID_MAX,
+            len: self.paywall_id.len(),
         })?;
         Ok(p)
     }
@@ -149,13 +157,27 @@ impl<'a> Request<'a> {
     /// `Authorization` (only with a bearer), `Idempotency-Key` (only when the
     /// caller gave one).
     pub fn headers(&self) -> impl Iterator<Item = Header<'a>> + 'a {
-        let h = |name, value| Some(Header { name, prefix: "", value });
+        let h = |name, value| {
+            Some(Header {
+                name,
+                prefix: "",
+                value,
+            })
+        };
         [
             h("Accept", "application/json"),
             h("X-SDK-Version", SDK_VERSION),
             h("X-Paywall-Id", self.paywall_id),
-            if self.has_body() { h("Content-Type", "application/json") } else { None },
-            self.bearer.map(|t| Header { name: "Authorization", prefix: "Bearer ", value: t.expose() }),
+            if self.has_body() {
+                h("Content-Type", "application/json")
+            } else {
+                None
+            },
+            self.bearer.map(|t| Header {
+                name: "Authorization",
+                prefix: "Bearer ",
+                value: t.expose(),
+            }),
             self.idempotency_key.and_then(|k| h("Idempotency-Key", k)),
         ]
         .into_iter()

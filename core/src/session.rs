@@ -87,7 +87,9 @@ pub struct UserMeta {
 impl UserMeta {
     /// An empty map.
     pub const fn new() -> Self {
-        UserMeta { entries: Vec::new() }
+        UserMeta {
+            entries: Vec::new(),
+        }
     }
 
     /// Inserts or replaces `key`.
@@ -113,7 +115,10 @@ impl UserMeta {
 
     /// The value for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Entries in insertion order.

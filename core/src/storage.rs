@@ -115,10 +115,16 @@ pub enum RecordValue<'a> {
 
 impl RecordValue<'_> {
     /// Encodes the value into `buf` in `format` and returns the bytes.
-    pub fn encode<'b>(&self, format: StoreFormat, buf: &'b mut [u8]) -> Result<&'b [u8], CapacityError> {
+    pub fn encode<'b>(
+        &self,
+        format: StoreFormat,
+        buf: &'b mut [u8],
+    ) -> Result<&'b [u8], CapacityError> {
         let n = match self {
             RecordValue::Session(s) => crate::codec::record::encode_session(s, format, buf)?,
-            RecordValue::AnonRefreshToken(t) => crate::codec::record::encode_anon_token(t, format, buf)?,
+            RecordValue::AnonRefreshToken(t) => {
+                crate::codec::record::encode_anon_token(t, format, buf)?
+            }
         };
         Ok(&buf[..n])
     }

@@ -10,7 +10,9 @@ use core::ops::{Add, Sub};
 /// is hours off still refreshes at the right moment. The absolute value only
 /// matters for the stored `expires_at`, which is in this unit for
 /// compatibility with the reference client.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Instant(pub u64);
 

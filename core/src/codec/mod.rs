@@ -2,7 +2,7 @@
 //! records and HTTP/1.1 framing. Each decoder returns a typed error on any
 //! input and never panics.
 
+pub mod http1;
 pub mod json;
 pub mod jwt;
 pub mod record;
-pub mod http1;

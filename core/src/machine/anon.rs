@@ -42,7 +42,7 @@ impl Machine {
         }
         let id = self.command_id();
         if !options.force_new {
-            match &self.session {
+            match self.current() {
                 // Idempotent: already a guest, nothing to do.
                 Some(s) if s.is_anonymous() => {
                     self.complete(id, Ok(Done::Session));
@@ -77,10 +77,15 @@ impl Machine {
 
     /// Sends the first request of the ladder for a new operation.
     fn start_anon(&mut self, id: CommandId, options: SignInOptions) {
-        let resume_token = if options.force_new { None } else { self.anon_token.clone() };
         let epoch = self.epoch;
-        let purpose = match &resume_token {
-            Some(t) => Purpose::AnonResume { epoch, presented: t.fingerprint() },
+        let resume = self
+            .anon_token
+            .as_ref()
+            .filter(|_| !options.force_new)
+            .map(|t| t.fingerprint());
+        let resuming = resume.is_some();
+        let purpose = match resume {
+            Some(presented) => Purpose::AnonResume { epoch, presented },
             None => Purpose::AnonCreate { epoch },
         };
         let force = options.force_new;
@@ -93,7 +98,7 @@ impl Machine {
             force,
             detached: false,
             options,
-            resume_token,
+            resuming,
             request: crate::request::RequestId(0),
         });
         match self.send(purpose) {
@@ -109,10 +114,10 @@ impl Machine {
     /// Ends the operation (completing it unless detached) and starts the
     /// sign-in that was waiting for it, if any.
     fn finish_anon(&mut self, result: Result<Done, Error>) {
-        if let Some(op) = self.anon.take() {
-            if !op.detached {
-                self.complete(op.id, result);
-            }
+        if let Some(op) = self.anon.take()
+            && !op.detached
+        {
+            self.complete(op.id, result);
         }
         if let Some(q) = self.queued.take() {
             // Re-run the ladder: the state may have changed (a guest is now
@@ -128,7 +133,11 @@ impl Machine {
     /// Whether `request` is still the live request of the anonymous
     /// operation started in `epoch`.
     fn anon_is_live(&self, request: crate::request::RequestId, epoch: u32) -> bool {
-        epoch == self.epoch && self.anon.as_ref().is_some_and(|op| op.request == request && !op.detached)
+        epoch == self.epoch
+            && self
+                .anon
+                .as_ref()
+                .is_some_and(|op| op.request == request && !op.detached)
     }
 
     pub(super) fn on_anon_resume(
@@ -143,7 +152,10 @@ impl Machine {
             Ok(resp) if resp.is_success() => {
                 // The stored token belonged to a guest: that is the
                 // assumption when neither the reply nor the token says more.
-                let guest = User { is_anonymous: true, ..User::default() };
+                let guest = User {
+                    is_anonymous: true,
+                    ..User::default()
+                };
                 let session = match self.session_from(&resp, Some(&guest)) {
                     Ok(s) => s,
                     Err(e) => {
@@ -168,7 +180,7 @@ impl Machine {
                 self.begin_epoch(Some(session));
                 self.store_put(RecordKey::Session);
                 if anonymous {
-                    self.anon_token = self.session.as_ref().map(|s| s.refresh_token.clone());
+                    self.anon_token = self.current().map(|s| s.refresh_token.clone());
                     self.store_put(RecordKey::AnonRefreshToken);
                 } else {
                     // The guest account was upgraded and confirmed elsewhere:
@@ -193,7 +205,7 @@ impl Machine {
                 }
                 // Fall through to a fresh account, same operation, same id.
                 if let Some(op) = self.anon.as_mut() {
-                    op.resume_token = None;
+                    op.resuming = false;
                 }
                 match self.send(Purpose::AnonCreate { epoch: self.epoch }) {
                     Ok(req) => {
@@ -245,7 +257,7 @@ impl Machine {
                 }
                 self.forgot_anonymous = false;
                 self.begin_epoch(Some(session));
-                self.anon_token = self.session.as_ref().map(|s| s.refresh_token.clone());
+                self.anon_token = self.current().map(|s| s.refresh_token.clone());
                 self.store_put(RecordKey::Session);
                 self.store_put(RecordKey::AnonRefreshToken);
                 self.change(AuthChange::SignedIn);
@@ -275,7 +287,11 @@ impl Machine {
     /// belong to (`presented`) — or is empty and the user did not ask to
     /// forget it — they become the resumable account; otherwise the user
     /// asked to forget it and the session is revoked on the server.
-    pub(super) fn adopt_orphan_tokens(&mut self, presented: u64, session: &crate::session::Session) {
+    pub(super) fn adopt_orphan_tokens(
+        &mut self,
+        presented: u64,
+        session: &crate::session::Session,
+    ) {
         let resumable = if presented != 0 {
             self.anon_fingerprint() == presented
         } else {
@@ -285,7 +301,7 @@ impl Machine {
             self.anon_token = Some(session.refresh_token.clone());
             self.store_put(RecordKey::AnonRefreshToken);
         } else {
-            self.revoke(session.access_token.clone());
+            self.revoke_orphan(session);
         }
     }
 }

@@ -49,17 +49,29 @@ use heapless::{Deque, String, Vec};
 
 use crate::command::{Command, CommandId, SignInOptions, UpgradeRequest};
 use crate::config::Config;
-use crate::error::{ApiError, Error, StorageError, TransportError};
+use crate::error::{ApiError, CapacityError, DecodeError, Error, StorageError, TransportError};
 use crate::limits::{EMAIL_MAX, OUTPUT_QUEUE, REQUESTS_IN_FLIGHT};
 use crate::output::{AuthChange, Notice, Outcome, Output};
 use crate::request::{Body, Request, RequestId, Route};
-use crate::session::{AccessToken, RefreshToken, Session};
+use crate::session::{RefreshToken, Session};
 use crate::storage::{RecordKey, RecordValue, StoreId, StoreOp};
 use crate::time::Instant;
 
 /// Commands accepted before storage has been restored; they run, in order,
 /// right after [`Input::Restored`].
-const EARLY_COMMANDS: usize = 2;
+const EARLY_COMMANDS: usize = 4;
+
+/// A command that arrived before restore. The large arguments are parked in
+/// the slots their operation will use anyway (`queued`, `upgrade`), so the
+/// early queue itself costs a few bytes per entry.
+#[derive(Debug, Clone, Copy)]
+enum Early {
+    SignIn,
+    Upgrade,
+    SignOut(crate::command::SignOutOptions),
+    Refresh,
+    AccessToken,
+}
 
 /// Longest visitor id kept from storage.
 const VISITOR_ID_MAX: usize = 64;
@@ -78,7 +90,11 @@ pub struct Response<'a> {
 impl<'a> Response<'a> {
     /// A JSON response.
     pub const fn json(status: u16, body: &'a [u8]) -> Self {
-        Response { status, content_type_json: true, body }
+        Response {
+            status,
+            content_type_json: true,
+            body,
+        }
     }
 
     fn is_success(&self) -> bool {
@@ -86,6 +102,9 @@ impl<'a> Response<'a> {
     }
 }
 
+// `Command` makes one variant large; inputs are moved once and there is no
+// allocator to box them.
+#[allow(clippy::large_enum_variant)]
 /// Every input of the machine as one value, for drivers that log and replay
 /// input traces. The `handle_*` methods are shorthands for it.
 #[derive(Debug, Clone)]
@@ -144,8 +163,42 @@ enum Queued {
     Send(RequestId),
     Store { key: RecordKey, put: bool },
     Change(AuthChange),
-    Complete(CommandId, Result<Done, Error>),
+    Complete(CommandId, Result<Done, Failure>),
     Notice(Notice),
+}
+
+/// An [`Error`] as queued: the one large variant, the server's
+/// [`ApiError`], waits in [`Machine::api_error`] (one response per input, so
+/// one per batch), keeping every queue slot small.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Api,
+    Network(TransportError),
+    InvalidResponse(DecodeError),
+    Capacity(CapacityError),
+    Storage(StorageError),
+    NotAuthenticated,
+    NotAnonymous,
+    UpgradeInProgress,
+    Superseded,
+    Busy,
+}
+
+impl Failure {
+    fn into_error(self, api: Option<&ApiError>) -> Error {
+        match self {
+            Failure::Api => api.cloned().map_or(Error::Busy, Error::Api),
+            Failure::Network(t) => Error::Network(t),
+            Failure::InvalidResponse(d) => Error::InvalidResponse(d),
+            Failure::Capacity(c) => Error::Capacity(c),
+            Failure::Storage(s) => Error::Storage(s),
+            Failure::NotAuthenticated => Error::NotAuthenticated,
+            Failure::NotAnonymous => Error::NotAnonymous,
+            Failure::UpgradeInProgress => Error::UpgradeInProgress,
+            Failure::Superseded => Error::Superseded,
+            Failure::Busy => Error::Busy,
+        }
+    }
 }
 
 /// Why a request was sent, and what its answer may still touch.
@@ -181,8 +234,8 @@ struct AnonOp {
     /// the account it creates or resumes is not lost.
     detached: bool,
     options: SignInOptions,
-    /// The stored token being presented while resuming.
-    resume_token: Option<RefreshToken>,
+    /// Whether the live request is a resume (it presents `anon_token`).
+    resuming: bool,
     request: RequestId,
 }
 
@@ -198,7 +251,6 @@ struct QueuedSignIn {
 #[derive(Debug)]
 struct RefreshOp {
     request: RequestId,
-    presented: RefreshToken,
     /// Callers of [`Command::Refresh`].
     refresh_id: Option<CommandId>,
     /// Callers of [`Command::AccessToken`].
@@ -228,11 +280,14 @@ pub struct Machine {
     config: Config,
     now: Instant,
     restored: bool,
-    early: Vec<(CommandId, Command), EARLY_COMMANDS>,
+    early: Vec<(CommandId, Early), EARLY_COMMANDS>,
     /// Id reserved for the early command being run.
     proposed: Option<CommandId>,
 
-    session: Option<Session>,
+    /// The session: live, or retired by a sign-out and kept only until its
+    /// revocation request has been rendered (saves a second token buffer).
+    slot: Option<Session>,
+    retired: bool,
     epoch: u32,
     /// Mirror of the anonymous refresh-token record.
     anon_token: Option<RefreshToken>,
@@ -254,12 +309,10 @@ pub struct Machine {
     forgot_anonymous: bool,
     refresh: Option<RefreshOp>,
     upgrade: Option<UpgradeOp>,
-    /// Bearer for the one `/auth/signout` waiting to be polled.
-    signout_bearer: Option<AccessToken>,
-    /// Refresh token of a signed-out session whose bearer was stale.
-    signout_refresh: Option<RefreshToken>,
 
     outputs: Deque<Queued, OUTPUT_QUEUE>,
+    /// The server error the queued completions of this batch refer to.
+    api_error: Option<ApiError>,
     /// The store operation handed out and not yet acknowledged.
     awaiting_store: Option<(StoreId, RecordKey)>,
     /// Records whose last write failed, retried at `storage_retry_at`.
@@ -282,7 +335,8 @@ impl Machine {
             restored: false,
             early: Vec::new(),
             proposed: None,
-            session: None,
+            slot: None,
+            retired: false,
             epoch: 0,
             anon_token: None,
             visitor_id: None,
@@ -296,9 +350,8 @@ impl Machine {
             forgot_anonymous: false,
             refresh: None,
             upgrade: None,
-            signout_bearer: None,
-            signout_refresh: None,
             outputs: Deque::new(),
+            api_error: None,
             awaiting_store: None,
             dirty: [false; 2],
             storage_retry_at: None,
@@ -315,7 +368,20 @@ impl Machine {
 
     /// The current session.
     pub fn session(&self) -> Option<&Session> {
-        self.session.as_ref()
+        self.current()
+    }
+
+    fn current(&self) -> Option<&Session> {
+        self.slot.as_ref().filter(|_| !self.retired)
+    }
+
+    fn current_mut(&mut self) -> Option<&mut Session> {
+        self.slot.as_mut().filter(|_| !self.retired)
+    }
+
+    /// A signed-out session kept for its revocation.
+    fn retired_session(&self) -> Option<&Session> {
+        self.slot.as_ref().filter(|_| self.retired)
     }
 
     /// Whether storage has been restored (and `INITIAL_SESSION` emitted).
@@ -337,7 +403,11 @@ impl Machine {
 
     /// Feeds one input. Returns the id of a command input (shared by every
     /// command that collapsed into the same operation).
-    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<Option<CommandId>, NotDrained> {
+    pub fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Input<'_>,
+    ) -> Result<Option<CommandId>, NotDrained> {
         let is_ack = matches!(input, Input::Stored(..));
         if self.awaiting_store.is_some() != is_ack || (!is_ack && !self.outputs.is_empty()) {
             return Err(NotDrained);
@@ -345,7 +415,11 @@ impl Machine {
         // Time never runs backwards for the machine, whatever the clock does.
         self.now = self.now.max(now);
         match input {
-            Input::Restored { session, anon_refresh_token, visitor_id } => {
+            Input::Restored {
+                session,
+                anon_refresh_token,
+                visitor_id,
+            } => {
                 self.on_restored(session, anon_refresh_token, visitor_id);
                 Ok(None)
             }
@@ -381,33 +455,68 @@ impl Machine {
         anon_refresh_token: Option<&[u8]>,
         visitor_id: Option<&str>,
     ) -> Result<(), NotDrained> {
-        self.handle_input(now, Input::Restored { session, anon_refresh_token, visitor_id }).map(drop)
+        self.handle_input(
+            now,
+            Input::Restored {
+                session,
+                anon_refresh_token,
+                visitor_id,
+            },
+        )
+        .map(drop)
     }
 
     /// A user command; returns the id its completion will carry.
-    pub fn handle_command(&mut self, now: Instant, command: Command) -> Result<CommandId, NotDrained> {
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        command: Command,
+    ) -> Result<CommandId, NotDrained> {
         self.handle_input(now, Input::Command(command))
             .map(|id| id.unwrap_or(CommandId(0)))
     }
 
     /// The response to request `id`.
-    pub fn handle_response(&mut self, now: Instant, id: RequestId, response: Response<'_>) -> Result<(), NotDrained> {
-        self.handle_input(now, Input::Response(id, response)).map(drop)
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        response: Response<'_>,
+    ) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::Response(id, response))
+            .map(drop)
     }
 
     /// Request `id` failed below HTTP.
-    pub fn handle_transport_error(&mut self, now: Instant, id: RequestId, error: TransportError) -> Result<(), NotDrained> {
-        self.handle_input(now, Input::TransportFailed(id, error)).map(drop)
+    pub fn handle_transport_error(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        error: TransportError,
+    ) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::TransportFailed(id, error))
+            .map(drop)
     }
 
     /// Storage operation `id` finished.
-    pub fn handle_stored(&mut self, now: Instant, id: StoreId, result: Result<(), StorageError>) -> Result<(), NotDrained> {
+    pub fn handle_stored(
+        &mut self,
+        now: Instant,
+        id: StoreId,
+        result: Result<(), StorageError>,
+    ) -> Result<(), NotDrained> {
         self.handle_input(now, Input::Stored(id, result)).map(drop)
     }
 
     /// Another process changed a record.
-    pub fn handle_external_change(&mut self, now: Instant, key: RecordKey, value: Option<&[u8]>) -> Result<(), NotDrained> {
-        self.handle_input(now, Input::ExternalChange(key, value)).map(drop)
+    pub fn handle_external_change(
+        &mut self,
+        now: Instant,
+        key: RecordKey,
+        value: Option<&[u8]>,
+    ) -> Result<(), NotDrained> {
+        self.handle_input(now, Input::ExternalChange(key, value))
+            .map(drop)
     }
 
     /// The deadline passed.
@@ -434,23 +543,36 @@ impl Machine {
                 self.awaiting_store = Some((id, key));
                 let value = if put {
                     match key {
-                        RecordKey::Session => self.session.as_ref().map(RecordValue::Session),
-                        RecordKey::AnonRefreshToken => self.anon_token.as_ref().map(RecordValue::AnonRefreshToken),
+                        RecordKey::Session => self.current().map(RecordValue::Session),
+                        RecordKey::AnonRefreshToken => {
+                            self.anon_token.as_ref().map(RecordValue::AnonRefreshToken)
+                        }
                     }
                 } else {
                     None
                 };
                 Output::Store(StoreOp { id, key, value })
             }
-            Queued::Change(change) => Output::AuthChange { change, session: self.session.as_ref() },
-            Queued::Complete(id, result) => Output::Complete { id, result: result.map(|d| self.outcome(d)) },
+            Queued::Change(change) => Output::AuthChange {
+                change,
+                session: self.current(),
+            },
+            Queued::Complete(id, result) => {
+                let result = match result {
+                    Ok(done) => Ok(self.outcome(done)),
+                    Err(f) => Err(f.into_error(self.api_error.as_ref())),
+                };
+                Output::Complete { id, result }
+            }
             Queued::Notice(n) => Output::Notice(n),
         })
     }
 
     /// When [`Machine::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let storage = self.storage_retry_at.filter(|_| self.dirty.iter().any(|d| *d));
+        let storage = self
+            .storage_retry_at
+            .filter(|_| self.dirty.iter().any(|d| *d));
         let refresh = self.refresh_deadline();
         match (storage, refresh) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -459,13 +581,13 @@ impl Machine {
     }
 
     fn outcome(&self, done: Done) -> Outcome<'_> {
-        match (done, self.session.as_ref()) {
+        match (done, self.current()) {
             (Done::Session, Some(s)) => Outcome::Session(s),
             (Done::Upgraded, Some(s)) => Outcome::Upgraded(s),
             (Done::AccessToken, Some(s)) => Outcome::AccessToken(Some(&s.access_token)),
-            (Done::ConfirmationRequired, _) => {
-                Outcome::ConfirmationRequired { email: self.pending_confirmation.as_deref().unwrap_or("") }
-            }
+            (Done::ConfirmationRequired, _) => Outcome::ConfirmationRequired {
+                email: self.pending_confirmation.as_deref().unwrap_or(""),
+            },
             // Batches never end a session after completing with it, so the
             // remaining cases are "signed out" in every reachable state.
             (Done::SignedOut, _) | (_, None) => Outcome::SignedOut,
@@ -474,7 +596,11 @@ impl Machine {
     }
 
     fn render_request(&self, id: RequestId) -> Request<'_> {
-        let purpose = self.in_flight.iter().find(|f| f.id == id).map(|f| f.purpose);
+        let purpose = self
+            .in_flight
+            .iter()
+            .find(|f| f.id == id)
+            .map(|f| f.purpose);
         let mut req = Request {
             id,
             route: Route::SignOut,
@@ -488,33 +614,49 @@ impl Machine {
                 req.route = Route::AnonymousSignIn;
                 let opts = self.anon.as_ref().map(|a| &a.options);
                 req.body = Body::AnonymousSignIn {
-                    captcha_token: opts.and_then(|o| o.captcha_token.as_ref()).filter(|c| !c.is_empty()),
+                    captcha_token: opts
+                        .and_then(|o| o.captcha_token.as_ref())
+                        .filter(|c| !c.is_empty()),
                     visitor_id: self.visitor_id.as_deref(),
                     user_meta: opts.map(|o| &o.user_meta).filter(|m| !m.is_empty()),
                 };
             }
             Some(Purpose::AnonResume { .. }) => {
-                if let Some(token) = self.anon.as_ref().and_then(|a| a.resume_token.as_ref()) {
+                // Rendered in the batch that sent it: the stored token is
+                // still the one presented.
+                if let Some(token) = self
+                    .anon_token
+                    .as_ref()
+                    .filter(|_| self.anon.as_ref().is_some_and(|a| a.resuming))
+                {
                     req.route = Route::Refresh;
-                    req.body = Body::Refresh { refresh_token: token };
+                    req.body = Body::Refresh {
+                        refresh_token: token,
+                    };
                 }
             }
             Some(Purpose::Refresh { .. }) => {
-                if let Some(op) = &self.refresh {
+                // Rendered in the batch that sent it: the session still holds
+                // the token being presented.
+                if let Some(session) = self.current() {
                     req.route = Route::Refresh;
-                    req.body = Body::Refresh { refresh_token: &op.presented };
+                    req.body = Body::Refresh {
+                        refresh_token: &session.refresh_token,
+                    };
                 }
             }
             Some(Purpose::SignOutRefresh) => {
-                if let Some(token) = &self.signout_refresh {
+                if let Some(retired) = self.retired_session() {
                     req.route = Route::Refresh;
-                    req.body = Body::Refresh { refresh_token: token };
+                    req.body = Body::Refresh {
+                        refresh_token: &retired.refresh_token,
+                    };
                 }
             }
             Some(Purpose::Upgrade { .. }) => {
                 if let Some(op) = &self.upgrade {
                     req.route = Route::AnonymousUpgrade;
-                    req.bearer = self.session.as_ref().map(|s| &s.access_token);
+                    req.bearer = self.current().map(|s| &s.access_token);
                     req.idempotency_key = op.request.idempotency_key.as_deref();
                     req.body = Body::AnonymousUpgrade {
                         email: &op.request.email,
@@ -524,7 +666,7 @@ impl Machine {
                 }
             }
             Some(Purpose::SignOut) | None => {
-                req.bearer = self.signout_bearer.as_ref();
+                req.bearer = self.retired_session().map(|s| &s.access_token);
             }
         }
         req
@@ -561,6 +703,21 @@ impl Machine {
     }
 
     fn complete(&mut self, id: CommandId, result: Result<Done, Error>) {
+        let result = result.map_err(|e| match e {
+            Error::Api(api) => {
+                self.api_error = Some(api);
+                Failure::Api
+            }
+            Error::Network(t) => Failure::Network(t),
+            Error::InvalidResponse(d) => Failure::InvalidResponse(d),
+            Error::Capacity(c) => Failure::Capacity(c),
+            Error::Storage(s) => Failure::Storage(s),
+            Error::NotAuthenticated => Failure::NotAuthenticated,
+            Error::NotAnonymous => Failure::NotAnonymous,
+            Error::UpgradeInProgress => Failure::UpgradeInProgress,
+            Error::Superseded => Failure::Superseded,
+            Error::Busy => Failure::Busy,
+        });
         self.push(Queued::Complete(id, result));
     }
 
@@ -575,7 +732,9 @@ impl Machine {
     /// Registers a request and queues it for sending.
     fn send(&mut self, purpose: Purpose) -> Result<RequestId, Error> {
         let id = RequestId(self.fresh_id());
-        self.in_flight.push(InFlight { id, purpose }).map_err(|_| Error::Busy)?;
+        self.in_flight
+            .push(InFlight { id, purpose })
+            .map_err(|_| Error::Busy)?;
         self.push(Queued::Send(id));
         trace!("send request {}", id.0);
         Ok(id)
@@ -605,7 +764,15 @@ impl Machine {
     /// detaches every operation that belonged to the previous one.
     fn begin_epoch(&mut self, session: Option<Session>) {
         self.epoch = self.epoch.wrapping_add(1);
-        self.session = session;
+        match session {
+            Some(s) => {
+                self.slot = Some(s);
+                self.retired = false;
+            }
+            // Signed out: the old session stays in the slot, retired, until
+            // something replaces it (its revocation may still need it).
+            None => self.retired = true,
+        }
         self.pending_confirmation = None;
         self.refresh_retry_at = None;
         self.refresh_backoff = 0;
@@ -633,22 +800,68 @@ impl Machine {
     }
 
     fn queue_early(&mut self, cmd: Command) -> CommandId {
-        let joins = |queued: &Command| match (queued, &cmd) {
-            (Command::SignInAnonymously(a), Command::SignInAnonymously(b)) => a.force_new == b.force_new,
-            (Command::Refresh, Command::Refresh) | (Command::AccessToken, Command::AccessToken) => true,
-            (Command::UpgradeToEmail(a), Command::UpgradeToEmail(b)) => {
-                a.idempotency_key.is_some() && a.idempotency_key == b.idempotency_key && a.email == b.email
-            }
-            _ => false,
+        let kind = match &cmd {
+            Command::SignInAnonymously(_) => Early::SignIn,
+            Command::UpgradeToEmail(_) => Early::Upgrade,
+            Command::SignOut(o) => Early::SignOut(*o),
+            Command::Refresh => Early::Refresh,
+            Command::AccessToken => Early::AccessToken,
         };
-        if let Some((id, _)) = self.early.iter().find(|(_, q)| joins(q)) {
-            return *id;
+        let joins = |e: &Early| {
+            matches!(
+                (e, kind),
+                (Early::SignIn, Early::SignIn)
+                    | (Early::Upgrade, Early::Upgrade)
+                    | (Early::Refresh, Early::Refresh)
+                    | (Early::AccessToken, Early::AccessToken)
+            )
+        };
+        let existing = self.early.iter().find(|(_, e)| joins(e)).map(|(id, _)| *id);
+        match (cmd, existing) {
+            // Early sign-ins collapse into one; a forced one makes it forced
+            // (a fresh guest still satisfies the plain callers).
+            (Command::SignInAnonymously(options), Some(id)) => {
+                if let Some(parked) = self.queued.as_mut().filter(|_| options.force_new) {
+                    parked.options = options;
+                }
+                id
+            }
+            (Command::UpgradeToEmail(request), Some(id)) => {
+                let same = self.upgrade.as_ref().is_some_and(|op| {
+                    op.request.idempotency_key.is_some()
+                        && op.request.idempotency_key == request.idempotency_key
+                        && op.request.email == request.email
+                });
+                if same {
+                    return id;
+                }
+                let id = CommandId(self.fresh_id());
+                self.complete(id, Err(Error::UpgradeInProgress));
+                id
+            }
+            (_, Some(id)) => id,
+            (cmd, None) => {
+                let id = CommandId(self.fresh_id());
+                if self.early.push((id, kind)).is_err() {
+                    self.complete(id, Err(Error::Busy));
+                    return id;
+                }
+                match cmd {
+                    Command::SignInAnonymously(options) => {
+                        self.queued = Some(QueuedSignIn { id, options })
+                    }
+                    Command::UpgradeToEmail(request) => {
+                        self.upgrade = Some(UpgradeOp {
+                            id,
+                            request,
+                            stage: UpgradeStage::AwaitingToken,
+                        })
+                    }
+                    _ => {}
+                }
+                id
+            }
         }
-        let id = CommandId(self.fresh_id());
-        if self.early.push((id, cmd)).is_err() {
-            self.complete(id, Err(Error::Busy));
-        }
-        id
     }
 
     /// Runs the next command that arrived before restore, once the previous
@@ -657,7 +870,20 @@ impl Machine {
         if !self.restored || self.early.is_empty() {
             return;
         }
-        let (id, cmd) = self.early.remove(0);
+        let (id, kind) = self.early.remove(0);
+        let cmd = match kind {
+            Early::SignIn => match self.queued.take() {
+                Some(parked) => Command::SignInAnonymously(parked.options),
+                None => return,
+            },
+            Early::Upgrade => match self.upgrade.take() {
+                Some(parked) => Command::UpgradeToEmail(parked.request),
+                None => return,
+            },
+            Early::SignOut(o) => Command::SignOut(o),
+            Early::Refresh => Command::Refresh,
+            Early::AccessToken => Command::AccessToken,
+        };
         // The caller already holds `id`: the operation this command starts
         // takes it over (see `command_id`).
         self.proposed = Some(id);
@@ -675,17 +901,23 @@ impl Machine {
             return;
         };
         match purpose {
-            Purpose::AnonResume { epoch, presented } => self.on_anon_resume(id, epoch, presented, answer),
+            Purpose::AnonResume { epoch, presented } => {
+                self.on_anon_resume(id, epoch, presented, answer)
+            }
             Purpose::AnonCreate { epoch } => self.on_anon_create(id, epoch, answer),
             Purpose::Refresh { epoch, presented } => self.on_refresh(id, epoch, presented, answer),
-            Purpose::Upgrade { epoch, refresh_fp } => self.on_upgrade(id, epoch, refresh_fp, answer),
+            Purpose::Upgrade { epoch, refresh_fp } => {
+                self.on_upgrade(id, epoch, refresh_fp, answer)
+            }
             Purpose::SignOutRefresh => self.on_signout_refresh(answer),
             Purpose::SignOut => {}
         }
     }
 
     fn on_stored(&mut self, id: StoreId, result: Result<(), StorageError>) {
-        let Some((waiting, key)) = self.awaiting_store else { return };
+        let Some((waiting, key)) = self.awaiting_store else {
+            return;
+        };
         if waiting != id {
             return;
         }
@@ -711,10 +943,10 @@ impl Machine {
                 // Whatever this batch was about to report as success was not
                 // durable: say so.
                 for item in self.outputs.iter_mut() {
-                    if let Queued::Complete(_, result @ Ok(_)) = item {
-                        if !matches!(result, Ok(Done::AccessToken | Done::NoAccessToken)) {
-                            *result = Err(Error::Storage(StorageError { key }));
-                        }
+                    if let Queued::Complete(_, result @ Ok(_)) = item
+                        && !matches!(result, Ok(Done::AccessToken | Done::NoAccessToken))
+                    {
+                        *result = Err(Failure::Storage(StorageError { key }));
                     }
                 }
                 let notice = Queued::Notice(Notice::StorageFailed { key });
@@ -731,7 +963,7 @@ impl Machine {
             for key in RecordKey::ALL {
                 if self.dirty.get(key_index(key)).copied().unwrap_or(false) {
                     let put = match key {
-                        RecordKey::Session => self.session.is_some(),
+                        RecordKey::Session => self.current().is_some(),
                         RecordKey::AnonRefreshToken => self.anon_token.is_some(),
                     };
                     self.push(Queued::Store { key, put });
@@ -742,7 +974,6 @@ impl Machine {
             self.start_refresh(None, None);
         }
     }
-
 }
 
 fn key_index(key: RecordKey) -> usize {

@@ -1,16 +1,21 @@
 //! Start-up from storage, and records changed by another process or tab.
 
 use crate::codec::record::{decode_anon_token, decode_session};
+use crate::error::Field;
 use crate::output::{AuthChange, Notice};
 use crate::secret::bounded;
-use crate::error::Field;
 use crate::session::Session;
 use crate::storage::RecordKey;
 
 use super::{Machine, Queued};
 
 impl Machine {
-    pub(super) fn on_restored(&mut self, session: Option<&[u8]>, anon: Option<&[u8]>, visitor_id: Option<&str>) {
+    pub(super) fn on_restored(
+        &mut self,
+        session: Option<&[u8]>,
+        anon: Option<&[u8]>,
+        visitor_id: Option<&str>,
+    ) {
         if self.restored {
             debug!("restore after start ignored");
             return;
@@ -20,26 +25,40 @@ impl Machine {
         if let Some(bytes) = anon {
             match decode_anon_token(bytes, format) {
                 Ok(token) => self.anon_token = token,
-                Err(error) => self.push(Queued::Notice(Notice::CorruptRecord { key: RecordKey::AnonRefreshToken, error })),
+                Err(error) => self.push(Queued::Notice(Notice::CorruptRecord {
+                    key: RecordKey::AnonRefreshToken,
+                    error,
+                })),
             }
         }
         if let Some(bytes) = session {
             match decode_session(bytes, format) {
-                Ok(session) => self.session = Some(repair_user(session)),
-                Err(error) => self.push(Queued::Notice(Notice::CorruptRecord { key: RecordKey::Session, error })),
+                Ok(session) => {
+                    self.slot = Some(repair_user(session));
+                    self.retired = false;
+                }
+                Err(error) => self.push(Queued::Notice(Notice::CorruptRecord {
+                    key: RecordKey::Session,
+                    error,
+                })),
             }
         }
-        self.visitor_id = visitor_id.filter(|v| v.len() >= 16).and_then(|v| bounded(v, Field::UserId).ok());
+        self.visitor_id = visitor_id
+            .filter(|v| v.len() >= 16)
+            .and_then(|v| bounded(v, Field::UserId).ok());
 
         // A crash between the two writes of a rotation leaves the session
         // record newer than the anonymous copy (sessions are written first):
         // the session's token is the live one.
-        let live_guest_token = self.session.as_ref().filter(|s| s.is_anonymous()).map(|s| &s.refresh_token);
-        if let Some(token) = live_guest_token {
-            if self.anon_token.as_ref() != Some(token) {
-                self.anon_token = Some(token.clone());
-                self.store_put(RecordKey::AnonRefreshToken);
-            }
+        let live_guest_token = self
+            .current()
+            .filter(|s| s.is_anonymous())
+            .map(|s| &s.refresh_token);
+        if let Some(token) = live_guest_token
+            && self.anon_token.as_ref() != Some(token)
+        {
+            self.anon_token = Some(token.clone());
+            self.store_put(RecordKey::AnonRefreshToken);
         }
         self.change(AuthChange::InitialSession);
     }
@@ -58,7 +77,7 @@ impl Machine {
             },
             RecordKey::Session => {
                 let Some(bytes) = value else {
-                    if self.session.is_some() {
+                    if self.current().is_some() {
                         self.detach_anon();
                         self.begin_epoch(None);
                         self.change(AuthChange::SignedOut);
@@ -73,18 +92,20 @@ impl Machine {
                         return;
                     }
                 };
-                if self.is_spent(incoming.refresh_token.fingerprint()) || self.session.as_ref() == Some(&incoming) {
+                if self.is_spent(incoming.refresh_token.fingerprint())
+                    || self.current() == Some(&incoming)
+                {
                     // An echo of our own write, possibly an older one (§12.9).
                     return;
                 }
-                match &self.session {
+                match self.current() {
                     Some(current) if current.user.id == incoming.user.id => {
                         let change = if current.user.same_identity(&incoming.user) {
                             AuthChange::TokenRefreshed
                         } else {
                             AuthChange::UserUpdated
                         };
-                        self.session = Some(incoming);
+                        self.slot = Some(incoming);
                         self.change(change);
                     }
                     _ => {
@@ -101,12 +122,12 @@ impl Machine {
 /// Sessions written by the reference client after a resume carry an empty
 /// user id (§12.1); the access token knows the real one.
 fn repair_user(mut session: Session) -> Session {
-    if session.user.id.is_empty() {
-        if let Ok(claims) = crate::codec::jwt::decode_claims(session.access_token.expose()) {
-            session.user.id = claims.sub;
-            if session.user.email.is_none() {
-                session.user.email = claims.email;
-            }
+    if session.user.id.is_empty()
+        && let Ok(claims) = crate::codec::jwt::decode_claims(session.access_token.expose())
+    {
+        session.user.id = claims.sub;
+        if session.user.email.is_none() {
+            session.user.email = claims.email;
         }
     }
     session

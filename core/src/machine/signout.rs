@@ -26,7 +26,8 @@ impl Machine {
         let id = self.command_id();
         // A sign-in still in flight loses its caller: the user wants out.
         self.detach_anon();
-        let old = self.session.take();
+        let old = self.current().map(|s| (s.is_anonymous(), s.expires_at));
+        // The old session stays in the slot, retired, for its revocation.
         self.begin_epoch(None);
         if old.is_some() {
             self.store_remove(RecordKey::Session);
@@ -41,15 +42,19 @@ impl Machine {
         }
         self.complete(id, Ok(Done::SignedOut));
 
-        let Some(old) = old else { return id };
-        if old.is_anonymous() && !options.forget_anonymous {
+        let Some((anonymous, expires_at)) = old else {
+            return id;
+        };
+        if anonymous && !options.forget_anonymous {
             return id;
         }
-        if old.expires_at.as_millis() > self.now.as_millis().saturating_add(SIGNOUT_MIN_VALIDITY_MS) {
-            self.revoke(old.access_token);
+        if expires_at.as_millis() > self.now.as_millis().saturating_add(SIGNOUT_MIN_VALIDITY_MS) {
+            self.revoke_retired();
         } else {
-            self.remember_spent(old.refresh_token.fingerprint());
-            self.signout_refresh = Some(old.refresh_token);
+            if let Some(retired) = self.retired_session() {
+                let spent = retired.refresh_token.fingerprint();
+                self.remember_spent(spent);
+            }
             if self.send(Purpose::SignOutRefresh).is_err() {
                 warn!("no request slot to revoke the signed-out session");
             }

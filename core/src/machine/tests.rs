@@ -12,9 +12,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::{
-    AuthChange, Command, CommandId, Config, Error, Input, Instant, Machine, NotDrained, Notice, Outcome, Output,
-    RecordKey, RequestId, Response, SignInOptions, SignOutOptions, StorageError, StoreFormat, TransportError,
-    UpgradeRequest,
+    AuthChange, Command, CommandId, Config, Error, Input, Instant, Machine, NotDrained, Notice,
+    Outcome, Output, RecordKey, RequestId, Response, SignInOptions, SignOutOptions, StorageError,
+    StoreFormat, TransportError, UpgradeRequest,
 };
 
 const PID: &str = "pw_1";
@@ -27,8 +27,13 @@ pub(crate) fn jwt(sub: &str, email: Option<&str>, anonymous: bool) -> String {
         None => format!(r#"{{"sub":"{sub}","is_anonymous":{anonymous},"exp":1}}"#),
     };
     let mut buf = [0u8; 1024];
-    let n = URL_SAFE_NO_PAD.encode_slice(claims.as_bytes(), &mut buf).unwrap();
-    format!("eyJhbGciOiJIUzI1NiJ9.{}.c2ln", std::str::from_utf8(&buf[..n]).unwrap())
+    let n = URL_SAFE_NO_PAD
+        .encode_slice(claims.as_bytes(), &mut buf)
+        .unwrap();
+    format!(
+        "eyJhbGciOiJIUzI1NiJ9.{}.c2ln",
+        std::str::from_utf8(&buf[..n]).unwrap()
+    )
 }
 
 fn tokens(sub: &str, rt: &str, user: Option<(&str, Option<&str>, bool)>) -> String {
@@ -48,7 +53,12 @@ fn tokens(sub: &str, rt: &str, user: Option<(&str, Option<&str>, bool)>) -> Stri
 /// A recorded output, owned, in the order it was emitted.
 #[derive(Debug, Clone, PartialEq)]
 enum Rec {
-    Send { id: RequestId, path: String, headers: Vec<(String, String)>, body: String },
+    Send {
+        id: RequestId,
+        path: String,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
     Put(String, String),
     Remove(String),
     Event(AuthChange, Option<String>),
@@ -95,8 +105,13 @@ impl Harness {
 
     fn restore(&mut self) {
         let s = self.store.get(&Self::key(RecordKey::Session)).cloned();
-        let a = self.store.get(&Self::key(RecordKey::AnonRefreshToken)).cloned();
-        self.m.handle_restored(Instant(self.now), s.as_deref(), a.as_deref(), None).unwrap();
+        let a = self
+            .store
+            .get(&Self::key(RecordKey::AnonRefreshToken))
+            .cloned();
+        self.m
+            .handle_restored(Instant(self.now), s.as_deref(), a.as_deref(), None)
+            .unwrap();
         self.drain();
     }
 
@@ -155,7 +170,10 @@ impl Harness {
                         Some(v) => {
                             let mut buf = [0u8; 4096];
                             let bytes = v.encode(format, &mut buf).unwrap().to_vec();
-                            self.log.push(Rec::Put(key.clone(), String::from_utf8_lossy(&bytes).into_owned()));
+                            self.log.push(Rec::Put(
+                                key.clone(),
+                                String::from_utf8_lossy(&bytes).into_owned(),
+                            ));
                             if !failed {
                                 self.store.insert(key, bytes);
                             }
@@ -167,19 +185,31 @@ impl Harness {
                             }
                         }
                     }
-                    ack = Some((op.id, if failed { Err(StorageError { key: op.key }) } else { Ok(()) }));
+                    ack = Some((
+                        op.id,
+                        if failed {
+                            Err(StorageError { key: op.key })
+                        } else {
+                            Ok(())
+                        },
+                    ));
                 }
                 Some(Output::AuthChange { change, session }) => {
-                    self.log.push(Rec::Event(change, session.map(|s| s.user.id.to_string())));
+                    self.log
+                        .push(Rec::Event(change, session.map(|s| s.user.id.to_string())));
                 }
                 Some(Output::Complete { id, result }) => {
                     let r = result
                         .map(|o| match o {
                             Outcome::Session(s) => format!("session {}", s.user.id),
-                            Outcome::Upgraded(s) => format!("upgraded {} {:?}", s.user.id, s.user.email),
+                            Outcome::Upgraded(s) => {
+                                format!("upgraded {} {:?}", s.user.id, s.user.email)
+                            }
                             Outcome::ConfirmationRequired { email } => format!("confirm {email}"),
                             Outcome::SignedOut => "signed out".to_string(),
-                            Outcome::AccessToken(t) => format!("token {}", t.map_or("none", |t| t.expose())),
+                            Outcome::AccessToken(t) => {
+                                format!("token {}", t.map_or("none", |t| t.expose()))
+                            }
                         })
                         .map_err(|e| e.code().to_string());
                     self.log.push(Rec::Done(id, r));
@@ -213,7 +243,9 @@ impl Harness {
     }
 
     fn stored(&self, k: RecordKey) -> Option<String> {
-        self.store.get(&Self::key(k)).map(|v| String::from_utf8_lossy(v).into_owned())
+        self.store
+            .get(&Self::key(k))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// Signs in a fresh guest `sub` with refresh token `rt`.
@@ -245,7 +277,10 @@ fn done_err(id: CommandId, code: &str) -> Rec {
 fn initial_session_is_the_first_event_even_for_commands_sent_before_restore() {
     let mut h = Harness::new();
     let id = h.sign_in();
-    assert!(h.take().is_empty(), "nothing may happen before storage is restored");
+    assert!(
+        h.take().is_empty(),
+        "nothing may happen before storage is restored"
+    );
     h.restore();
     let log = h.take();
     assert_eq!(log[0], Rec::Event(AuthChange::InitialSession, None));
@@ -270,7 +305,10 @@ fn inputs_are_refused_until_outputs_are_drained() {
     let mut m = Machine::new(Config::new(PID).unwrap());
     m.handle_restored(Instant(T0), None, None, None).unwrap();
     // INITIAL_SESSION is still queued.
-    assert_eq!(m.handle_command(Instant(T0), Command::Refresh), Err(NotDrained));
+    assert_eq!(
+        m.handle_command(Instant(T0), Command::Refresh),
+        Err(NotDrained)
+    );
     while m.poll_output().is_some() {}
     assert!(m.handle_command(Instant(T0), Command::Refresh).is_ok());
 }
@@ -280,21 +318,29 @@ fn a_store_stalls_the_queue_until_acknowledged() {
     let mut m = Machine::new(Config::new(PID).unwrap());
     m.handle_restored(Instant(T0), None, None, None).unwrap();
     while m.poll_output().is_some() {}
-    m.handle_command(Instant(T0), Command::SignInAnonymously(SignInOptions::default())).unwrap();
+    m.handle_command(
+        Instant(T0),
+        Command::SignInAnonymously(SignInOptions::default()),
+    )
+    .unwrap();
     let req = match m.poll_output() {
         Some(Output::Send(r)) => r.id,
         other => panic!("{other:?}"),
     };
     assert!(m.poll_output().is_none());
     let body = tokens("u1", "r1", Some(("u1", None, true)));
-    m.handle_response(Instant(T0), req, Response::json(200, body.as_bytes())).unwrap();
+    m.handle_response(Instant(T0), req, Response::json(200, body.as_bytes()))
+        .unwrap();
     let store = match m.poll_output() {
         Some(Output::Store(op)) => op.id,
         other => panic!("{other:?}"),
     };
     // Stalled: the event waits for the write.
     assert!(m.poll_output().is_none());
-    assert_eq!(m.handle_command(Instant(T0), Command::Refresh), Err(NotDrained));
+    assert_eq!(
+        m.handle_command(Instant(T0), Command::Refresh),
+        Err(NotDrained)
+    );
     m.handle_stored(Instant(T0), store, Ok(())).unwrap();
     assert!(matches!(m.poll_output(), Some(Output::Store(_))));
 }
@@ -306,7 +352,15 @@ fn fresh_anonymous_sign_in_sends_exact_request_then_stores_then_announces() {
     let mut h = Harness::started();
     let id = h.sign_in();
     let log = h.take();
-    let Rec::Send { id: req, path: p, headers, body } = &log[0] else { panic!("{log:?}") };
+    let Rec::Send {
+        id: req,
+        path: p,
+        headers,
+        body,
+    } = &log[0]
+    else {
+        panic!("{log:?}")
+    };
     assert_eq!(p, &path("anonymous/signin"));
     assert_eq!(body, "{}");
     let expected: Vec<(String, String)> = [
@@ -324,14 +378,19 @@ fn fresh_anonymous_sign_in_sends_exact_request_then_stores_then_announces() {
     let log = h.take();
     let session_key = Harness::key(RecordKey::Session);
     let anon_key = Harness::key(RecordKey::AnonRefreshToken);
-    assert!(matches!(&log[0], Rec::Put(k, v) if *k == session_key && v.contains(r#""refresh_token":"r1""#)));
+    assert!(
+        matches!(&log[0], Rec::Put(k, v) if *k == session_key && v.contains(r#""refresh_token":"r1""#))
+    );
     assert_eq!(log[1], Rec::Put(anon_key, "r1".into()));
     assert_eq!(log[2], Rec::Event(AuthChange::SignedIn, Some("u1".into())));
     assert_eq!(log[3], done_ok(id, "session u1"));
     assert_eq!(log.len(), 4);
     let stored = h.stored(RecordKey::Session).unwrap();
     assert!(stored.contains(r#""expires_at":1767229200000"#), "{stored}");
-    assert!(stored.contains(r#""user":{"id":"u1","email":null,"is_anonymous":true"#), "{stored}");
+    assert!(
+        stored.contains(r#""user":{"id":"u1","email":null,"is_anonymous":true"#),
+        "{stored}"
+    );
 }
 
 #[test]
@@ -355,23 +414,38 @@ fn sign_in_resumes_the_stored_account_and_learns_its_id_from_the_token() {
     // The refresh reply carries no user: the id comes from the JWT (§12.1).
     h.respond(req, 200, &tokens("u1", "r2", None));
     let log = h.take();
-    assert!(log.contains(&Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r2".into())));
+    assert!(log.contains(&Rec::Put(
+        Harness::key(RecordKey::AnonRefreshToken),
+        "r2".into()
+    )));
     assert!(log.contains(&Rec::Event(AuthChange::SignedIn, Some("u1".into()))));
     assert!(log.contains(&done_ok(id, "session u1")));
-    assert!(h.stored(RecordKey::Session).unwrap().contains(r#""id":"u1""#));
+    assert!(
+        h.stored(RecordKey::Session)
+            .unwrap()
+            .contains(r#""id":"u1""#)
+    );
 }
 
 #[test]
 fn resume_with_dead_token_forgets_it_and_creates_a_new_account() {
     let mut h = Harness::started();
-    h.store.insert(Harness::key(RecordKey::AnonRefreshToken), b"dead".to_vec());
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"dead".to_vec());
     h.restart();
     h.take();
     let id = h.sign_in();
     let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(req, 401, r#"{"code":"invalid_refresh_token","message":"gone"}"#);
+    h.respond(
+        req,
+        401,
+        r#"{"code":"invalid_refresh_token","message":"gone"}"#,
+    );
     let log = h.take();
-    assert_eq!(log[0], Rec::Remove(Harness::key(RecordKey::AnonRefreshToken)));
+    assert_eq!(
+        log[0],
+        Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))
+    );
     let (req2, p, _) = Harness::one_send(&log);
     assert_eq!(p, path("anonymous/signin"));
     h.respond(req2, 200, &tokens("u2", "n1", Some(("u2", None, true))));
@@ -381,7 +455,8 @@ fn resume_with_dead_token_forgets_it_and_creates_a_new_account() {
 #[test]
 fn resume_failing_transiently_keeps_the_token_and_creates_nothing() {
     let mut h = Harness::started();
-    h.store.insert(Harness::key(RecordKey::AnonRefreshToken), b"r1".to_vec());
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r1".to_vec());
     h.restart();
     h.take();
     let id = h.sign_in();
@@ -401,7 +476,11 @@ fn anonymous_disabled_surfaces_as_its_code() {
     let mut h = Harness::started();
     let id = h.sign_in();
     let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(req, 403, r#"{"code":"anonymous_disabled","message":"Anonymous sign-in is disabled"}"#);
+    h.respond(
+        req,
+        403,
+        r#"{"code":"anonymous_disabled","message":"Anonymous sign-in is disabled"}"#,
+    );
     assert_eq!(h.take(), [done_err(id, "anonymous_disabled")]);
     assert!(h.m.session().is_none());
 }
@@ -421,7 +500,10 @@ fn force_new_waits_for_a_plain_sign_in_and_then_mints_a_new_user() {
     let (r1, _, _) = Harness::one_send(&h.take());
     let forced = h.cmd(Command::SignInAnonymously(SignInOptions::force_new()));
     assert_ne!(plain, forced);
-    assert!(Harness::sends(&h.take()).is_empty(), "never two sign-ups in flight");
+    assert!(
+        Harness::sends(&h.take()).is_empty(),
+        "never two sign-ups in flight"
+    );
     h.respond(r1, 200, &tokens("u1", "r1", Some(("u1", None, true))));
     let log = h.take();
     assert!(log.contains(&done_ok(plain, "session u1")));
@@ -438,7 +520,11 @@ fn plain_sign_in_joins_a_forced_one() {
     let mut h = Harness::guest("u1", "r1");
     let forced = h.cmd(Command::SignInAnonymously(SignInOptions::force_new()));
     let (req, p, _) = Harness::one_send(&h.take());
-    assert_eq!(p, path("anonymous/signin"), "force_new skips no-op and resume");
+    assert_eq!(
+        p,
+        path("anonymous/signin"),
+        "force_new skips no-op and resume"
+    );
     assert_eq!(h.sign_in(), forced);
     h.respond(req, 200, &tokens("u2", "r2", Some(("u2", None, true))));
     assert!(h.take().contains(&done_ok(forced, "session u2")));
@@ -454,14 +540,18 @@ fn plain_sign_in_never_replaces_a_named_session() {
 #[test]
 fn sign_in_body_carries_captcha_meta_and_visitor_id() {
     let mut h = Harness::new();
-    h.m.handle_restored(Instant(T0), None, None, Some("visitor-0123456789")).unwrap();
+    h.m.handle_restored(Instant(T0), None, None, Some("visitor-0123456789"))
+        .unwrap();
     h.drain();
     h.take();
     let mut opts = SignInOptions::default().with_captcha("cap").unwrap();
     opts.user_meta.insert("src", "kiosk \"7\"").unwrap();
     h.cmd(Command::SignInAnonymously(opts));
     let (_, _, body) = Harness::one_send(&h.take());
-    assert_eq!(body, r#"{"captcha_token":"cap","visitor_id":"visitor-0123456789","user_meta":{"src":"kiosk \"7\""}}"#);
+    assert_eq!(
+        body,
+        r#"{"captcha_token":"cap","visitor_id":"visitor-0123456789","user_meta":{"src":"kiosk \"7\""}}"#
+    );
 }
 
 // ----- sign-out -----------------------------------------------------------
@@ -482,7 +572,10 @@ fn soft_sign_out_of_a_guest_calls_no_server_and_keeps_the_account() {
     // And the next sign-in resumes the same user.
     h.sign_in();
     let (req, p, body) = Harness::one_send(&h.take());
-    assert_eq!((p.as_str(), body.as_str()), (path("refresh").as_str(), r#"{"refresh_token":"r1"}"#));
+    assert_eq!(
+        (p.as_str(), body.as_str()),
+        (path("refresh").as_str(), r#"{"refresh_token":"r1"}"#)
+    );
     h.respond(req, 200, &tokens("u1", "r2", None));
     assert_eq!(h.m.session().unwrap().user.id, "u1");
 }
@@ -491,16 +584,32 @@ fn soft_sign_out_of_a_guest_calls_no_server_and_keeps_the_account() {
 fn hard_sign_out_revokes_and_forgets_the_guest() {
     let mut h = Harness::guest("u1", "r1");
     let access = h.m.session().unwrap().access_token.expose().to_string();
-    h.cmd(Command::SignOut(SignOutOptions { forget_anonymous: true }));
+    h.cmd(Command::SignOut(SignOutOptions {
+        forget_anonymous: true,
+    }));
     let log = h.take();
     assert_eq!(log[0], Rec::Remove(Harness::key(RecordKey::Session)));
-    assert_eq!(log[1], Rec::Remove(Harness::key(RecordKey::AnonRefreshToken)));
+    assert_eq!(
+        log[1],
+        Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))
+    );
     assert_eq!(log[2], Rec::Event(AuthChange::SignedOut, None));
-    let Rec::Send { path: p, headers, body, .. } = &log[4] else { panic!("{log:?}") };
+    let Rec::Send {
+        path: p,
+        headers,
+        body,
+        ..
+    } = &log[4]
+    else {
+        panic!("{log:?}")
+    };
     assert_eq!(p, &path("signout"));
     assert_eq!(body, "");
     assert!(headers.contains(&("Authorization".into(), format!("Bearer {access}"))));
-    assert!(!headers.iter().any(|(n, _)| n == "Content-Type"), "no body, no Content-Type");
+    assert!(
+        !headers.iter().any(|(n, _)| n == "Content-Type"),
+        "no body, no Content-Type"
+    );
     assert_eq!(h.stored(RecordKey::AnonRefreshToken), None);
     // The next sign-in creates a new user.
     h.sign_in();
@@ -516,10 +625,22 @@ fn sign_out_with_a_stale_token_refreshes_first_so_the_server_really_revokes() {
     assert_eq!(p, path("refresh"));
     h.respond(req, 200, &tokens("u1", "r9", None));
     let log = h.take();
-    let Rec::Send { path: p, headers, .. } = &log[0] else { panic!("{log:?}") };
+    let Rec::Send {
+        path: p, headers, ..
+    } = &log[0]
+    else {
+        panic!("{log:?}")
+    };
     assert_eq!(p, &path("signout"));
-    assert!(headers.iter().any(|(n, v)| n == "Authorization" && v.starts_with("Bearer ey")));
-    assert!(h.m.session().is_none(), "the refresh did not resurrect the session");
+    assert!(
+        headers
+            .iter()
+            .any(|(n, v)| n == "Authorization" && v.starts_with("Bearer ey"))
+    );
+    assert!(
+        h.m.session().is_none(),
+        "the refresh did not resurrect the session"
+    );
     assert_eq!(h.stored(RecordKey::Session), None);
 }
 
@@ -545,14 +666,26 @@ fn stale_access_token_callers_share_one_refresh_and_the_rotation_is_stored_first
     let r = h.cmd(Command::Refresh);
     assert_eq!(a, b);
     let (req, p, body) = Harness::one_send(&h.take());
-    assert_eq!((p, body), (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string()));
+    assert_eq!(
+        (p, body),
+        (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string())
+    );
     h.respond(req, 200, &tokens("u1", "r2", None));
     let log = h.take();
     assert!(matches!(&log[0], Rec::Put(k, _) if *k == Harness::key(RecordKey::Session)));
-    assert_eq!(log[1], Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r2".into()));
-    assert_eq!(log[2], Rec::Event(AuthChange::TokenRefreshed, Some("u1".into())));
+    assert_eq!(
+        log[1],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r2".into())
+    );
+    assert_eq!(
+        log[2],
+        Rec::Event(AuthChange::TokenRefreshed, Some("u1".into()))
+    );
     assert!(log.contains(&done_ok(r, "session u1")));
-    assert!(log.iter().any(|x| matches!(x, Rec::Done(i, Ok(_)) if *i == a)));
+    assert!(
+        log.iter()
+            .any(|x| matches!(x, Rec::Done(i, Ok(_)) if *i == a))
+    );
 }
 
 #[test]
@@ -575,7 +708,11 @@ fn gotrue_invalid_grant_counts_as_a_dead_token() {
     let mut h = upgraded();
     h.cmd(Command::Refresh);
     let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(req, 400, r#"{"error":"invalid_grant","error_description":"Refresh Token Not Found"}"#);
+    h.respond(
+        req,
+        400,
+        r#"{"error":"invalid_grant","error_description":"Refresh Token Not Found"}"#,
+    );
     assert!(h.take().contains(&Rec::Event(AuthChange::SignedOut, None)));
 }
 
@@ -615,7 +752,14 @@ fn success_payloads_are_validated_and_bad_ones_change_nothing() {
     }
     let r = h.cmd(Command::Refresh);
     let (req, _, _) = Harness::one_send(&h.take());
-    h.input(Input::Response(req, Response { status: 200, content_type_json: false, body: b"{}" }));
+    h.input(Input::Response(
+        req,
+        Response {
+            status: 200,
+            content_type_json: false,
+            body: b"{}",
+        },
+    ));
     assert_eq!(h.take(), [done_err(r, "invalid_response")]);
 }
 
@@ -628,7 +772,11 @@ fn proactive_refresh_fires_at_the_reported_deadline() {
     h.input(Input::Timeout);
     let (_, p, _) = Harness::one_send(&h.take());
     assert_eq!(p, path("refresh"));
-    assert_eq!(h.m.poll_timeout(), None, "no second refresh while one is in flight");
+    assert_eq!(
+        h.m.poll_timeout(),
+        None,
+        "no second refresh while one is in flight"
+    );
 }
 
 // ----- late responses -------------------------------------------------------
@@ -642,7 +790,13 @@ fn refresh_landing_after_soft_sign_out_saves_the_rotated_guest_token_without_res
     let log = h.take();
     assert!(log.contains(&done_err(r, "superseded")));
     h.respond(req, 200, &tokens("u1", "r2", None));
-    assert_eq!(h.take(), [Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r2".into())]);
+    assert_eq!(
+        h.take(),
+        [Rec::Put(
+            Harness::key(RecordKey::AnonRefreshToken),
+            "r2".into()
+        )]
+    );
     assert!(h.m.session().is_none());
     assert_eq!(h.stored(RecordKey::Session), None);
 }
@@ -652,7 +806,9 @@ fn refresh_landing_after_hard_sign_out_is_revoked_not_saved() {
     let mut h = Harness::guest("u1", "r1");
     h.cmd(Command::Refresh);
     let (req, _, _) = Harness::one_send(&h.take());
-    h.cmd(Command::SignOut(SignOutOptions { forget_anonymous: true }));
+    h.cmd(Command::SignOut(SignOutOptions {
+        forget_anonymous: true,
+    }));
     h.take();
     h.respond(req, 200, &tokens("u1", "r2", None));
     let log = h.take();
@@ -674,9 +830,15 @@ fn sign_in_landing_after_soft_sign_out_keeps_the_new_account_resumable() {
     assert!(Harness::sends(&h.take()).is_empty());
     h.respond(req, 200, &tokens("u1", "r1", Some(("u1", None, true))));
     let log = h.take();
-    assert_eq!(log[0], Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into()));
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into())
+    );
     let (req, p, body) = Harness::one_send(&log);
-    assert_eq!((p, body), (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string()));
+    assert_eq!(
+        (p, body),
+        (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string())
+    );
     h.respond(req, 200, &tokens("u1", "r2", None));
     assert!(h.take().contains(&done_ok(again, "session u1")));
 }
@@ -685,10 +847,19 @@ fn sign_in_landing_after_soft_sign_out_keeps_the_new_account_resumable() {
 
 fn upgraded() -> Harness {
     let mut h = Harness::guest("u1", "r1");
-    let id = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", None).unwrap()));
+    let id = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
+    ));
     let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(req, 200, r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#);
-    assert!(h.take().contains(&done_ok(id, r#"upgraded u1 Some("a@b.c")"#)));
+    h.respond(
+        req,
+        200,
+        r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#,
+    );
+    assert!(
+        h.take()
+            .contains(&done_ok(id, r#"upgraded u1 Some("a@b.c")"#))
+    );
     h
 }
 
@@ -699,32 +870,62 @@ fn upgrade_updated_keeps_the_id_flips_the_session_and_forgets_the_guest_key() {
     let req = UpgradeRequest::new("a@b.c", "hunter2", Some("idem-1")).unwrap();
     let id = h.cmd(Command::UpgradeToEmail(req));
     let log = h.take();
-    let Rec::Send { id: rid, path: p, headers, body } = &log[0] else { panic!("{log:?}") };
+    let Rec::Send {
+        id: rid,
+        path: p,
+        headers,
+        body,
+    } = &log[0]
+    else {
+        panic!("{log:?}")
+    };
     assert_eq!(p, &path("anonymous/upgrade"));
     assert_eq!(body, r#"{"email":"a@b.c","password":"hunter2"}"#);
     assert!(headers.contains(&("Authorization".into(), format!("Bearer {access}"))));
     assert!(headers.contains(&("Idempotency-Key".into(), "idem-1".into())));
-    h.respond(*rid, 200, r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#);
+    h.respond(
+        *rid,
+        200,
+        r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#,
+    );
     let log = h.take();
-    assert!(matches!(&log[0], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""email":"a@b.c","is_anonymous":false"#)));
-    assert_eq!(log[1], Rec::Remove(Harness::key(RecordKey::AnonRefreshToken)));
-    assert_eq!(log[2], Rec::Event(AuthChange::UserUpdated, Some("u1".into())));
+    assert!(
+        matches!(&log[0], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""email":"a@b.c","is_anonymous":false"#))
+    );
+    assert_eq!(
+        log[1],
+        Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))
+    );
+    assert_eq!(
+        log[2],
+        Rec::Event(AuthChange::UserUpdated, Some("u1".into()))
+    );
     assert_eq!(log[3], done_ok(id, r#"upgraded u1 Some("a@b.c")"#));
 }
 
 #[test]
 fn confirmation_required_changes_nothing_until_a_refresh_shows_the_confirmed_email() {
     let mut h = Harness::guest("u1", "r1");
-    let id = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", None).unwrap()));
+    let id = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
+    ));
     let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(req, 200, r#"{"status":"confirmation_required","email":"a@b.c"}"#);
+    h.respond(
+        req,
+        200,
+        r#"{"status":"confirmation_required","email":"a@b.c"}"#,
+    );
     assert_eq!(h.take(), [done_ok(id, "confirm a@b.c")]);
     assert!(h.m.session().unwrap().is_anonymous());
     assert_eq!(h.m.pending_confirmation(), Some("a@b.c"));
     // The user clicked the link; the next refresh shows it in the token (§12.2).
     h.cmd(Command::Refresh);
     let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(req, 200, &tokens("u1", "r2", Some(("u1", Some("a@b.c"), false))));
+    h.respond(
+        req,
+        200,
+        &tokens("u1", "r2", Some(("u1", Some("a@b.c"), false))),
+    );
     let log = h.take();
     assert!(log.contains(&Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))));
     assert!(log.contains(&Rec::Event(AuthChange::UserUpdated, Some("u1".into()))));
@@ -739,10 +940,14 @@ fn confirmation_required_changes_nothing_until_a_refresh_shows_the_confirmed_ema
 #[test]
 fn upgrade_needs_an_anonymous_session() {
     let mut h = Harness::started();
-    let id = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", None).unwrap()));
+    let id = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
+    ));
     assert_eq!(h.take(), [done_err(id, "not_authenticated")]);
     let mut h = upgraded();
-    let id = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("x@b.c", "pw", None).unwrap()));
+    let id = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("x@b.c", "pw", None).unwrap(),
+    ));
     assert_eq!(h.take(), [done_err(id, "not_anonymous")]);
 }
 
@@ -750,25 +955,38 @@ fn upgrade_needs_an_anonymous_session() {
 fn upgrade_with_a_stale_token_refreshes_first() {
     let mut h = Harness::guest("u1", "r1");
     h.now += 3_590_000;
-    h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", None).unwrap()));
+    h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
+    ));
     let (req, p, _) = Harness::one_send(&h.take());
     assert_eq!(p, path("refresh"));
     h.respond(req, 200, &tokens("u1", "r2", None));
     let log = h.take();
     let new_access = h.m.session().unwrap().access_token.expose().to_string();
     let send = log.iter().find_map(|r| match r {
-        Rec::Send { path: p, headers, .. } if *p == path("anonymous/upgrade") => Some(headers.clone()),
+        Rec::Send {
+            path: p, headers, ..
+        } if *p == path("anonymous/upgrade") => Some(headers.clone()),
         _ => None,
     });
-    assert!(send.unwrap().contains(&("Authorization".into(), format!("Bearer {new_access}"))));
+    assert!(
+        send.unwrap()
+            .contains(&("Authorization".into(), format!("Bearer {new_access}")))
+    );
 }
 
 #[test]
 fn concurrent_upgrades_join_by_key_and_refuse_another_key() {
     let mut h = Harness::guest("u1", "r1");
-    let a = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", Some("k1")).unwrap()));
-    let b = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", Some("k1")).unwrap()));
-    let c = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", Some("k2")).unwrap()));
+    let a = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", Some("k1")).unwrap(),
+    ));
+    let b = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", Some("k1")).unwrap(),
+    ));
+    let c = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", Some("k2")).unwrap(),
+    ));
     assert_eq!(a, b);
     let log = h.take();
     assert_eq!(Harness::sends(&log).len(), 1);
@@ -778,13 +996,22 @@ fn concurrent_upgrades_join_by_key_and_refuse_another_key() {
 #[test]
 fn upgrade_answer_after_sign_out_patches_nothing() {
     let mut h = Harness::guest("u1", "r1");
-    let id = h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "pw", None).unwrap()));
+    let id = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
+    ));
     let (req, _, _) = Harness::one_send(&h.take());
     h.cmd(Command::SignOut(SignOutOptions::default()));
     assert!(h.take().contains(&done_err(id, "superseded")));
-    h.respond(req, 200, r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#);
+    h.respond(
+        req,
+        200,
+        r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#,
+    );
     // The account is named now: the guest key must not resume it.
-    assert_eq!(h.take(), [Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))]);
+    assert_eq!(
+        h.take(),
+        [Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))]
+    );
     assert!(h.m.session().is_none());
 }
 
@@ -798,26 +1025,49 @@ fn a_failed_write_fails_the_command_keeps_memory_and_retries() {
     let (req, _, _) = Harness::one_send(&h.take());
     h.respond(req, 200, &tokens("u1", "r1", Some(("u1", None, true))));
     let log = h.take();
-    assert!(log.contains(&Rec::Notice(Notice::StorageFailed { key: RecordKey::AnonRefreshToken })));
+    assert!(log.contains(&Rec::Notice(Notice::StorageFailed {
+        key: RecordKey::AnonRefreshToken
+    })));
     assert!(log.contains(&done_err(id, "storage_failed")));
-    assert!(h.m.session().is_some(), "the live session is kept in memory");
+    assert!(
+        h.m.session().is_some(),
+        "the live session is kept in memory"
+    );
     h.fail_writes.clear();
     let retry = h.m.poll_timeout().unwrap();
     h.now = retry.as_millis();
     h.input(Input::Timeout);
-    assert_eq!(h.take(), [Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into())]);
+    assert_eq!(
+        h.take(),
+        [Rec::Put(
+            Harness::key(RecordKey::AnonRefreshToken),
+            "r1".into()
+        )]
+    );
     assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
 }
 
 #[test]
 fn corrupted_storage_starts_signed_out_and_is_left_untouched() {
     let mut h = Harness::new();
-    h.store.insert(Harness::key(RecordKey::Session), b"{\"access_token\":".to_vec());
+    h.store.insert(
+        Harness::key(RecordKey::Session),
+        b"{\"access_token\":".to_vec(),
+    );
     h.restore();
     let log = h.take();
-    assert!(matches!(log[0], Rec::Notice(Notice::CorruptRecord { key: RecordKey::Session, .. })));
+    assert!(matches!(
+        log[0],
+        Rec::Notice(Notice::CorruptRecord {
+            key: RecordKey::Session,
+            ..
+        })
+    ));
     assert_eq!(log[1], Rec::Event(AuthChange::InitialSession, None));
-    assert_eq!(h.stored(RecordKey::Session).as_deref(), Some("{\"access_token\":"));
+    assert_eq!(
+        h.stored(RecordKey::Session).as_deref(),
+        Some("{\"access_token\":")
+    );
 }
 
 #[test]
@@ -828,20 +1078,32 @@ fn a_session_written_by_the_reference_client_is_restored_with_its_real_id() {
         r#"{{"access_token":"{at}","refresh_token":"r7","expires_at":{},"user":{{"id":"","email":null,"is_anonymous":true}}}}"#,
         T0 + 3_600_000
     );
-    h.store.insert(Harness::key(RecordKey::Session), js.into_bytes());
-    h.store.insert(Harness::key(RecordKey::AnonRefreshToken), b"r7".to_vec());
+    h.store
+        .insert(Harness::key(RecordKey::Session), js.into_bytes());
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r7".to_vec());
     h.restore();
-    assert_eq!(h.take(), [Rec::Event(AuthChange::InitialSession, Some("u7".into()))]);
+    assert_eq!(
+        h.take(),
+        [Rec::Event(AuthChange::InitialSession, Some("u7".into()))]
+    );
 }
 
 #[test]
 fn restore_repairs_a_guest_copy_left_behind_by_a_crash() {
     let mut h = Harness::guest("u1", "r1");
-    h.store.insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
     h.restart();
     let log = h.take();
-    assert_eq!(log[0], Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into()));
-    assert_eq!(log[1], Rec::Event(AuthChange::InitialSession, Some("u1".into())));
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into())
+    );
+    assert_eq!(
+        log[1],
+        Rec::Event(AuthChange::InitialSession, Some("u1".into()))
+    );
 }
 
 #[test]
@@ -853,7 +1115,10 @@ fn postcard_records_round_trip_through_a_restart() {
     let (req, _, _) = Harness::one_send(&h.take());
     h.respond(req, 200, &tokens("u1", "r1", Some(("u1", None, true))));
     h.restart();
-    assert_eq!(h.take(), [Rec::Event(AuthChange::InitialSession, Some("u1".into()))]);
+    assert_eq!(
+        h.take(),
+        [Rec::Event(AuthChange::InitialSession, Some("u1".into()))]
+    );
 }
 
 // ----- other processes --------------------------------------------------------
@@ -862,23 +1127,43 @@ fn postcard_records_round_trip_through_a_restart() {
 fn external_changes_are_classified_and_echoes_ignored() {
     let mut h = Harness::guest("u1", "r1");
     let own = h.stored(RecordKey::Session).unwrap();
-    h.input(Input::ExternalChange(RecordKey::Session, Some(own.as_bytes())));
+    h.input(Input::ExternalChange(
+        RecordKey::Session,
+        Some(own.as_bytes()),
+    ));
     assert!(h.take().is_empty(), "an echo of our own write");
 
     // Another tab refreshed the same user.
     let mut other = Harness::guest("u1", "r1b");
     let theirs = other.stored(RecordKey::Session).unwrap();
     other.take();
-    h.input(Input::ExternalChange(RecordKey::Session, Some(theirs.as_bytes())));
-    assert_eq!(h.take(), [Rec::Event(AuthChange::TokenRefreshed, Some("u1".into()))]);
+    h.input(Input::ExternalChange(
+        RecordKey::Session,
+        Some(theirs.as_bytes()),
+    ));
+    assert_eq!(
+        h.take(),
+        [Rec::Event(AuthChange::TokenRefreshed, Some("u1".into()))]
+    );
 
     // Another tab signed in someone else.
-    let third = Harness::guest("u9", "r9").stored(RecordKey::Session).unwrap();
-    h.input(Input::ExternalChange(RecordKey::Session, Some(third.as_bytes())));
-    assert_eq!(h.take(), [Rec::Event(AuthChange::SignedIn, Some("u9".into()))]);
+    let third = Harness::guest("u9", "r9")
+        .stored(RecordKey::Session)
+        .unwrap();
+    h.input(Input::ExternalChange(
+        RecordKey::Session,
+        Some(third.as_bytes()),
+    ));
+    assert_eq!(
+        h.take(),
+        [Rec::Event(AuthChange::SignedIn, Some("u9".into()))]
+    );
 
     h.input(Input::ExternalChange(RecordKey::Session, Some(b"garbage")));
-    assert!(matches!(&h.take()[..], [Rec::Notice(Notice::CorruptRecord { .. })]));
+    assert!(matches!(
+        &h.take()[..],
+        [Rec::Notice(Notice::CorruptRecord { .. })]
+    ));
     assert_eq!(h.m.session().unwrap().user.id, "u9");
 
     h.input(Input::ExternalChange(RecordKey::Session, None));
@@ -893,7 +1178,10 @@ fn an_echo_of_an_older_write_does_not_roll_tokens_back() {
     let (req, _, _) = Harness::one_send(&h.take());
     h.respond(req, 200, &tokens("u1", "r2", None));
     h.take();
-    h.input(Input::ExternalChange(RecordKey::Session, Some(old.as_bytes())));
+    h.input(Input::ExternalChange(
+        RecordKey::Session,
+        Some(old.as_bytes()),
+    ));
     assert!(h.take().is_empty());
     assert_eq!(h.m.session().unwrap().refresh_token.expose(), "r2");
 }
@@ -903,7 +1191,9 @@ fn an_echo_of_an_older_write_does_not_roll_tokens_back() {
 #[test]
 fn debug_output_never_contains_tokens_or_passwords() {
     let mut h = Harness::guest("u1", "secret-refresh");
-    h.cmd(Command::UpgradeToEmail(UpgradeRequest::new("a@b.c", "hunter2", None).unwrap()));
+    h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "hunter2", None).unwrap(),
+    ));
     let dump = format!("{:?}", h.m);
     assert!(!dump.contains("secret-refresh"));
     assert!(!dump.contains("hunter2"));
@@ -919,8 +1209,52 @@ fn the_same_trace_yields_the_same_outputs() {
         h.cmd(Command::Refresh);
         let (req, _, _) = Harness::one_send(&h.take());
         h.respond(req, 200, &tokens("u1", "r2", None));
-        h.cmd(Command::SignOut(SignOutOptions { forget_anonymous: true }));
+        h.cmd(Command::SignOut(SignOutOptions {
+            forget_anonymous: true,
+        }));
         format!("{:?}", h.take())
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn machine_state_fits_the_8_kib_budget_with_default_capacities() {
+    // The footprint promise of the README; `examples/footprint.rs` prints the
+    // breakdown.
+    assert!(
+        core::mem::size_of::<Machine>() <= 8 * 1024,
+        "{}",
+        core::mem::size_of::<Machine>()
+    );
+}
+
+#[test]
+fn early_sign_ins_collapse_and_a_forced_one_wins() {
+    let mut h = Harness::guest("u1", "r1");
+    h.restart();
+    h.take();
+    let mut h2 = Harness {
+        m: Machine::new(h.m.config().clone()),
+        ..Harness::new()
+    };
+    h2.store = h.store.clone();
+    let plain = h2.sign_in();
+    let forced = h2.cmd(Command::SignInAnonymously(SignInOptions::force_new()));
+    let token = h2.cmd(Command::AccessToken);
+    assert_eq!(plain, forced);
+    h2.restore();
+    let log = h2.take();
+    assert_eq!(
+        log[0],
+        Rec::Event(AuthChange::InitialSession, Some("u1".into()))
+    );
+    // Forced: a new user even though a guest session exists.
+    let (req, p, _) = Harness::one_send(&log);
+    assert_eq!(p, path("anonymous/signin"));
+    assert!(
+        log.iter()
+            .any(|r| matches!(r, Rec::Done(i, Ok(_)) if *i == token))
+    );
+    h2.respond(req, 200, &tokens("u2", "r2", Some(("u2", None, true))));
+    assert!(h2.take().contains(&done_ok(plain, "session u2")));
 }

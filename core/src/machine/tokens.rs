@@ -11,14 +11,21 @@ use crate::session::{AccessToken, Session, User};
 use crate::storage::RecordKey;
 use crate::time::Instant;
 
-use super::{Done, Machine, Purpose, Queued, RefreshOp, Response, UpgradeOp, UpgradeStage, answer_error, api_error, next_backoff};
+use super::{
+    Done, Machine, Purpose, Queued, RefreshOp, Response, UpgradeOp, UpgradeStage, answer_error,
+    api_error, next_backoff,
+};
 
 impl Machine {
     /// Decodes a token response into a session. The user comes from the
     /// response's `user`, else from the access token's claims (so a resumed
     /// or refreshed session knows its real id and email, §12.1/§12.2), else
     /// `fallback`.
-    pub(super) fn session_from(&self, resp: &Response<'_>, fallback: Option<&User>) -> Result<Session, Error> {
+    pub(super) fn session_from(
+        &self,
+        resp: &Response<'_>,
+        fallback: Option<&User>,
+    ) -> Result<Session, Error> {
         if !resp.content_type_json {
             return Err(DecodeError::NotJson.into());
         }
@@ -36,14 +43,23 @@ impl Machine {
             }
             None => user_from_claims(&tokens.access_token, fallback)?,
         };
-        Ok(Session { access_token: tokens.access_token, refresh_token: tokens.refresh_token, expires_at, user })
+        Ok(Session {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            expires_at,
+            user,
+        })
     }
 
     pub(super) fn cmd_refresh(&mut self, for_token: bool) -> CommandId {
         let leeway = self.config.leeway.as_millis();
-        let Some(session) = &self.session else {
+        let Some(session) = self.current() else {
             let id = self.command_id();
-            let result = if for_token { Ok(Done::NoAccessToken) } else { Err(Error::NotAuthenticated) };
+            let result = if for_token {
+                Ok(Done::NoAccessToken)
+            } else {
+                Err(Error::NotAuthenticated)
+            };
             self.complete(id, result);
             return id;
         };
@@ -53,7 +69,11 @@ impl Machine {
             return id;
         }
         if let Some(op) = &self.refresh {
-            let existing = if for_token { op.token_id } else { op.refresh_id };
+            let existing = if for_token {
+                op.token_id
+            } else {
+                op.refresh_id
+            };
             if let Some(id) = existing {
                 return id;
             }
@@ -77,17 +97,35 @@ impl Machine {
     }
 
     /// Starts the one refresh of the current session.
-    pub(super) fn start_refresh(&mut self, refresh_id: Option<CommandId>, token_id: Option<CommandId>) {
-        let Some(session) = &self.session else { return };
+    pub(super) fn start_refresh(
+        &mut self,
+        refresh_id: Option<CommandId>,
+        token_id: Option<CommandId>,
+    ) {
+        let Some(session) = self.current() else {
+            return;
+        };
         if self.refresh.is_some() {
             return;
         }
-        let presented = session.refresh_token.clone();
-        let purpose = Purpose::Refresh { epoch: self.epoch, presented: presented.fingerprint() };
+        let purpose = Purpose::Refresh {
+            epoch: self.epoch,
+            presented: session.refresh_token.fingerprint(),
+        };
         match self.send(purpose) {
-            Ok(request) => self.refresh = Some(RefreshOp { request, presented, refresh_id, token_id }),
+            Ok(request) => {
+                self.refresh = Some(RefreshOp {
+                    request,
+                    refresh_id,
+                    token_id,
+                })
+            }
             Err(e) => {
-                let op = RefreshOp { request: RequestId(0), presented, refresh_id, token_id };
+                let op = RefreshOp {
+                    request: RequestId(0),
+                    refresh_id,
+                    token_id,
+                };
                 self.finish_refresh_waiters(&op, Err(e), false);
                 self.fail_upgrade_waiting_for_token(Error::Busy);
             }
@@ -96,7 +134,7 @@ impl Machine {
 
     /// When the next proactive refresh (or its retry) is due.
     pub(super) fn refresh_deadline(&self) -> Option<Instant> {
-        let session = self.session.as_ref()?;
+        let session = self.current()?;
         if self.refresh.is_some() {
             return None;
         }
@@ -110,7 +148,12 @@ impl Machine {
     /// Completes the callers of a refresh. `Ok` means the session is fresh;
     /// on error, token callers still get a token that has not expired yet
     /// (`token_still_valid`), which is more useful offline than an error.
-    pub(super) fn finish_refresh_waiters(&mut self, op: &RefreshOp, result: Result<Done, Error>, token_still_valid: bool) {
+    pub(super) fn finish_refresh_waiters(
+        &mut self,
+        op: &RefreshOp,
+        result: Result<Done, Error>,
+        token_still_valid: bool,
+    ) {
         if let Some(id) = op.refresh_id {
             self.complete(id, result.clone());
         }
@@ -132,10 +175,18 @@ impl Machine {
         presented: u64,
         answer: Result<Response<'_>, TransportError>,
     ) {
-        let live = epoch == self.epoch && self.refresh.as_ref().is_some_and(|op| op.request == request);
+        let live = epoch == self.epoch
+            && self
+                .refresh
+                .as_ref()
+                .is_some_and(|op| op.request == request);
         match answer {
             Ok(resp) if resp.is_success() => {
-                let fallback = if live { self.session.as_ref().map(|s| s.user.clone()) } else { None };
+                let fallback = if live {
+                    self.current().map(|s| s.user.clone())
+                } else {
+                    None
+                };
                 let session = match self.session_from(&resp, fallback.as_ref()) {
                     Ok(s) => s,
                     Err(e) => {
@@ -150,26 +201,35 @@ impl Machine {
                     self.adopt_orphan_tokens(presented, &session);
                     return;
                 }
-                let Some(op) = self.refresh.take() else { return };
-                let Some(old) = self.session.replace(session) else { return };
+                let Some(op) = self.refresh.take() else {
+                    return;
+                };
+                let Some(old) = self
+                    .current_mut()
+                    .map(|cur| core::mem::replace(cur, session))
+                else {
+                    return;
+                };
                 self.refresh_backoff = 0;
                 self.refresh_retry_at = None;
                 let change = {
-                    let new = self.session.as_ref().map(|s| &s.user);
+                    let new = self.current().map(|s| &s.user);
                     if new.is_some_and(|u| old.user.same_identity(u)) {
                         AuthChange::TokenRefreshed
                     } else {
                         AuthChange::UserUpdated
                     }
                 };
-                let now_anonymous = self.session.as_ref().is_some_and(Session::is_anonymous);
+                let now_anonymous = self.current().is_some_and(Session::is_anonymous);
                 self.store_put(RecordKey::Session);
                 if now_anonymous {
                     // Keep the resumable copy in step with every rotation: a
                     // copy one rotation behind is a lost account (§5).
-                    self.anon_token = self.session.as_ref().map(|s| s.refresh_token.clone());
+                    self.anon_token = self.current().map(|s| s.refresh_token.clone());
                     self.store_put(RecordKey::AnonRefreshToken);
-                } else if self.anon_token.is_some() && (old.is_anonymous() || self.anon_fingerprint() == presented) {
+                } else if self.anon_token.is_some()
+                    && (old.is_anonymous() || self.anon_fingerprint() == presented)
+                {
                     // The guest confirmed its email: it is a named account
                     // now and must never be resumed as a guest (§12.2).
                     self.anon_token = None;
@@ -189,8 +249,13 @@ impl Machine {
                 if !live {
                     return;
                 }
-                let Some(op) = self.refresh.take() else { return };
-                if self.session.as_ref().is_some_and(|s| s.refresh_token.fingerprint() != presented) {
+                let Some(op) = self.refresh.take() else {
+                    return;
+                };
+                if self
+                    .current()
+                    .is_some_and(|s| s.refresh_token.fingerprint() != presented)
+                {
                     // Another process rotated the session meanwhile and we
                     // adopted its tokens: our copy was spent, not the session.
                     self.finish_refresh_waiters(&op, Ok(Done::Session), true);
@@ -219,10 +284,12 @@ impl Machine {
     /// A refresh failed transiently: the session is kept, callers learn why,
     /// and proactive refresh backs off.
     fn fail_refresh(&mut self, error: Error) {
-        let Some(op) = self.refresh.take() else { return };
+        let Some(op) = self.refresh.take() else {
+            return;
+        };
         self.refresh_backoff = next_backoff(self.refresh_backoff, &self.config);
         self.refresh_retry_at = Some(self.now.saturating_add_ms(self.refresh_backoff));
-        let still_valid = self.session.as_ref().is_some_and(|s| s.expires_at > self.now);
+        let still_valid = self.current().is_some_and(|s| s.expires_at > self.now);
         self.finish_refresh_waiters(&op, Err(error.clone()), still_valid);
         self.fail_upgrade_waiting_for_token(error);
     }
@@ -231,7 +298,7 @@ impl Machine {
 
     pub(super) fn cmd_upgrade(&mut self, request: UpgradeRequest) -> CommandId {
         let leeway = self.config.leeway.as_millis();
-        let rejection = match &self.session {
+        let rejection = match self.current() {
             None => Some(Error::NotAuthenticated),
             Some(s) if !s.is_anonymous() => Some(Error::NotAnonymous),
             Some(_) => None,
@@ -253,8 +320,12 @@ impl Machine {
             return id;
         }
         let id = self.command_id();
-        let fresh = self.session.as_ref().is_some_and(|s| s.is_fresh(self.now, leeway));
-        self.upgrade = Some(UpgradeOp { id, request, stage: UpgradeStage::AwaitingToken });
+        let fresh = self.current().is_some_and(|s| s.is_fresh(self.now, leeway));
+        self.upgrade = Some(UpgradeOp {
+            id,
+            request,
+            stage: UpgradeStage::AwaitingToken,
+        });
         if fresh {
             self.send_upgrade_if_waiting();
         } else {
@@ -265,11 +336,18 @@ impl Machine {
     }
 
     fn send_upgrade_if_waiting(&mut self) {
-        if !self.upgrade.as_ref().is_some_and(|op| op.stage == UpgradeStage::AwaitingToken) {
+        if !self
+            .upgrade
+            .as_ref()
+            .is_some_and(|op| op.stage == UpgradeStage::AwaitingToken)
+        {
             return;
         }
-        let refresh_fp = self.session.as_ref().map_or(0, |s| s.refresh_token.fingerprint());
-        match self.send(Purpose::Upgrade { epoch: self.epoch, refresh_fp }) {
+        let refresh_fp = self.current().map_or(0, |s| s.refresh_token.fingerprint());
+        match self.send(Purpose::Upgrade {
+            epoch: self.epoch,
+            refresh_fp,
+        }) {
             Ok(request) => {
                 if let Some(op) = self.upgrade.as_mut() {
                     op.stage = UpgradeStage::Sent(request);
@@ -280,10 +358,13 @@ impl Machine {
     }
 
     fn fail_upgrade_waiting_for_token(&mut self, error: Error) {
-        if self.upgrade.as_ref().is_some_and(|op| op.stage == UpgradeStage::AwaitingToken) {
-            if let Some(op) = self.upgrade.take() {
-                self.complete(op.id, Err(error));
-            }
+        if self
+            .upgrade
+            .as_ref()
+            .is_some_and(|op| op.stage == UpgradeStage::AwaitingToken)
+            && let Some(op) = self.upgrade.take()
+        {
+            self.complete(op.id, Err(error));
         }
     }
 
@@ -295,7 +376,10 @@ impl Machine {
         answer: Result<Response<'_>, TransportError>,
     ) {
         let live = epoch == self.epoch
-            && self.upgrade.as_ref().is_some_and(|op| op.stage == UpgradeStage::Sent(request));
+            && self
+                .upgrade
+                .as_ref()
+                .is_some_and(|op| op.stage == UpgradeStage::Sent(request));
         let decoded = match &answer {
             Ok(resp) if resp.is_success() => Some(if resp.content_type_json {
                 decode_upgrade(resp.body).map_err(Error::from)
@@ -315,7 +399,9 @@ impl Machine {
             }
             return;
         }
-        let Some(op) = self.upgrade.take() else { return };
+        let Some(op) = self.upgrade.take() else {
+            return;
+        };
         match decoded {
             None => self.complete(op.id, Err(answer_error(&answer))),
             Some(Err(e)) => self.complete(op.id, Err(e)),
@@ -326,7 +412,7 @@ impl Machine {
                 self.complete(op.id, Ok(Done::ConfirmationRequired));
             }
             Some(Ok(UpgradeResponse::Updated(user))) => {
-                if let Some(session) = self.session.as_mut() {
+                if let Some(session) = self.current_mut() {
                     if !user.id.is_empty() {
                         session.user.id = user.id;
                     }
@@ -345,31 +431,55 @@ impl Machine {
 
     // ----- revocation ----------------------------------------------------
 
-    /// Fire-and-forget `/auth/signout` with `bearer`.
-    pub(super) fn revoke(&mut self, bearer: AccessToken) {
+    /// Fire-and-forget `/auth/signout` with the retired session's bearer.
+    pub(super) fn revoke_retired(&mut self) {
+        if self.retired_session().is_none() {
+            return;
+        }
         let pending = self.outputs.iter().any(|q| match q {
-            Queued::Send(id) => self.in_flight.iter().any(|f| f.id == *id && f.purpose == Purpose::SignOut),
+            Queued::Send(id) => self
+                .in_flight
+                .iter()
+                .any(|f| f.id == *id && f.purpose == Purpose::SignOut),
             _ => false,
         });
         if pending {
-            // One sign-out per batch is all the slot holds; the other session
-            // expires on its own. Not reachable through any single input today.
+            // The retired slot holds one session; a second revocation in the
+            // same batch would render the wrong bearer. Not reachable through
+            // a single input today.
             warn!("second revocation in one batch skipped");
             return;
         }
-        self.signout_bearer = Some(bearer);
         if self.send(Purpose::SignOut).is_err() {
             warn!("no request slot for /auth/signout; session left to expire");
         }
     }
 
+    /// Revokes tokens nobody will use (an orphan the user asked to forget).
+    /// Needs the slot: skipped if a live session occupies it, in which case
+    /// the orphan simply expires unused on the server.
+    pub(super) fn revoke_orphan(&mut self, session: &Session) {
+        if self.current().is_some() {
+            debug!("orphaned session left to expire");
+            return;
+        }
+        self.slot = Some(session.clone());
+        self.retired = true;
+        self.revoke_retired();
+    }
+
     pub(super) fn on_signout_refresh(&mut self, answer: Result<Response<'_>, TransportError>) {
-        if let Ok(resp) = answer {
-            if resp.is_success() && resp.content_type_json {
-                if let Ok(tokens) = decode_tokens(resp.body) {
-                    self.revoke(tokens.access_token);
-                }
-            }
+        let Ok(resp) = answer else { return };
+        if !resp.is_success() || !resp.content_type_json {
+            return;
+        }
+        let Ok(tokens) = decode_tokens(resp.body) else {
+            return;
+        };
+        if let Some(retired) = self.slot.as_mut().filter(|_| self.retired) {
+            retired.access_token = tokens.access_token;
+            retired.refresh_token = tokens.refresh_token;
+            self.revoke_retired();
         }
     }
 }
@@ -382,7 +492,10 @@ fn user_from_claims(token: &AccessToken, fallback: Option<&User>) -> Result<User
             if user.id != claims.sub {
                 // Another account than the fallback: keep only what the
                 // caller knew about the route (a resume is a guest's).
-                user = User { is_anonymous: user.is_anonymous, ..User::default() };
+                user = User {
+                    is_anonymous: user.is_anonymous,
+                    ..User::default()
+                };
             }
             user.id = claims.sub;
             if let Some(anonymous) = claims.is_anonymous {

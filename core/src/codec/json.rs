@@ -967,10 +967,11 @@ pub fn decode_tokens(body: &[u8]) -> Result<TokenResponse, DecodeError> {
             field: "refresh_token",
         });
     }
-    let user = match user_at {
-        Some(at) => Some(read_user(&mut Parser::at(body, at, WHAT))?),
-        None => None,
-    };
+    // The tokens are what must not be lost: the server has already spent the
+    // presented refresh token. A `user` the core cannot hold (an avatar URL
+    // over its capacity, say) is dropped, and the machine learns the user
+    // from the access token's claims instead.
+    let user = user_at.and_then(|at| read_user(&mut Parser::at(body, at, WHAT)).ok());
     Ok(TokenResponse {
         access_token: access.to_secret(Field::AccessToken)?,
         refresh_token: refresh.to_secret(Field::RefreshToken)?,
@@ -1564,7 +1565,18 @@ mod tests {
                     r#"{{"access_token":"a","refresh_token":"r","expires_in":1,"user":{{"id":"{id}"{extra}}}}}"#
                 )
             };
-            match decode_tokens(body.as_bytes()) {
+            let user_field = !matches!(key, "access_token" | "refresh_token");
+            let result = if user_field {
+                // Token replies drop a user they cannot hold (the tokens must
+                // not be lost); the strict user decoder names the field.
+                let tokens = decode_tokens(body.as_bytes()).unwrap();
+                assert_eq!(tokens.user, None, "{key}");
+                let start = body.find(r#""user":"#).unwrap() + 7;
+                decode_user(&body.as_bytes()[start..body.len() - 1]).map(|_| ())
+            } else {
+                decode_tokens(body.as_bytes()).map(|_| ())
+            };
+            match result {
                 Err(DecodeError::Capacity(c)) => {
                     assert_eq!(c.field, field, "{key}");
                     assert_eq!(c.len, 1000);
@@ -1661,11 +1673,22 @@ mod tests {
             ),
         ];
         for (body, want) in cases {
-            assert_eq!(
-                decode_tokens(body.as_bytes()).as_ref().err(),
-                Some(want),
-                "{body}"
-            );
+            match body.find(r#""user":"#) {
+                // A bad user never costs the tokens; the user decoder itself
+                // reports what is wrong with it. (A `user` that is not even an
+                // object is a malformed reply.)
+                Some(at) if *want != (DecodeError::InvalidValue { field: "user" }) => {
+                    let tokens = decode_tokens(body.as_bytes()).unwrap();
+                    assert_eq!(tokens.user, None, "{body}");
+                    let user = &body.as_bytes()[at + 7..body.len() - 1];
+                    assert_eq!(decode_user(user).as_ref().err(), Some(want), "{body}");
+                }
+                _ => assert_eq!(
+                    decode_tokens(body.as_bytes()).as_ref().err(),
+                    Some(want),
+                    "{body}"
+                ),
+            }
         }
     }
 

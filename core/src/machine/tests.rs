@@ -1258,3 +1258,22 @@ fn early_sign_ins_collapse_and_a_forced_one_wins() {
     h2.respond(req, 200, &tokens("u2", "r2", Some(("u2", None, true))));
     assert!(h2.take().contains(&done_ok(plain, "session u2")));
 }
+
+#[test]
+fn a_refresh_reply_with_an_oversize_user_still_saves_the_rotated_token() {
+    let mut h = Harness::guest("u1", "r1");
+    h.cmd(Command::Refresh);
+    let (req, _, _) = Harness::one_send(&h.take());
+    let avatar = "x".repeat(5000);
+    let body = tokens("u1", "r2", None).replace(
+        r#""token_type":"bearer""#,
+        &format!(r#""token_type":"bearer","user":{{"id":"u1","avatar":"{avatar}"}}"#),
+    );
+    h.respond(req, 200, &body);
+    let log = h.take();
+    assert!(log.contains(&Rec::Put(
+        Harness::key(RecordKey::AnonRefreshToken),
+        "r2".into()
+    )));
+    assert_eq!(h.m.session().unwrap().user.id, "u1");
+}

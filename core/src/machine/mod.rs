@@ -288,6 +288,9 @@ pub struct Machine {
     /// revocation request has been rendered (saves a second token buffer).
     slot: Option<Session>,
     retired: bool,
+    /// When the current tokens were received (bounds proactive refresh of
+    /// short-lived tokens).
+    tokens_since: Instant,
     epoch: u32,
     /// Mirror of the anonymous refresh-token record.
     anon_token: Option<RefreshToken>,
@@ -337,6 +340,7 @@ impl Machine {
             proposed: None,
             slot: None,
             retired: false,
+            tokens_since: Instant(0),
             epoch: 0,
             anon_token: None,
             visitor_id: None,
@@ -768,6 +772,7 @@ impl Machine {
             Some(s) => {
                 self.slot = Some(s);
                 self.retired = false;
+                self.tokens_since = self.now;
             }
             // Signed out: the old session stays in the slot, retired, until
             // something replaces it (its revocation may still need it).

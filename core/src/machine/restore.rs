@@ -36,6 +36,7 @@ impl Machine {
                 Ok(session) => {
                     self.slot = Some(repair_user(session));
                     self.retired = false;
+                    self.tokens_since = self.now;
                 }
                 Err(error) => self.push(Queued::Notice(Notice::CorruptRecord {
                     key: RecordKey::Session,
@@ -106,6 +107,7 @@ impl Machine {
                             AuthChange::UserUpdated
                         };
                         self.slot = Some(incoming);
+                        self.tokens_since = self.now;
                         self.change(change);
                     }
                     _ => {

@@ -1277,3 +1277,17 @@ fn a_refresh_reply_with_an_oversize_user_still_saves_the_rotated_token() {
     )));
     assert_eq!(h.m.session().unwrap().user.id, "u1");
 }
+
+#[test]
+fn short_lived_tokens_are_refreshed_half_way_not_in_a_loop() {
+    let mut h = Harness::started();
+    h.sign_in();
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.respond(
+        req,
+        200,
+        &tokens("u1", "r1", Some(("u1", None, true))).replace("3600", "60"),
+    );
+    h.take();
+    assert_eq!(h.m.poll_timeout(), Some(Instant(T0 + 30_000)));
+}

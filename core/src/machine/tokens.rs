@@ -141,8 +141,12 @@ impl Machine {
         if let Some(retry) = self.refresh_retry_at {
             return Some(retry);
         }
-        let lead = self.config.proactive_refresh?;
-        Some(session.expires_at - lead)
+        let lead = self.config.proactive_refresh?.as_millis();
+        // Tokens that live shorter than the lead are refreshed half-way, not
+        // immediately and forever.
+        let lifetime = session.expires_at.millis_since(self.tokens_since);
+        let lead = lead.min(lifetime / 2);
+        Some(Instant(session.expires_at.as_millis().saturating_sub(lead)))
     }
 
     /// Completes the callers of a refresh. `Ok` means the session is fresh;
@@ -212,6 +216,7 @@ impl Machine {
                 };
                 self.refresh_backoff = 0;
                 self.refresh_retry_at = None;
+                self.tokens_since = self.now;
                 let change = {
                     let new = self.current().map(|s| &s.user);
                     if new.is_some_and(|u| old.user.same_identity(u)) {

@@ -1,0 +1,639 @@
+//! The driver task: the one place the core [`Machine`] lives.
+//!
+//! ```text
+//! restore: read records → handle_restored → drain
+//! loop {
+//!     re-arm the timer if poll_timeout() changed
+//!     wait for the first of: a command, an HTTP answer, the timer, a store change
+//!     read the wall clock, feed the input, drain:
+//!         Send     → spawn the request; its answer comes back as an input
+//!         Store    → await the write, acknowledge it (nothing else runs meanwhile)
+//!         Change   → every subscriber
+//!         Complete → every caller waiting on that CommandId
+//!         Notice   → log + notice subscribers
+//! }
+//! ```
+//!
+//! The driver decides nothing about auth: it moves bytes between the core
+//! and the outside world, in the order the core emits them.
+
+use std::collections::HashMap;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use paywall_auth::{
+    AccessToken, AuthChange, CapacityError, CommandId, Config, Machine, Notice, Outcome, Output,
+    RecordKey, RecordValue, Request, RequestId, Response, Route, Session, StorageError,
+    StoreFormat, StoreId, TransportError,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Sleep;
+
+use crate::client::AuthEvent;
+use crate::error::Error;
+use crate::store::{Store, StoreWatch};
+use crate::transport::{HttpRequest, HttpResponse, Transport};
+
+/// The global visitor id record (PROTOCOL.md §6.2), read once at start.
+pub(crate) const VISITOR_ID_KEY: &str = "pw-visitor-id";
+
+/// First size tried for encoding a request body or a record; doubled on a
+/// capacity error up to [`MAX_BUF`].
+const INITIAL_BUF: usize = 8 * 1024;
+const MAX_BUF: usize = 256 * 1024;
+
+/// Shortest wait before re-running a deadline that fired without moving:
+/// keeps a deadline the core cannot act on yet (a clock that jumped back)
+/// from spinning the driver.
+const MIN_REFIRE: Duration = Duration::from_millis(50);
+
+/// The owned form of a command's successful [`Outcome`].
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    Session(Session),
+    Upgraded(Session),
+    ConfirmationRequired(String),
+    SignedOut,
+    AccessToken(Option<AccessToken>),
+}
+
+/// Why a command failed, cloneable for fan-out.
+#[derive(Debug, Clone)]
+pub(crate) enum Failure {
+    Auth(paywall_auth::Error),
+    Internal(&'static str),
+}
+
+pub(crate) type Waiter = oneshot::Sender<Result<Reply, Failure>>;
+
+/// Messages from the handles to the driver. Commands travel by value (they
+/// hold the core's fixed-capacity strings); boxing them would add an
+/// allocation per call for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Cmd {
+    Command(paywall_auth::Command, Waiter),
+    Subscribe(mpsc::UnboundedSender<AuthEvent>),
+    SubscribeNotices(mpsc::UnboundedSender<Notice>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the handles can read without asking the driver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub session: Option<Session>,
+    pub resumable_anonymous: bool,
+    pub pending_confirmation: Option<String>,
+    pub ready: bool,
+    pub closed: bool,
+}
+
+/// The result of one request, coming back from its task.
+struct Answer {
+    id: RequestId,
+    route: Route,
+    elapsed: Duration,
+    result: Result<HttpResponse, TransportError>,
+}
+
+/// One output, copied out of the machine so the borrow ends before it is
+/// performed.
+enum Action {
+    Send(RequestId, Route, Result<HttpRequest, CapacityError>),
+    Store {
+        id: StoreId,
+        key: RecordKey,
+        value: Option<Result<Vec<u8>, CapacityError>>,
+    },
+    Event(AuthEvent),
+    Complete(CommandId, Result<Reply, Failure>),
+    Notice(Notice),
+}
+
+pub(crate) struct Driver<S, T> {
+    machine: Machine,
+    format: StoreFormat,
+    origin: String,
+    session_key: String,
+    anon_key: String,
+    store: S,
+    transport: Arc<T>,
+    request_timeout: Duration,
+    commands: mpsc::UnboundedReceiver<Cmd>,
+    answers_tx: mpsc::UnboundedSender<Answer>,
+    answers: mpsc::UnboundedReceiver<Answer>,
+    watch: Option<StoreWatch>,
+    waiters: HashMap<CommandId, Vec<Waiter>>,
+    subscribers: Vec<mpsc::UnboundedSender<AuthEvent>>,
+    notice_subscribers: Vec<mpsc::UnboundedSender<Notice>>,
+    /// Notices raised before `build` returned, replayed to every notice
+    /// subscriber (nobody could have subscribed yet).
+    early_notices: Vec<Notice>,
+    state: watch::Sender<Snapshot>,
+    state_dirty: bool,
+    in_flight: usize,
+    timer: Pin<Box<Sleep>>,
+    /// The deadline the timer is set for; `None` when disarmed.
+    armed: Option<paywall_auth::Instant>,
+    /// The deadline that fired last, to detect one that did not move.
+    fired: Option<paywall_auth::Instant>,
+    closing: bool,
+    shutdown_acks: Vec<oneshot::Sender<()>>,
+}
+
+/// The caller's wall clock as the core's [`Instant`](paywall_auth::Instant),
+/// read at every input.
+pub(crate) fn wall_clock() -> paywall_auth::Instant {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    paywall_auth::Instant(ms)
+}
+
+impl<S: Store, T: Transport> Driver<S, T> {
+    pub(crate) fn new(
+        config: Config,
+        origin: String,
+        store: S,
+        transport: T,
+        request_timeout: Duration,
+        commands: mpsc::UnboundedReceiver<Cmd>,
+        state: watch::Sender<Snapshot>,
+    ) -> Result<Self, Error> {
+        let pid = config.paywall_id();
+        let key = |k: RecordKey| {
+            k.storage_key(pid)
+                .map(|s| s.as_str().to_owned())
+                .map_err(|e| Error::InvalidConfig(e.to_string()))
+        };
+        let session_key = key(RecordKey::Session)?;
+        let anon_key = key(RecordKey::AnonRefreshToken)?;
+        let (answers_tx, answers) = mpsc::unbounded_channel();
+        Ok(Driver {
+            format: config.store_format,
+            machine: Machine::new(config),
+            origin,
+            session_key,
+            anon_key,
+            store,
+            transport: Arc::new(transport),
+            request_timeout,
+            commands,
+            answers_tx,
+            answers,
+            watch: None,
+            waiters: HashMap::new(),
+            subscribers: Vec::new(),
+            notice_subscribers: Vec::new(),
+            early_notices: Vec::new(),
+            state,
+            state_dirty: true,
+            in_flight: 0,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+            fired: None,
+            closing: false,
+            shutdown_acks: Vec::new(),
+        })
+    }
+
+    /// Reads the records, restores the machine and performs what that
+    /// asks (a repair write of the resumable copy, for instance).
+    pub(crate) async fn restore(&mut self) -> Result<(), Error> {
+        let session = self.store.get(&self.session_key).await?;
+        let anon = self.store.get(&self.anon_key).await?;
+        let visitor = self.store.get(VISITOR_ID_KEY).await?;
+        let visitor = visitor.and_then(|v| String::from_utf8(v).ok());
+        tracing::debug!(
+            session = session.is_some(),
+            anonymous = anon.is_some(),
+            visitor = visitor.is_some(),
+            "restoring from storage"
+        );
+        self.machine
+            .handle_restored(
+                wall_clock(),
+                session.as_deref(),
+                anon.as_deref(),
+                visitor.as_deref(),
+            )
+            .map_err(|_| Error::Internal("restore refused: outputs not drained"))?;
+        // Notices of this drain are kept for `notices()` (see `drain`).
+        self.drain().await;
+        // Changes from now on; anything before was read above.
+        self.watch = self.store.watch();
+        self.state.send_modify(|s| s.ready = true);
+        Ok(())
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            if self.closing && self.in_flight == 0 {
+                break;
+            }
+            self.arm_timer();
+            let timer_armed = self.armed.is_some();
+            let watching = self.watch.is_some() && !self.closing;
+            let closing = self.closing;
+            tokio::select! {
+                cmd = self.commands.recv(), if !closing => match cmd {
+                    Some(cmd) => self.on_cmd(cmd).await,
+                    None => self.begin_close("every handle was dropped"),
+                },
+                Some(answer) = self.answers.recv() => self.on_answer(answer).await,
+                () = &mut self.timer, if timer_armed => self.on_timer().await,
+                change = next_change(&mut self.watch), if watching => match change {
+                    Some(change) => self.on_store_change(change.key, change.value).await,
+                    None => self.watch = None,
+                },
+            }
+        }
+        tracing::debug!("auth client stopped");
+        let acks = std::mem::take(&mut self.shutdown_acks);
+        let state = self.state.clone();
+        // Callers still waiting learn `client_closed`; subscriber streams
+        // end; the store (and a file store's lock) is released.
+        drop(self);
+        state.send_modify(|s| s.closed = true);
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+
+    fn begin_close(&mut self, why: &'static str) {
+        if !self.closing {
+            tracing::debug!(why, in_flight = self.in_flight, "auth client closing");
+            self.closing = true;
+            self.commands.close();
+        }
+    }
+
+    /// Re-arms the timer when the core's deadline changed (or fired).
+    fn arm_timer(&mut self) {
+        let deadline = if self.closing {
+            None
+        } else {
+            self.machine.poll_timeout()
+        };
+        if deadline == self.armed {
+            return;
+        }
+        self.armed = deadline;
+        if let Some(at) = deadline {
+            let mut wait =
+                Duration::from_millis(at.as_millis().saturating_sub(wall_clock().as_millis()));
+            if self.fired == Some(at) {
+                wait = wait.max(MIN_REFIRE);
+            }
+            tracing::trace!(wait_ms = wait.as_millis() as u64, "timer armed");
+            self.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    async fn on_timer(&mut self) {
+        self.fired = self.armed.take();
+        tracing::trace!("deadline reached");
+        if self.machine.handle_timeout(wall_clock()).is_err() {
+            tracing::error!("timeout refused: outputs not drained");
+        }
+        self.drain().await;
+    }
+
+    async fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Command(command, waiter) => {
+                let kind = command_name(&command);
+                match self.machine.handle_command(wall_clock(), command) {
+                    Ok(id) => {
+                        tracing::debug!(command = kind, command_id = id.0, "command");
+                        self.waiters.entry(id).or_default().push(waiter);
+                    }
+                    Err(_) => {
+                        tracing::error!(command = kind, "command refused: outputs not drained");
+                        let _ = waiter.send(Err(Failure::Internal("outputs not drained")));
+                    }
+                }
+                self.drain().await;
+            }
+            Cmd::Subscribe(tx) => {
+                let initial = AuthEvent {
+                    change: AuthChange::InitialSession,
+                    session: self.machine.session().cloned(),
+                };
+                if tx.send(initial).is_ok() {
+                    self.subscribers.push(tx);
+                }
+            }
+            Cmd::SubscribeNotices(tx) => {
+                if self.early_notices.iter().all(|n| tx.send(*n).is_ok()) {
+                    self.notice_subscribers.push(tx);
+                }
+            }
+            Cmd::Shutdown(ack) => {
+                self.shutdown_acks.push(ack);
+                self.begin_close("shutdown requested");
+            }
+        }
+    }
+
+    async fn on_answer(&mut self, answer: Answer) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Answer {
+            id,
+            route,
+            elapsed,
+            result,
+        } = answer;
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let now = wall_clock();
+        let fed = match &result {
+            Ok(response) => {
+                tracing::debug!(
+                    request_id = id.0,
+                    route = route.suffix(),
+                    status = response.status,
+                    bytes = response.body.len(),
+                    elapsed_ms,
+                    "response"
+                );
+                self.machine.handle_response(
+                    now,
+                    id,
+                    Response {
+                        status: response.status,
+                        content_type_json: response.content_type_json,
+                        body: &response.body,
+                    },
+                )
+            }
+            Err(error) => {
+                tracing::warn!(
+                    request_id = id.0,
+                    route = route.suffix(),
+                    ?error,
+                    elapsed_ms,
+                    "request failed below HTTP"
+                );
+                self.machine.handle_transport_error(now, id, *error)
+            }
+        };
+        if fed.is_err() {
+            tracing::error!(request_id = id.0, "answer refused: outputs not drained");
+        }
+        self.drain().await;
+    }
+
+    async fn on_store_change(&mut self, key: String, value: Option<Vec<u8>>) {
+        let record = if key == self.session_key {
+            RecordKey::Session
+        } else if key == self.anon_key {
+            RecordKey::AnonRefreshToken
+        } else {
+            return;
+        };
+        tracing::debug!(
+            key = record.name(),
+            removed = value.is_none(),
+            "external store change"
+        );
+        if self
+            .machine
+            .handle_external_change(wall_clock(), record, value.as_deref())
+            .is_err()
+        {
+            tracing::error!("external change refused: outputs not drained");
+        }
+        self.drain().await;
+    }
+
+    /// Performs every output the core has queued, in order.
+    async fn drain(&mut self) {
+        loop {
+            let action = match self.machine.poll_output() {
+                None => break,
+                Some(output) => action_of(output, &self.origin, self.format),
+            };
+            match action {
+                Action::Send(id, route, request) => self.send(id, route, request),
+                Action::Store { id, key, value } => self.store(id, key, value).await,
+                Action::Event(event) => {
+                    tracing::debug!(
+                        event = event.change.as_str(),
+                        user_id = event.session.as_ref().map(|s| s.user.id.as_str()),
+                        "auth change"
+                    );
+                    self.state_dirty = true;
+                    self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+                }
+                Action::Complete(id, result) => {
+                    if let Err(e) = &result {
+                        tracing::debug!(command_id = id.0, error = ?e, "command failed");
+                    }
+                    if !matches!(result, Ok(Reply::AccessToken(_))) {
+                        self.state_dirty = true;
+                    }
+                    for waiter in self.waiters.remove(&id).unwrap_or_default() {
+                        // Err: that caller stopped waiting (its future was
+                        // dropped); the others still get the result.
+                        let _ = waiter.send(result.clone());
+                    }
+                }
+                Action::Notice(notice) => {
+                    tracing::warn!(?notice, "storage notice");
+                    self.state_dirty = true;
+                    if !self.state.borrow().ready {
+                        self.early_notices.push(notice);
+                    }
+                    self.notice_subscribers.retain(|s| s.send(notice).is_ok());
+                }
+            }
+        }
+        if std::mem::take(&mut self.state_dirty) {
+            let session = self.machine.session();
+            let resumable = self.machine.has_resumable_anonymous();
+            let pending = self.machine.pending_confirmation();
+            self.state.send_if_modified(|s| {
+                let changed = s.session.as_ref() != session
+                    || s.resumable_anonymous != resumable
+                    || s.pending_confirmation.as_deref() != pending;
+                if changed {
+                    s.session = session.cloned();
+                    s.resumable_anonymous = resumable;
+                    s.pending_confirmation = pending.map(str::to_owned);
+                }
+                changed
+            });
+        }
+    }
+
+    /// Sends a request on its own task; the answer comes back through
+    /// `answers` (bounded by the request timeout whatever the transport
+    /// does).
+    fn send(&mut self, id: RequestId, route: Route, request: Result<HttpRequest, CapacityError>) {
+        self.in_flight += 1;
+        let transport = self.transport.clone();
+        let answers = self.answers_tx.clone();
+        let timeout = self.request_timeout;
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = match request {
+                Ok(request) => {
+                    tracing::debug!(request_id = id.0, route = route.suffix(), "request");
+                    tokio::time::timeout(timeout, transport.send(request))
+                        .await
+                        .unwrap_or(Err(TransportError::Timeout))
+                }
+                Err(e) => {
+                    // Not reachable with the core's capacities; the core
+                    // still gets exactly one answer for the request.
+                    tracing::error!(request_id = id.0, error = %e, "request could not be encoded");
+                    Err(TransportError::BadFraming)
+                }
+            };
+            // Err: the driver is gone; nobody needs the answer.
+            let _ = answers.send(Answer {
+                id,
+                route,
+                elapsed: started.elapsed(),
+                result,
+            });
+        });
+    }
+
+    /// Applies one storage operation and acknowledges it.
+    async fn store(
+        &mut self,
+        id: StoreId,
+        key: RecordKey,
+        value: Option<Result<Vec<u8>, CapacityError>>,
+    ) {
+        let name = match key {
+            RecordKey::Session => self.session_key.as_str(),
+            RecordKey::AnonRefreshToken => self.anon_key.as_str(),
+        };
+        let result = match &value {
+            Some(Ok(bytes)) => self.store.set(name, bytes).await,
+            None => self.store.remove(name).await,
+            Some(Err(e)) => Err(crate::store::StoreError::backend(e.to_string())),
+        };
+        let result = match result {
+            Ok(()) => {
+                tracing::debug!(
+                    key = key.name(),
+                    op = if value.is_some() { "write" } else { "remove" },
+                    "stored"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(key = key.name(), %error, "storage operation failed");
+                Err(StorageError { key })
+            }
+        };
+        self.state_dirty = true;
+        if self
+            .machine
+            .handle_stored(wall_clock(), id, result)
+            .is_err()
+        {
+            tracing::error!("storage acknowledgement refused");
+        }
+    }
+}
+
+/// Copies an output out of the machine.
+fn action_of(output: Output<'_>, origin: &str, format: StoreFormat) -> Action {
+    match output {
+        Output::Send(request) => {
+            Action::Send(request.id, request.route, http_request(&request, origin))
+        }
+        Output::Store(op) => Action::Store {
+            id: op.id,
+            key: op.key,
+            value: op.value.map(|v| encode_record(&v, format)),
+        },
+        Output::AuthChange { change, session } => Action::Event(AuthEvent {
+            change,
+            session: session.cloned(),
+        }),
+        Output::Complete { id, result } => Action::Complete(
+            id,
+            match result {
+                Ok(outcome) => Ok(reply_of(outcome)),
+                Err(e) => Err(Failure::Auth(e)),
+            },
+        ),
+        Output::Notice(notice) => Action::Notice(notice),
+    }
+}
+
+fn reply_of(outcome: Outcome<'_>) -> Reply {
+    match outcome {
+        Outcome::Session(s) => Reply::Session(s.clone()),
+        Outcome::Upgraded(s) => Reply::Upgraded(s.clone()),
+        Outcome::ConfirmationRequired { email } => Reply::ConfirmationRequired(email.to_owned()),
+        Outcome::SignedOut => Reply::SignedOut,
+        Outcome::AccessToken(t) => Reply::AccessToken(t.cloned()),
+    }
+}
+
+/// Renders a core request: origin + path, the core's headers as they are,
+/// the core's body.
+fn http_request(request: &Request<'_>, origin: &str) -> Result<HttpRequest, CapacityError> {
+    let path = request.path()?;
+    let headers = request
+        .headers()
+        .map(|h| (h.name, format!("{}{}", h.prefix, h.value)))
+        .collect();
+    let body = with_buffer(|buf| request.write_body(buf).map(|n| buf[..n].to_vec()))?;
+    Ok(HttpRequest {
+        method: request.method(),
+        url: format!("{origin}{}", path.as_str()),
+        headers,
+        body,
+    })
+}
+
+fn encode_record(value: &RecordValue<'_>, format: StoreFormat) -> Result<Vec<u8>, CapacityError> {
+    with_buffer(|buf| value.encode(format, buf).map(<[u8]>::to_vec))
+}
+
+/// Runs `f` with a buffer that grows on capacity errors.
+fn with_buffer<R>(
+    mut f: impl FnMut(&mut [u8]) -> Result<R, CapacityError>,
+) -> Result<R, CapacityError> {
+    let mut size = INITIAL_BUF;
+    loop {
+        let mut buf = vec![0; size];
+        match f(&mut buf) {
+            Err(_) if size < MAX_BUF => size *= 2,
+            other => return other,
+        }
+    }
+}
+
+fn next_change(
+    watch: &mut Option<StoreWatch>,
+) -> impl Future<Output = Option<crate::store::StoreChange>> + '_ {
+    poll_fn(move |cx| match watch.as_mut() {
+        Some(stream) => stream.as_mut().poll_next(cx),
+        None => std::task::Poll::Pending,
+    })
+}
+
+fn command_name(command: &paywall_auth::Command) -> &'static str {
+    match command {
+        paywall_auth::Command::SignInAnonymously(o) if o.force_new => {
+            "sign_in_anonymously(force_new)"
+        }
+        paywall_auth::Command::SignInAnonymously(_) => "sign_in_anonymously",
+        paywall_auth::Command::UpgradeToEmail(_) => "upgrade_to_email",
+        paywall_auth::Command::SignOut(o) if o.forget_anonymous => "sign_out(forget_anonymous)",
+        paywall_auth::Command::SignOut(_) => "sign_out",
+        paywall_auth::Command::Refresh => "refresh",
+        paywall_auth::Command::AccessToken => "access_token",
+    }
+}

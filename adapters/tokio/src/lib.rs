@@ -1,0 +1,54 @@
+//! Tokio adapter of [`paywall_auth`]: an async [`AuthClient`] for the
+//! anonymous sign-in flow of the paywall backend.
+//!
+//! The client is a thin driver around the sans-IO core: it moves bytes
+//! between the core's [`Machine`](paywall_auth::Machine), an HTTP
+//! [`Transport`] (default: [`ReqwestTransport`], rustls with `ring`) and a
+//! [`Store`] ([`MemoryStore`], or [`FileStore`] for kiosks). Every decision —
+//! which request to send, what to persist, which callers share a request,
+//! what a response means — is the core's.
+//!
+//! ```no_run
+//! use paywall_auth_tokio::{AuthClient, FileStore, SignInOptions};
+//!
+//! # async fn demo() -> Result<(), paywall_auth_tokio::Error> {
+//! let client = AuthClient::builder("https://pay.vendor.com", "pw_demo")
+//!     .store(FileStore::open("/var/lib/kiosk/auth")?)
+//!     .build()
+//!     .await?;
+//! let session = client.sign_in_anonymously(SignInOptions::default()).await?;
+//! println!("guest {}", session.user.id);
+//! if let Some(token) = client.access_token().await? {
+//!     // Authorization: Bearer {token.expose()}
+//!     # let _ = token;
+//! }
+//! client.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Logs go through [`tracing`] (request ids, routes, statuses, store keys;
+//! never tokens: the core's secret types redact themselves and this crate
+//! never prints a body).
+
+mod client;
+mod driver;
+mod error;
+mod file_store;
+mod store;
+mod transport;
+
+pub use client::{AuthClient, AuthClientBuilder, AuthEvent, AuthEvents, Notices, UpgradeOutcome};
+pub use error::Error;
+pub use file_store::{FileStore, LOCK_FILE};
+pub use paywall_auth;
+pub use paywall_auth::{
+    AccessToken, AuthChange, Notice, RecordKey, Session, SignInOptions, SignOutOptions,
+    StoreFormat, UpgradeRequest, User, UserMeta,
+};
+pub use store::{MemoryStore, Store, StoreChange, StoreError, StoreWatch};
+pub use transport::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpRequest,
+    HttpResponse, ReqwestTransport, Transport, TransportError, install_ring_provider,
+    is_json_content_type, map_reqwest_error,
+};

@@ -1,0 +1,234 @@
+//! The command line: flags, subcommands and their help.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Shown under every `--help`: what a script can rely on.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  ok (also an upgrade that awaits email confirmation)
+  1  generic failure or usage error
+  2  not authenticated: no session (token, refresh, upgrade, status)
+  3  the server refused the request (4xx API error, e.g. invalid_credentials)
+  4  network or transient failure (network_error, invalid_response, 5xx, 429)
+  5  storage failure (storage_failed, store_locked)
+  6  anonymous sign-in is disabled for this paywall (anonymous_disabled)
+
+With --json every result or error is one JSON object per line on stdout;
+errors look like {\"error\":{\"code\":\"…\",\"message\":\"…\",\"status\":403}}.";
+
+/// Sign in anonymously to a paywall backend, upgrade to an email account,
+/// and manage the stored session from a shell.
+#[derive(Debug, Parser)]
+#[command(
+    name = "paywall-auth",
+    version,
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Flags accepted before or after any subcommand.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Origin of the paywall API (scheme://host[:port]).
+    #[arg(
+        long,
+        global = true,
+        env = "PAYWALL_API_ORIGIN",
+        default_value = "http://127.0.0.1:8787",
+        value_name = "URL"
+    )]
+    pub api_origin: String,
+
+    /// Paywall whose users sign in.
+    #[arg(
+        long,
+        global = true,
+        env = "PAYWALL_ID",
+        default_value = "pw_demo",
+        value_name = "ID"
+    )]
+    pub paywall_id: String,
+
+    /// Directory holding the session (default:
+    /// $XDG_STATE_HOME/paywall-auth/<paywall-id>, else
+    /// ~/.local/state/paywall-auth/<paywall-id>).
+    #[arg(long, global = true, env = "PAYWALL_AUTH_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Machine-readable output: one JSON object per line on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Deadline of each HTTP request, in seconds (fractions allowed).
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_secs)]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Sign in as a guest: keeps the current anonymous session, else resumes
+    /// the stored anonymous account, else creates one.
+    Anon(AnonArgs),
+    /// Attach an email and password to the current anonymous account
+    /// (password read from stdin).
+    Upgrade(UpgradeArgs),
+    /// Sign out. Softly by default: the anonymous account stays resumable by
+    /// the next `anon`.
+    SignOut(SignOutArgs),
+    /// Rotate the tokens now and print the refreshed session.
+    Refresh,
+    /// Print a fresh access token (refreshing it if needed) on stdout; the
+    /// only command that prints a secret.
+    Token,
+    /// Show the stored session without touching the network (exit 2 when
+    /// signed out).
+    Status,
+    /// Print auth events as they happen until Ctrl-C or SIGTERM.
+    Watch(WatchArgs),
+    /// Run the local backend emulator in the foreground.
+    Emulator(EmulatorArgs),
+    /// Walk through the whole anonymous flow against an in-process emulator,
+    /// checking every step (exit 1 if one fails).
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct AnonArgs {
+    /// Create a new anonymous user even if one is signed in or resumable
+    /// (the previous guest account is forgotten).
+    #[arg(long)]
+    pub force: bool,
+
+    /// user_meta entry sent when a user is created (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub meta: Vec<(String, String)>,
+
+    /// Captcha token forwarded to the backend.
+    #[arg(long, value_name = "TOKEN")]
+    pub captcha: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// Email to attach to the anonymous account.
+    #[arg(long, value_name = "EMAIL")]
+    pub email: String,
+
+    /// Read the password from the first line of stdin (required: passwords
+    /// are never taken from the command line).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+
+    /// Makes a retried upgrade safe: the backend answers a repeated key with
+    /// its first answer.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SignOutArgs {
+    /// Hard sign-out: also forget (and revoke) the anonymous account, so the
+    /// next `anon` creates a new user.
+    #[arg(long)]
+    pub forget: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Own the store while watching: keep the session fresh (proactive
+    /// refresh) and report this process's events. Other commands on the
+    /// same store fail with store_locked meanwhile. Without it, `watch` only
+    /// observes the store files, so other commands keep working.
+    #[arg(long)]
+    pub keep_alive: bool,
+
+    /// How often the store files are checked for changes, in seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "0.2")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// TCP port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8787)]
+    pub port: u16,
+
+    /// Upgrades answer confirmation_required until the email is confirmed
+    /// (POST /__emulator/confirm {"email":"…"}).
+    #[arg(long)]
+    pub confirm_email: bool,
+
+    /// Anonymous sign-in answers 403 anonymous_disabled.
+    #[arg(long)]
+    pub no_anonymous: bool,
+
+    /// Do not print a line per request received.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err("must be more than 0 and at most 86400 seconds".to_owned());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_refuse_nonsense() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("NaN").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn meta_splits_at_the_first_equals_sign() {
+        assert_eq!(parse_meta("a=b=c"), Ok(("a".to_owned(), "b=c".to_owned())));
+        assert_eq!(parse_meta("k="), Ok(("k".to_owned(), String::new())));
+        assert!(parse_meta("=v").is_err());
+        assert!(parse_meta("novalue").is_err());
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["paywall-auth", "emulator", "--paywall-id", "pw_x", "--json"])
+                .unwrap();
+        assert_eq!(cli.global.paywall_id, "pw_x");
+        assert!(cli.global.json);
+    }
+}

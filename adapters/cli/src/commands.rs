@@ -1,0 +1,417 @@
+//! The session commands: `anon`, `upgrade`, `sign-out`, `refresh`, `token`,
+//! `status`, `watch`.
+//!
+//! Each one opens the store, builds an [`AuthClient`] on it, issues one
+//! call, prints the result and shuts the client down (which waits for a
+//! background revocation and releases the store's lock). `status` and the
+//! default `watch` never build a client: they read the store through
+//! [`local::Observer`].
+
+use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use paywall_auth_tokio::{
+    AuthClient, AuthEvent, FileStore, Notice, SignInOptions, SignOutOptions, UpgradeOutcome,
+    UpgradeRequest, UserMeta,
+};
+use serde_json::json;
+use tokio_stream::{Stream, StreamExt as _};
+
+use crate::cli::{AnonArgs, Cmd, Global, UpgradeArgs, WatchArgs};
+use crate::fail::{Failure, exit};
+use crate::local::{self, Event, Observer};
+use crate::out::{self, Summary, session_json};
+
+/// How long a command waits for another `paywall-auth` process to release
+/// the store (a script running two commands back to back, say) before
+/// failing with `store_locked`.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// What every session command needs to know.
+#[derive(Debug)]
+pub struct Ctx {
+    pub api_origin: String,
+    pub paywall_id: String,
+    pub store: PathBuf,
+    pub json: bool,
+    pub timeout: Option<Duration>,
+}
+
+impl Ctx {
+    pub fn from_global(global: &Global) -> Result<Ctx, Failure> {
+        local::config(&global.paywall_id)?;
+        let store = local::store_dir(global.store.as_deref(), &global.paywall_id)?;
+        Ok(Ctx {
+            api_origin: global.api_origin.clone(),
+            paywall_id: global.paywall_id.clone(),
+            store,
+            json: global.json,
+            timeout: global.timeout,
+        })
+    }
+
+    /// A client on the store. One-shot commands do exactly what was asked:
+    /// no proactive refresh timer (`token` still refreshes a stale token).
+    async fn client(&self, keep_alive: bool) -> Result<AuthClient, Failure> {
+        let store = FileStore::open_wait(&self.store, LOCK_WAIT)
+            .await
+            .map_err(paywall_auth_tokio::Error::from)?;
+        let mut builder =
+            AuthClient::builder(self.api_origin.as_str(), self.paywall_id.as_str()).store(store);
+        if let Some(timeout) = self.timeout {
+            builder = builder.request_timeout(timeout);
+        }
+        if !keep_alive {
+            builder = builder.proactive_refresh(None);
+        }
+        let client = builder.build().await?;
+        warn_notices(&client).await;
+        Ok(client)
+    }
+}
+
+/// Runs a session command; `Ok` is the exit code.
+pub async fn run(ctx: &Ctx, command: &Cmd) -> Result<u8, Failure> {
+    match command {
+        Cmd::Status => status(ctx),
+        Cmd::Watch(args) if !args.keep_alive => watch_store(ctx, args).await,
+        command => {
+            // Read before the client exists: nothing to clean up on a bad
+            // password, and nothing waits on the terminal with a lock held.
+            let password = match command {
+                Cmd::Upgrade(_) => Some(read_password()?),
+                _ => None,
+            };
+            let client = ctx.client(matches!(command, Cmd::Watch(_))).await?;
+            let result = with_client(ctx, &client, command, password).await;
+            client.shutdown().await;
+            result
+        }
+    }
+}
+
+async fn with_client(
+    ctx: &Ctx,
+    client: &AuthClient,
+    command: &Cmd,
+    password: Option<String>,
+) -> Result<u8, Failure> {
+    match command {
+        Cmd::Anon(args) => anon(ctx, client, args).await,
+        Cmd::Upgrade(args) => {
+            let password = password.unwrap_or_default();
+            upgrade(ctx, client, args, &password).await
+        }
+        Cmd::SignOut(args) => {
+            let was_signed_in = client.session().is_some();
+            client
+                .sign_out(SignOutOptions {
+                    forget_anonymous: args.forget,
+                })
+                .await?;
+            let resumable = client.has_resumable_anonymous();
+            if ctx.json {
+                out::json_line(&json!({
+                    "signed_out": true,
+                    "was_signed_in": was_signed_in,
+                    "forgot_anonymous": args.forget,
+                    "resumable_anonymous": resumable,
+                }));
+            } else {
+                let what = match (was_signed_in, args.forget) {
+                    (false, false) => "already signed out",
+                    (false, true) => "already signed out; the anonymous account is forgotten",
+                    (true, true) => "signed out; the anonymous account is forgotten and revoked",
+                    (true, false) => "signed out",
+                };
+                let hint = if resumable {
+                    "\nthe anonymous account stays resumable: `paywall-auth anon` signs it back in"
+                } else {
+                    ""
+                };
+                out::line(&format!("{what}{hint}"));
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Refresh => {
+            let session = client.refresh().await?;
+            print_session(ctx, "refreshed", &Summary::of(&session));
+            Ok(exit::OK)
+        }
+        Cmd::Token => match client.access_token().await? {
+            Some(token) => {
+                if ctx.json {
+                    out::json_line(&json!({ "access_token": token.expose() }));
+                } else {
+                    out::line(token.expose());
+                }
+                Ok(exit::OK)
+            }
+            None => Err(no_session()),
+        },
+        Cmd::Watch(_) => watch_client(ctx, client).await,
+        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo => Err(Failure::new(
+            "internal_error",
+            "this command does not run on a client",
+        )),
+    }
+}
+
+fn no_session() -> Failure {
+    Failure::not_authenticated("not_authenticated: no session (run `paywall-auth anon` first)")
+}
+
+async fn anon(ctx: &Ctx, client: &AuthClient, args: &AnonArgs) -> Result<u8, Failure> {
+    let mut options = SignInOptions {
+        force_new: args.force,
+        ..SignInOptions::default()
+    };
+    let mut meta = UserMeta::new();
+    for (key, value) in &args.meta {
+        meta.insert(key, value).map_err(capacity)?;
+    }
+    options.user_meta = meta;
+    if let Some(captcha) = &args.captcha {
+        options = options.with_captcha(captcha).map_err(capacity)?;
+    }
+    let session = client.sign_in_anonymously(options).await?;
+    print_session(ctx, "signed in", &Summary::of(&session));
+    Ok(exit::OK)
+}
+
+async fn upgrade(
+    ctx: &Ctx,
+    client: &AuthClient,
+    args: &UpgradeArgs,
+    password: &str,
+) -> Result<u8, Failure> {
+    let request = UpgradeRequest::new(&args.email, password, args.idempotency_key.as_deref())
+        .map_err(capacity)?;
+    match client.upgrade_anonymous_to_email(request).await? {
+        UpgradeOutcome::Updated(session) => {
+            let summary = Summary::of(&session);
+            if ctx.json {
+                out::json_line(&json!({ "upgrade": "updated", "session": summary.to_json() }));
+            } else {
+                out::line(&format!(
+                    "updated: the account now signs in as {}\n{}",
+                    args.email,
+                    summary.to_text("  ")
+                ));
+            }
+        }
+        UpgradeOutcome::ConfirmationRequired { email } => {
+            let current = client.session().map(|s| Summary::of(&s));
+            if ctx.json {
+                out::json_line(&json!({
+                    "upgrade": "confirmation_required",
+                    "email": email,
+                    "session": session_json(current.as_ref()),
+                }));
+            } else {
+                out::line(&format!(
+                    "confirmation_required: a confirmation link was sent to {email}\n\
+                     the account stays anonymous until it is confirmed; then run `paywall-auth refresh`"
+                ));
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn status(ctx: &Ctx) -> Result<u8, Failure> {
+    let (mut observer, _) = Observer::open(&ctx.store, &ctx.paywall_id)?;
+    for warning in observer.take_warnings() {
+        warn(&warning);
+    }
+    let session = observer.session();
+    let resumable = observer.has_resumable_anonymous();
+    if ctx.json {
+        out::json_line(&json!({
+            "session": session_json(session.as_ref()),
+            "resumable_anonymous": resumable,
+            "store": ctx.store.display().to_string(),
+        }));
+    } else {
+        let head = match &session {
+            Some(s) => format!("signed in\n{}", s.to_text("  ")),
+            None => "signed out".to_owned(),
+        };
+        let resume = match (resumable, session.as_ref().is_some_and(|s| s.is_anonymous)) {
+            (true, true) => "yes (this session)",
+            (true, false) => "yes (`paywall-auth anon` resumes it)",
+            (false, _) => "no",
+        };
+        out::line(&format!(
+            "{head}\nresumable anonymous account: {resume}\nstore: {}",
+            ctx.store.display()
+        ));
+    }
+    Ok(if session.is_some() {
+        exit::OK
+    } else {
+        exit::NOT_AUTHENTICATED
+    })
+}
+
+/// `watch`: observes the store files until Ctrl-C/SIGTERM, printing the
+/// events the core derives from each change. Takes no lock.
+async fn watch_store(ctx: &Ctx, args: &WatchArgs) -> Result<u8, Failure> {
+    let (mut observer, events) = Observer::open(&ctx.store, &ctx.paywall_id)?;
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events = events;
+    loop {
+        for warning in observer.take_warnings() {
+            warn(&warning);
+        }
+        for event in &events {
+            if !print_event(ctx, event) {
+                return Ok(exit::OK);
+            }
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(exit::OK),
+            _ = tick.tick() => {}
+        }
+        events = observer.poll()?;
+    }
+}
+
+/// `watch --keep-alive`: this process owns the session, refreshes it
+/// before it expires, and prints its own events.
+async fn watch_client(ctx: &Ctx, client: &AuthClient) -> Result<u8, Failure> {
+    let mut events = client.subscribe();
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let event = tokio::select! {
+            () = &mut stop => return Ok(exit::OK),
+            event = events.next() => event,
+        };
+        let Some(event) = event else {
+            return Err(Failure::new(
+                "client_closed",
+                "client_closed: the auth client stopped",
+            ));
+        };
+        if !print_event(ctx, &event_of(&event)) {
+            return Ok(exit::OK);
+        }
+    }
+}
+
+pub fn event_of(event: &AuthEvent) -> Event {
+    Event {
+        name: event.change.as_str(),
+        session: event.session.as_ref().map(Summary::of),
+    }
+}
+
+fn print_event(ctx: &Ctx, event: &Event) -> bool {
+    let at = out::rfc3339(out::now_ms() / 1000);
+    if ctx.json {
+        out::json_line(&json!({
+            "event": event.name,
+            "at": at,
+            "session": session_json(event.session.as_ref()),
+        }))
+    } else {
+        let who = match &event.session {
+            None => "signed out".to_owned(),
+            Some(s) => format!(
+                "user {}{}",
+                s.user_id,
+                match (&s.email, s.is_anonymous) {
+                    (_, true) => " (anonymous)".to_owned(),
+                    (Some(email), false) => format!(" <{email}>"),
+                    (None, false) => String::new(),
+                }
+            ),
+        };
+        out::line(&format!("{at}  {:<16} {who}", event.name))
+    }
+}
+
+fn print_session(ctx: &Ctx, what: &str, summary: &Summary) {
+    if ctx.json {
+        out::json_line(&json!({ "session": summary.to_json() }));
+    } else {
+        out::line(&format!("{what}\n{}", summary.to_text("  ")));
+    }
+}
+
+fn capacity(e: paywall_auth::CapacityError) -> Failure {
+    Failure::from(paywall_auth::Error::Capacity(e))
+}
+
+fn warn(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "warning: {message}");
+}
+
+/// Prints the storage notices the client raised while restoring (a record
+/// it could not decode), without waiting for any later one.
+async fn warn_notices(client: &AuthClient) {
+    let mut notices = client.notices();
+    // The subscription is answered by the driver task: let it run once.
+    tokio::task::yield_now().await;
+    for notice in ready_items(&mut notices).await {
+        match notice {
+            Notice::CorruptRecord { key, error } => {
+                warn(&format!(
+                    "the stored {} record is unreadable ({error}); it is left as it is",
+                    key.name()
+                ));
+            }
+            Notice::StorageFailed { key } => {
+                warn(&format!("could not write the {} record", key.name()));
+            }
+        }
+    }
+}
+
+/// Every item the stream has ready now, without waiting for more.
+pub async fn ready_items<S: Stream + Unpin>(stream: &mut S) -> Vec<S::Item> {
+    let mut items = Vec::new();
+    std::future::poll_fn(|cx| {
+        while let Poll::Ready(Some(item)) = Pin::new(&mut *stream).poll_next(cx) {
+            items.push(item);
+        }
+        Poll::Ready(())
+    })
+    .await;
+    items
+}
+
+/// The password for `upgrade --password-stdin`: the first line of stdin,
+/// without its line ending. On a terminal, a prompt goes to stderr first.
+fn read_password() -> Result<String, Failure> {
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        let _ = write!(
+            io::stderr().lock(),
+            "password (read from stdin; it will be echoed, prefer a pipe): "
+        );
+        let _ = io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Failure::usage(format!("cannot read the password from stdin: {e}")))?;
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
+    if password.is_empty() {
+        return Err(Failure::usage(
+            "no password on stdin (pipe it: `printf '%s\\n' \"$PW\" | paywall-auth upgrade --email … --password-stdin`)",
+        ));
+    }
+    Ok(password.to_owned())
+}

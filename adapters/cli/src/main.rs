@@ -1,0 +1,125 @@
+//! `paywall-auth`: the anonymous sign-in flow of a paywall backend from a
+//! shell, on top of the tokio adapter (`paywall-auth-tokio`), plus a local
+//! backend emulator and the end-to-end demo.
+//!
+//! Output goes to stdout (one JSON object per line with `--json`), errors to
+//! stderr (or, with `--json`, as an error object on stdout), and the exit
+//! code tells a script what kind of failure it was (see [`fail::exit`]).
+
+mod cli;
+mod commands;
+mod demo;
+mod emulator_cmd;
+mod fail;
+mod local;
+mod out;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use clap::error::ErrorKind;
+
+use crate::cli::{Cli, Cmd};
+use crate::fail::Failure;
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e, &args),
+    };
+    let json_mode = cli.global.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let failure = Failure::new("internal_error", format!("cannot start tokio: {e}"));
+            out::failure(json_mode, &failure);
+            return failure.exit();
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            out::failure(json_mode, &failure);
+            failure.exit()
+        }
+    }
+}
+
+/// Runs the subcommand; `Ok` carries the exit code of a command that
+/// printed its own result (`status` exits 2 when signed out).
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let global = &cli.global;
+    match &cli.command {
+        Cmd::Emulator(args) => {
+            local::config(&global.paywall_id)?;
+            emulator_cmd::run(args, &global.paywall_id, global.json).await?;
+            Ok(fail::exit::OK)
+        }
+        Cmd::Demo => demo::run(global.json).await.map(|()| fail::exit::OK),
+        command => {
+            let ctx = commands::Ctx::from_global(global)?;
+            commands::run(&ctx, command).await
+        }
+    }
+}
+
+/// clap's verdict on the command line: help and version go to stdout with
+/// exit 0; a usage error exits 1 (clap's own 2 means "not authenticated"
+/// here), as a JSON error object when `--json` was among the arguments.
+fn usage_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // `paywall-auth` alone: the help, on stderr, as a usage error.
+        let _ = e.print();
+        return ExitCode::from(fail::exit::GENERIC);
+    }
+    let json_mode = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    if json_mode {
+        let text = e.to_string();
+        let message = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("invalid command line");
+        let message = message.strip_prefix("error: ").unwrap_or(message);
+        out::failure(true, &Failure::usage(message));
+    } else {
+        let _ = e.print();
+    }
+    ExitCode::from(fail::exit::GENERIC)
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

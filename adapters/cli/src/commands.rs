@@ -260,9 +260,8 @@ fn status(ctx: &Ctx) -> Result<u8, Failure> {
 /// `watch`: observes the store files until Ctrl-C/SIGTERM, printing the
 /// events the core derives from each change. Takes no lock.
 async fn watch_store(ctx: &Ctx, args: &WatchArgs) -> Result<u8, Failure> {
+    let mut stop = crate::StopSignal::install();
     let (mut observer, events) = Observer::open(&ctx.store, &ctx.paywall_id)?;
-    let stop = crate::shutdown_signal();
-    tokio::pin!(stop);
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = events;
@@ -276,7 +275,7 @@ async fn watch_store(ctx: &Ctx, args: &WatchArgs) -> Result<u8, Failure> {
             }
         }
         tokio::select! {
-            () = &mut stop => return Ok(exit::OK),
+            () = stop.recv() => return Ok(exit::OK),
             _ = tick.tick() => {}
         }
         events = observer.poll()?;
@@ -286,12 +285,11 @@ async fn watch_store(ctx: &Ctx, args: &WatchArgs) -> Result<u8, Failure> {
 /// `watch --keep-alive`: this process owns the session, refreshes it
 /// before it expires, and prints its own events.
 async fn watch_client(ctx: &Ctx, client: &AuthClient) -> Result<u8, Failure> {
+    let mut stop = crate::StopSignal::install();
     let mut events = client.subscribe();
-    let stop = crate::shutdown_signal();
-    tokio::pin!(stop);
     loop {
         let event = tokio::select! {
-            () = &mut stop => return Ok(exit::OK),
+            () = stop.recv() => return Ok(exit::OK),
             event = events.next() => event,
         };
         let Some(event) = event else {

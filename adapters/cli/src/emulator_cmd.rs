@@ -23,6 +23,7 @@ pub async fn run(args: &EmulatorArgs, paywall_id: &str, json_mode: bool) -> Resu
         confirm_email: args.confirm_email,
         ..EmulatorConfig::default()
     };
+    let mut stop = crate::StopSignal::install();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let emulator = Emulator::start_on(addr, config).await.map_err(|e| {
         Failure::new(
@@ -56,12 +57,10 @@ pub async fn run(args: &EmulatorArgs, paywall_id: &str, json_mode: bool) -> Resu
 
     let mut printed = 0u64;
     let mut held = 0u32;
-    let stop = crate::shutdown_signal();
-    tokio::pin!(stop);
     let mut tick = tokio::time::interval(LOG_POLL);
     loop {
         tokio::select! {
-            () = &mut stop => break,
+            () = stop.recv() => break,
             _ = tick.tick() => {}
         }
         if args.quiet {

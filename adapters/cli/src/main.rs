@@ -101,25 +101,46 @@ fn usage_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
     ExitCode::from(fail::exit::GENERIC)
 }
 
-/// Resolves on Ctrl-C or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
+/// Ctrl-C or, on Unix, SIGTERM: the polite ways to stop `watch` and
+/// `emulator`.
+///
+/// The handlers are installed by [`StopSignal::install`], not on first
+/// poll, so a command installs them before it prints its first line: a
+/// supervisor that waits for that line and then sends SIGTERM never kills
+/// the process before it can stop cleanly.
+#[derive(Debug)]
+pub struct StopSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignal {
+    /// Installs the handlers (inside the runtime).
+    pub fn install() -> StopSignal {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let unix = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok();
+            StopSignal { unix }
+        }
+        #[cfg(not(unix))]
+        {
+            StopSignal {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Resolves when a stop signal arrives.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.unix {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

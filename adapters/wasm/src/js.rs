@@ -1,0 +1,224 @@
+//! The JavaScript side: the objects the client talks to (storage adapter,
+//! `fetch`, `Response`, timers) and the conversions between core values and
+//! plain JS values.
+
+use js_sys::{Array, Function, JSON, Object, Reflect};
+use paywall_auth::{
+    Command, Error, RecordValue, Session, SignInOptions, SignOutOptions, StoreFormat,
+    UpgradeRequest, UserMeta,
+};
+use wasm_bindgen::prelude::*;
+
+use crate::buf;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A storage adapter: `getItem`/`setItem`/`removeItem`, each returning a
+    /// value or a Promise of it, and an optional `watch(key, cb)`.
+    pub type StorageAdapter;
+
+    #[wasm_bindgen(method, catch, js_name = getItem)]
+    pub fn get_item(this: &StorageAdapter, key: &str) -> Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = setItem)]
+    pub fn set_item(this: &StorageAdapter, key: &str, value: &str) -> Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = removeItem)]
+    pub fn remove_item(this: &StorageAdapter, key: &str) -> Result<JsValue, JsValue>;
+
+    /// What `fetch` resolves to (a `Response`, or anything shaped like one).
+    pub type FetchResponse;
+
+    #[wasm_bindgen(method, getter)]
+    pub fn status(this: &FetchResponse) -> JsValue;
+
+    #[wasm_bindgen(method, getter)]
+    pub fn headers(this: &FetchResponse) -> JsValue;
+
+    #[wasm_bindgen(method, catch, js_name = arrayBuffer)]
+    pub fn array_buffer(this: &FetchResponse) -> Result<JsValue, JsValue>;
+
+    /// `Response.headers`.
+    pub type FetchHeaders;
+
+    #[wasm_bindgen(method, catch)]
+    pub fn get(this: &FetchHeaders, name: &str) -> Result<JsValue, JsValue>;
+
+    /// The WHATWG `URL` class, used once to reduce `apiOrigin` to its origin.
+    #[wasm_bindgen(js_name = URL)]
+    pub type Url;
+
+    #[wasm_bindgen(constructor, catch, js_class = "URL")]
+    pub fn new(input: &str) -> Result<Url, JsValue>;
+
+    #[wasm_bindgen(method, getter)]
+    pub fn origin(this: &Url) -> String;
+
+    #[wasm_bindgen(method, getter)]
+    pub fn protocol(this: &Url) -> String;
+
+    #[wasm_bindgen(js_name = setTimeout)]
+    pub fn set_timeout(callback: &JsValue, ms: f64) -> JsValue;
+
+    #[wasm_bindgen(js_name = clearTimeout)]
+    pub fn clear_timeout(handle: &JsValue);
+
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    pub fn console_warn(message: &str);
+
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    pub fn console_error(message: &str, error: &JsValue);
+}
+
+/// `obj[key]`, `undefined` when `obj` is not an object or the read throws.
+pub fn prop(obj: &JsValue, key: &str) -> JsValue {
+    if !obj.is_object() {
+        return JsValue::UNDEFINED;
+    }
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `obj[key] = value` on an object we created (cannot throw).
+pub fn set(obj: &Object, key: &str, value: &JsValue) {
+    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+/// Whether `v` is a thenable (a Promise or anything awaitable).
+pub fn is_thenable(v: &JsValue) -> bool {
+    v.is_object() && prop(v, "then").is_function()
+}
+
+/// Builds a `PaywallError` through the class the JS wrapper handed in.
+#[derive(Debug, Clone)]
+pub struct Errors {
+    class: Function,
+}
+
+impl Errors {
+    pub fn new(class: Function) -> Self {
+        Errors { class }
+    }
+
+    /// `new PaywallError(code, message, status)`; a plain `Error` if the
+    /// class itself throws.
+    pub fn make(&self, code: &str, message: &str, status: Option<u16>) -> JsValue {
+        let status = status.map_or(JsValue::UNDEFINED, JsValue::from);
+        let args = Array::of3(
+            &JsValue::from_str(code),
+            &JsValue::from_str(message),
+            &status,
+        );
+        Reflect::construct(&self.class, &args)
+            .unwrap_or_else(|_| js_sys::Error::new(&format!("{code}: {message}")).into())
+    }
+
+    /// The error of a failed command, as the reference client reports it:
+    /// the server's own message for HTTP errors, the core's description
+    /// otherwise.
+    pub fn of(&self, error: &Error) -> JsValue {
+        match error {
+            Error::Api(api) => self.make(error.code(), &api.message, Some(api.status)),
+            other => {
+                let text = other.to_string();
+                let message = buf::strip_code_prefix(&text, other.code());
+                self.make(other.code(), message, other.status())
+            }
+        }
+    }
+}
+
+/// A session as the plain object of PROTOCOL.md §2.3 — the reference
+/// client's stored shape, rendered by the core's own record encoder so the
+/// two can never disagree.
+pub fn session_value(session: &Session, scratch: &mut Vec<u8>) -> JsValue {
+    let value = RecordValue::Session(session);
+    match buf::encode_growing(scratch, |b| {
+        value.encode(StoreFormat::ReferenceJson, b).map(|s| s.len())
+    }) {
+        Ok(json) => JSON::parse(json).unwrap_or(JsValue::NULL),
+        Err(_) => JsValue::NULL,
+    }
+}
+
+/// `session.user`, or `null`.
+pub fn user_value(session: Option<&Session>, scratch: &mut Vec<u8>) -> JsValue {
+    match session {
+        Some(s) => prop(&session_value(s, scratch), "user"),
+        None => JsValue::NULL,
+    }
+}
+
+/// Why an argument object was refused: `(code, message)`.
+pub type ArgError = (&'static str, String);
+
+fn invalid(message: &str) -> ArgError {
+    ("invalid_argument", message.to_owned())
+}
+
+fn capacity(e: paywall_auth::CapacityError) -> ArgError {
+    ("capacity_exceeded", e.to_string())
+}
+
+/// `{ userMeta?, forceNewAnon?, captchaToken? }`
+pub fn sign_in_command(options: &JsValue) -> Result<Command, ArgError> {
+    let mut opts = SignInOptions {
+        force_new: prop(options, "forceNewAnon").is_truthy(),
+        ..SignInOptions::default()
+    };
+    if let Some(token) = optional_string(options, "captchaToken")?
+        && !token.is_empty()
+    {
+        opts = opts.with_captcha(&token).map_err(capacity)?;
+    }
+    opts.user_meta = user_meta(&prop(options, "userMeta"))?;
+    Ok(Command::SignInAnonymously(opts))
+}
+
+/// `{ email, password, userMeta?, idempotencyKey? }`
+pub fn upgrade_command(options: &JsValue) -> Result<Command, ArgError> {
+    let email = optional_string(options, "email")?.ok_or_else(|| invalid("email is required"))?;
+    let password =
+        optional_string(options, "password")?.ok_or_else(|| invalid("password is required"))?;
+    let key = optional_string(options, "idempotencyKey")?;
+    let mut req = UpgradeRequest::new(&email, &password, key.as_deref()).map_err(capacity)?;
+    req.user_meta = user_meta(&prop(options, "userMeta"))?;
+    Ok(Command::UpgradeToEmail(req))
+}
+
+/// `{ forgetAnonymous? }`
+pub fn sign_out_command(options: &JsValue) -> Command {
+    Command::SignOut(SignOutOptions {
+        forget_anonymous: prop(options, "forgetAnonymous").is_truthy(),
+    })
+}
+
+/// A string field; absent, `undefined` and `null` are "not given".
+fn optional_string(options: &JsValue, key: &str) -> Result<Option<String>, ArgError> {
+    let v = prop(options, key);
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    v.as_string()
+        .map(Some)
+        .ok_or_else(|| invalid(&format!("{key} must be a string")))
+}
+
+/// `user_meta` is a string→string object (PROTOCOL.md §3.1).
+fn user_meta(v: &JsValue) -> Result<UserMeta, ArgError> {
+    let mut meta = UserMeta::new();
+    if v.is_undefined() || v.is_null() {
+        return Ok(meta);
+    }
+    let Some(obj) = v.dyn_ref::<Object>() else {
+        return Err(invalid("userMeta must be an object of strings"));
+    };
+    for entry in Object::entries(obj).iter() {
+        let key = Reflect::get_u32(&entry, 0).ok().and_then(|k| k.as_string());
+        let value = Reflect::get_u32(&entry, 1).ok().and_then(|v| v.as_string());
+        match (key, value) {
+            (Some(k), Some(v)) => meta.insert(&k, &v).map_err(capacity)?,
+            _ => return Err(invalid("userMeta values must be strings")),
+        }
+    }
+    Ok(meta)
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -92,13 +93,25 @@ impl Stream for Notices {
 /// lost on the way out.
 #[derive(Clone)]
 pub struct AuthClient {
+    inner: Arc<Handle>,
+}
+
+/// Shared by the clones of one client; its drop (the last clone's) tells
+/// the driver to close.
+struct Handle {
     commands: mpsc::UnboundedSender<Cmd>,
     state: watch::Receiver<Snapshot>,
 }
 
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Cmd::Released);
+    }
+}
+
 impl fmt::Debug for AuthClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.state.borrow();
+        let state = self.inner.state.borrow();
         f.debug_struct("AuthClient")
             .field("ready", &state.ready)
             .field("closed", &state.closed)
@@ -192,29 +205,34 @@ impl AuthClient {
 
     /// The current session (no I/O).
     pub fn session(&self) -> Option<Session> {
-        self.state.borrow().session.clone()
+        self.inner.state.borrow().session.clone()
     }
 
     /// The current user (no I/O).
     pub fn user(&self) -> Option<User> {
-        self.state.borrow().session.as_ref().map(|s| s.user.clone())
+        self.inner
+            .state
+            .borrow()
+            .session
+            .as_ref()
+            .map(|s| s.user.clone())
     }
 
     /// Whether a guest account can be resumed from storage (no I/O).
     pub fn has_resumable_anonymous(&self) -> bool {
-        self.state.borrow().resumable_anonymous
+        self.inner.state.borrow().resumable_anonymous
     }
 
     /// The email of an upgrade waiting for confirmation (no I/O).
     pub fn pending_confirmation(&self) -> Option<String> {
-        self.state.borrow().pending_confirmation.clone()
+        self.inner.state.borrow().pending_confirmation.clone()
     }
 
     /// Resolves once storage has been restored. [`AuthClientBuilder::build`]
     /// only returns restored clients, so this is immediate; it exists for
     /// parity with the reference client's `ready` promise.
     pub async fn ready(&self) -> Result<(), Error> {
-        let mut state = self.state.clone();
+        let mut state = self.inner.state.clone();
         state
             .wait_for(|s| s.ready)
             .await
@@ -222,9 +240,10 @@ impl AuthClient {
             .map_err(|_| Error::Closed)
     }
 
-    /// Whether the client has stopped (shut down, or every handle dropped).
+    /// Whether the client has stopped taking calls (shut down).
     pub fn is_closed(&self) -> bool {
-        self.commands.is_closed()
+        let state = self.inner.state.borrow();
+        state.closing || state.closed
     }
 
     /// Auth-change events: first `INITIAL_SESSION` with the session current
@@ -234,10 +253,10 @@ impl AuthClient {
     pub fn subscribe(&self) -> AuthEvents {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Err(mpsc::error::SendError(Cmd::Subscribe(tx))) =
-            self.commands.send(Cmd::Subscribe(tx))
+            self.inner.commands.send(Cmd::Subscribe(tx))
         {
             // Closed: the subscriber still hears the last known state.
-            let session = self.state.borrow().session.clone();
+            let session = self.inner.state.borrow().session.clone();
             let _ = tx.send(AuthEvent {
                 change: AuthChange::InitialSession,
                 session,
@@ -252,7 +271,7 @@ impl AuthClient {
     /// the client was being built are delivered first.
     pub fn notices(&self) -> Notices {
         let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.commands.send(Cmd::SubscribeNotices(tx));
+        let _ = self.inner.commands.send(Cmd::SubscribeNotices(tx));
         Notices { rx }
     }
 
@@ -264,19 +283,16 @@ impl AuthClient {
     /// [`FileStore`]: crate::FileStore
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Cmd::Shutdown(tx)).is_ok() {
+        if self.inner.commands.send(Cmd::Shutdown(tx)).is_ok() {
             // Err: the driver is gone already, which is what we wanted.
             let _ = rx.await;
-        } else {
-            // Already closing: wait for the driver to drop its state.
-            let mut state = self.state.clone();
-            let _ = state.wait_for(|s| s.closed).await;
         }
     }
 
     async fn call(&self, command: Command) -> Result<Reply, Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands
+        self.inner
+            .commands
             .send(Cmd::Command(command, tx))
             .map_err(|_| Error::Closed)?;
         match rx.await {
@@ -409,21 +425,21 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
             config.leeway = core_duration(leeway);
         }
         let transport = (self.transport)(self.request_timeout)?;
-        let (commands, commands_rx) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(Snapshot::default());
         let span = tracing::info_span!("paywall_auth", paywall_id = %self.paywall_id);
-        let mut driver = Driver::new(
+        let (mut driver, commands) = Driver::new(
             config,
             origin,
             self.store,
             transport,
             self.request_timeout,
-            commands_rx,
             state_tx,
         )?;
         driver.restore().instrument(span.clone()).await?;
         tokio::spawn(driver.run().instrument(span));
-        Ok(AuthClient { commands, state })
+        Ok(AuthClient {
+            inner: Arc::new(Handle { commands, state }),
+        })
     }
 }
 

@@ -68,15 +68,24 @@ pub(crate) enum Failure {
 
 pub(crate) type Waiter = oneshot::Sender<Result<Reply, Failure>>;
 
-/// Messages from the handles to the driver. Commands travel by value (they
-/// hold the core's fixed-capacity strings); boxing them would add an
-/// allocation per call for nothing.
+/// Everything the driver reacts to, except the timer and store changes,
+/// on ONE channel: calls of the handles and answers of request tasks are
+/// fed to the core in the order they arrived, so a call made before an
+/// answer came in joins the operation that answer completes (the core's
+/// collapsing then holds for "before the result was known", not for "before
+/// the driver happened to look").
+///
+/// Commands travel by value (they hold the core's fixed-capacity strings);
+/// boxing them would add an allocation per call for nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Cmd {
     Command(paywall_auth::Command, Waiter),
     Subscribe(mpsc::UnboundedSender<AuthEvent>),
     SubscribeNotices(mpsc::UnboundedSender<Notice>),
     Shutdown(oneshot::Sender<()>),
+    /// The last handle was dropped.
+    Released,
+    Answer(Answer),
 }
 
 /// What the handles can read without asking the driver.
@@ -86,11 +95,12 @@ pub(crate) struct Snapshot {
     pub resumable_anonymous: bool,
     pub pending_confirmation: Option<String>,
     pub ready: bool,
+    pub closing: bool,
     pub closed: bool,
 }
 
 /// The result of one request, coming back from its task.
-struct Answer {
+pub(crate) struct Answer {
     id: RequestId,
     route: Route,
     elapsed: Duration,
@@ -120,9 +130,9 @@ pub(crate) struct Driver<S, T> {
     store: S,
     transport: Arc<T>,
     request_timeout: Duration,
-    commands: mpsc::UnboundedReceiver<Cmd>,
-    answers_tx: mpsc::UnboundedSender<Answer>,
-    answers: mpsc::UnboundedReceiver<Answer>,
+    inputs: mpsc::UnboundedReceiver<Cmd>,
+    /// For request tasks to answer on the same channel.
+    inputs_tx: mpsc::WeakUnboundedSender<Cmd>,
     watch: Option<StoreWatch>,
     waiters: HashMap<CommandId, Vec<Waiter>>,
     subscribers: Vec<mpsc::UnboundedSender<AuthEvent>>,
@@ -158,9 +168,8 @@ impl<S: Store, T: Transport> Driver<S, T> {
         store: S,
         transport: T,
         request_timeout: Duration,
-        commands: mpsc::UnboundedReceiver<Cmd>,
         state: watch::Sender<Snapshot>,
-    ) -> Result<Self, Error> {
+    ) -> Result<(Self, mpsc::UnboundedSender<Cmd>), Error> {
         let pid = config.paywall_id();
         let key = |k: RecordKey| {
             k.storage_key(pid)
@@ -169,8 +178,8 @@ impl<S: Store, T: Transport> Driver<S, T> {
         };
         let session_key = key(RecordKey::Session)?;
         let anon_key = key(RecordKey::AnonRefreshToken)?;
-        let (answers_tx, answers) = mpsc::unbounded_channel();
-        Ok(Driver {
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        let driver = Driver {
             format: config.store_format,
             machine: Machine::new(config),
             origin,
@@ -179,9 +188,8 @@ impl<S: Store, T: Transport> Driver<S, T> {
             store,
             transport: Arc::new(transport),
             request_timeout,
-            commands,
-            answers_tx,
-            answers,
+            inputs,
+            inputs_tx: inputs_tx.downgrade(),
             watch: None,
             waiters: HashMap::new(),
             subscribers: Vec::new(),
@@ -195,7 +203,8 @@ impl<S: Store, T: Transport> Driver<S, T> {
             fired: None,
             closing: false,
             shutdown_acks: Vec::new(),
-        })
+        };
+        Ok((driver, inputs_tx))
     }
 
     /// Reads the records, restores the machine and performs what that
@@ -235,13 +244,12 @@ impl<S: Store, T: Transport> Driver<S, T> {
             self.arm_timer();
             let timer_armed = self.armed.is_some();
             let watching = self.watch.is_some() && !self.closing;
-            let closing = self.closing;
             tokio::select! {
-                cmd = self.commands.recv(), if !closing => match cmd {
-                    Some(cmd) => self.on_cmd(cmd).await,
-                    None => self.begin_close("every handle was dropped"),
+                input = self.inputs.recv() => match input {
+                    Some(input) => self.on_input(input).await,
+                    // Only weak senders are left: no handle, no request.
+                    None => break,
                 },
-                Some(answer) = self.answers.recv() => self.on_answer(answer).await,
                 () = &mut self.timer, if timer_armed => self.on_timer().await,
                 change = next_change(&mut self.watch), if watching => match change {
                     Some(change) => self.on_store_change(change.key, change.value).await,
@@ -265,7 +273,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
         if !self.closing {
             tracing::debug!(why, in_flight = self.in_flight, "auth client closing");
             self.closing = true;
-            self.commands.close();
+            self.state.send_modify(|s| s.closing = true);
         }
     }
 
@@ -302,8 +310,17 @@ impl<S: Store, T: Transport> Driver<S, T> {
         self.drain().await;
     }
 
-    async fn on_cmd(&mut self, cmd: Cmd) {
-        match cmd {
+    async fn on_input(&mut self, input: Cmd) {
+        match input {
+            Cmd::Answer(answer) => self.on_answer(answer).await,
+            Cmd::Released => self.begin_close("every handle was dropped"),
+            Cmd::Shutdown(ack) => {
+                self.shutdown_acks.push(ack);
+                self.begin_close("shutdown requested");
+            }
+            // Closing: calls and subscriptions are dropped unanswered, which
+            // their senders see as `client_closed`.
+            _ if self.closing => {}
             Cmd::Command(command, waiter) => {
                 let kind = command_name(&command);
                 match self.machine.handle_command(wall_clock(), command) {
@@ -331,10 +348,6 @@ impl<S: Store, T: Transport> Driver<S, T> {
                 if self.early_notices.iter().all(|n| tx.send(*n).is_ok()) {
                     self.notice_subscribers.push(tx);
                 }
-            }
-            Cmd::Shutdown(ack) => {
-                self.shutdown_acks.push(ack);
-                self.begin_close("shutdown requested");
             }
         }
     }
@@ -426,6 +439,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
                         "auth change"
                     );
                     self.state_dirty = true;
+                    self.publish_state();
                     self.subscribers.retain(|s| s.send(event.clone()).is_ok());
                 }
                 Action::Complete(id, result) => {
@@ -435,6 +449,9 @@ impl<S: Store, T: Transport> Driver<S, T> {
                     if !matches!(result, Ok(Reply::AccessToken(_))) {
                         self.state_dirty = true;
                     }
+                    // A caller that reads `session()` after its call
+                    // returned sees at least the state it completed in.
+                    self.publish_state();
                     for waiter in self.waiters.remove(&id).unwrap_or_default() {
                         // Err: that caller stopped waiting (its future was
                         // dropped); the others still get the result.
@@ -444,6 +461,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
                 Action::Notice(notice) => {
                     tracing::warn!(?notice, "storage notice");
                     self.state_dirty = true;
+                    self.publish_state();
                     if !self.state.borrow().ready {
                         self.early_notices.push(notice);
                     }
@@ -451,22 +469,31 @@ impl<S: Store, T: Transport> Driver<S, T> {
                 }
             }
         }
-        if std::mem::take(&mut self.state_dirty) {
-            let session = self.machine.session();
-            let resumable = self.machine.has_resumable_anonymous();
-            let pending = self.machine.pending_confirmation();
-            self.state.send_if_modified(|s| {
-                let changed = s.session.as_ref() != session
-                    || s.resumable_anonymous != resumable
-                    || s.pending_confirmation.as_deref() != pending;
-                if changed {
-                    s.session = session.cloned();
-                    s.resumable_anonymous = resumable;
-                    s.pending_confirmation = pending.map(str::to_owned);
-                }
-                changed
-            });
+        self.publish_state();
+    }
+
+    /// Updates what the handles read without asking (`session()` …) if
+    /// anything that feeds it may have changed. Called before every
+    /// completion or event is delivered, so nobody hears of a change before
+    /// the snapshot shows it.
+    fn publish_state(&mut self) {
+        if !std::mem::take(&mut self.state_dirty) {
+            return;
         }
+        let session = self.machine.session();
+        let resumable = self.machine.has_resumable_anonymous();
+        let pending = self.machine.pending_confirmation();
+        self.state.send_if_modified(|s| {
+            let changed = s.session.as_ref() != session
+                || s.resumable_anonymous != resumable
+                || s.pending_confirmation.as_deref() != pending;
+            if changed {
+                s.session = session.cloned();
+                s.resumable_anonymous = resumable;
+                s.pending_confirmation = pending.map(str::to_owned);
+            }
+            changed
+        });
     }
 
     /// Sends a request on its own task; the answer comes back through
@@ -475,7 +502,9 @@ impl<S: Store, T: Transport> Driver<S, T> {
     fn send(&mut self, id: RequestId, route: Route, request: Result<HttpRequest, CapacityError>) {
         self.in_flight += 1;
         let transport = self.transport.clone();
-        let answers = self.answers_tx.clone();
+        // Upgraded while the request runs: the driver holds the receiver,
+        // so this succeeds as long as anybody will read the answer.
+        let answers = self.inputs_tx.upgrade();
         let timeout = self.request_timeout;
         tokio::spawn(async move {
             let started = std::time::Instant::now();
@@ -494,12 +523,14 @@ impl<S: Store, T: Transport> Driver<S, T> {
                 }
             };
             // Err: the driver is gone; nobody needs the answer.
-            let _ = answers.send(Answer {
-                id,
-                route,
-                elapsed: started.elapsed(),
-                result,
-            });
+            if let Some(answers) = answers {
+                let _ = answers.send(Cmd::Answer(Answer {
+                    id,
+                    route,
+                    elapsed: started.elapsed(),
+                    result,
+                }));
+            }
         });
     }
 

@@ -167,3 +167,58 @@ pub fn token_body(access: &str, refresh: &str, user_id: &str) -> String {
         r#"{{"access_token":"{access}","refresh_token":"{refresh}","expires_in":3600,"expires_at":null,"token_type":"bearer","user":{{"id":"{user_id}","email":null,"is_anonymous":true}}}}"#
     )
 }
+
+/// The default transport behind a gate: no request leaves before the test
+/// opens it. Lets a test queue many commands first, deterministically.
+#[derive(Clone)]
+pub struct GatedTransport {
+    inner: paywall_auth_tokio::ReqwestTransport,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl GatedTransport {
+    pub fn closed() -> Self {
+        GatedTransport {
+            inner: paywall_auth_tokio::ReqwestTransport::new().unwrap(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+
+    /// Lets `n` more requests through.
+    pub fn open(&self, n: usize) {
+        self.gate.add_permits(n);
+    }
+}
+
+impl Transport for GatedTransport {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        self.inner.send(request).await
+    }
+}
+
+/// Polls every future once (so each call has handed its command to the
+/// driver: `AuthClient` methods send before their first await), then runs
+/// `between`, then awaits them all.
+pub async fn start_all_then<F: Future>(futures: Vec<F>, between: impl FnOnce()) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut done: Vec<Option<F::Output>> = Vec::new();
+    for f in &mut futures {
+        done.push(match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(out) => Some(out),
+            std::task::Poll::Pending => None,
+        });
+    }
+    between();
+    let mut outputs = Vec::new();
+    for (f, out) in futures.into_iter().zip(done) {
+        outputs.push(match out {
+            Some(out) => out,
+            None => guard("a started call", f).await,
+        });
+    }
+    outputs
+}

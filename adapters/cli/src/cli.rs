@@ -45,6 +45,7 @@ pub struct Global {
         long,
         global = true,
         env = "PAYWALL_API_ORIGIN",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:8787",
         value_name = "URL"
     )]
@@ -55,6 +56,7 @@ pub struct Global {
         long,
         global = true,
         env = "PAYWALL_ID",
+        hide_env_values = true,
         default_value = "pw_demo",
         value_name = "ID"
     )]
@@ -63,14 +65,21 @@ pub struct Global {
     /// Directory holding the session (default:
     /// $XDG_STATE_HOME/paywall-auth/<paywall-id>, else
     /// ~/.local/state/paywall-auth/<paywall-id>).
-    #[arg(long, global = true, env = "PAYWALL_AUTH_STORE", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "PAYWALL_AUTH_STORE",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub store: Option<PathBuf>,
 
     /// Machine-readable output: one JSON object per line on stdout.
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// Deadline of each HTTP request, in seconds (fractions allowed).
+    /// Deadline of each HTTP request, in seconds (fractions allowed; default
+    /// 30).
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
 }

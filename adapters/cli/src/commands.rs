@@ -177,7 +177,17 @@ async fn anon(ctx: &Ctx, client: &AuthClient, args: &AnonArgs) -> Result<u8, Fai
     if let Some(captcha) = &args.captcha {
         options = options.with_captcha(captcha).map_err(capacity)?;
     }
-    let session = client.sign_in_anonymously(options).await?;
+    let session =
+        client
+            .sign_in_anonymously(options)
+            .await
+            .map_err(|e| match Failure::from(e) {
+                f if f.code == "not_anonymous" => Failure {
+                    message: format!("{} (run `paywall-auth sign-out` first)", f.message),
+                    ..f
+                },
+                f => f,
+            })?;
     print_session(ctx, "signed in", &Summary::of(&session));
     Ok(exit::OK)
 }

@@ -284,6 +284,14 @@ async fn upgrade_reads_the_password_from_stdin() {
         status["resumable_anonymous"], false,
         "a named account is not resumable"
     );
+
+    // A named account is not replaced by a guest behind the user's back.
+    let run = env.run(&["anon", "--json"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let (code, _) = error_of(&run);
+    assert_eq!(code, "not_anonymous");
+    let message = run.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("sign-out"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

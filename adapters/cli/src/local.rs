@@ -206,8 +206,10 @@ impl Observer {
                 // crash) is left to the client that owns the store.
                 Some(Output::Store(op)) => (None, Some((op.id, op.key))),
                 Some(Output::Notice(Notice::CorruptRecord { key, error })) => {
-                    self.warnings
-                        .push(format!("{} record is unreadable: {error}", key.name()));
+                    self.warnings.push(format!(
+                        "the stored {} record is unreadable ({error}); it is left as it is",
+                        key.name()
+                    ));
                     (None, None)
                 }
                 Some(_) => (None, None),

@@ -198,6 +198,14 @@ impl AuthClient {
     }
 }
 
+/// `free()` (or garbage collection of the JS object) ends the client like
+/// `destroy()`: the timer must not outlive the closure it calls.
+impl Drop for AuthClient {
+    fn drop(&mut self) {
+        driver::destroy(&self.shared);
+    }
+}
+
 impl AuthClient {
     /// Queues a command (its arguments already converted) and pumps; the
     /// Promise settles when the core completes it.

@@ -1,0 +1,634 @@
+// The anonymous flows of PROTOCOL.md §7 through the built package, against
+// a stub `fetch` and a recording storage adapter: requests (URL, method,
+// headers, body), storage keys and values, and event order.
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  AuthClient, Backend, FRESH_S, KEYS, ORIGIN, PID, PaywallError, anonUser, baseHeaders, client, held, listen,
+  recordingStorage, settle, storedSession, tokens,
+} from './harness.mjs';
+
+const ANON_SIGNIN = 'auth/anonymous/signin';
+const REFRESH = 'auth/refresh';
+const UPGRADE = 'auth/anonymous/upgrade';
+const SIGNOUT = 'auth/signout';
+
+/** A client already signed in as anonymous `u1` with refresh token `r1`. */
+async function signedIn({ backend = new Backend(), timeline = [], storageOptions = {} } = {}) {
+  const storage = recordingStorage({}, { timeline, ...storageOptions });
+  const c = client(backend, storage);
+  backend.on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+  const session = await c.signInAnonymously();
+  timeline.length = 0;
+  backend.requests.length = 0;
+  return { c, backend, storage, timeline, session };
+}
+
+describe('signInAnonymously', () => {
+  it('creates a user: one request, both records stored, then SIGNED_IN, then the promise', async () => {
+    const timeline = [];
+    const backend = new Backend();
+    const storage = recordingStorage({}, { timeline });
+    const reply = tokens({ user: anonUser('u1') });
+    backend.on(ANON_SIGNIN, { body: reply });
+    // Any path, query or fragment of apiOrigin is dropped (§1.1).
+    const c = client(backend, storage, { apiOrigin: `${ORIGIN}/ignored/path?q=1#f` });
+    listen(c, timeline);
+
+    const session = await c.signInAnonymously();
+    timeline.push(['resolved']);
+
+    assert.equal(backend.requests.length, 1);
+    const [req] = backend.requests;
+    assert.equal(req.url, `${ORIGIN}/api/v1/paywall/${PID}/auth/anonymous/signin`);
+    assert.equal(req.method, 'POST');
+    assert.deepEqual(req.headers, baseHeaders());
+    assert.equal(req.body, '{}');
+    assert.equal(req.credentials, 'omit');
+    assert.deepEqual(req.keys, ['body', 'credentials', 'headers', 'method']);
+
+    const stored = storedSession(reply, anonUser('u1'));
+    assert.deepEqual(timeline, [
+      ['INITIAL_SESSION', null],
+      ['set', KEYS.session, stored],
+      ['set', KEYS.anon, 'r1'],
+      ['SIGNED_IN', 'u1'],
+      ['resolved'],
+    ]);
+    assert.deepEqual(session, JSON.parse(stored));
+    assert.deepEqual(c.getCachedSession(), session);
+    assert.deepEqual(c.getCachedUser(), anonUser('u1'));
+  });
+
+  it('sends captcha, visitor id and user meta when given', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser() }) });
+    const storage = recordingStorage({ [KEYS.visitor]: '0123456789abcdef-visitor' });
+    const c = client(backend, storage);
+    await c.signInAnonymously({ captchaToken: 'cap-1', userMeta: { source: 'test', plan: 'x' } });
+    assert.equal(
+      backend.requests[0].body,
+      '{"captcha_token":"cap-1","visitor_id":"0123456789abcdef-visitor","user_meta":{"source":"test","plan":"x"}}',
+    );
+  });
+
+  it('is a no-op when an anonymous session exists: no request, no event, same session', async () => {
+    const { c, backend, timeline, session } = await signedIn();
+    listen(c, timeline);
+    await settle();
+    timeline.length = 0;
+    const again = await c.signInAnonymously();
+    await settle();
+    assert.deepEqual(again, session);
+    assert.equal(backend.requests.length, 0);
+    assert.deepEqual(timeline, []);
+  });
+
+  it('resumes the stored anonymous account through /auth/refresh', async () => {
+    const timeline = [];
+    const backend = new Backend();
+    const storage = recordingStorage({ [KEYS.anon]: 'r-stored' }, { timeline });
+    const reply = tokens({ sub: 'u-old', refresh: 'r-next' }); // no `user`: the access token names it
+    backend.on(REFRESH, { body: reply });
+    const c = client(backend, storage);
+    listen(c, timeline);
+
+    const session = await c.signInAnonymously();
+
+    assert.deepEqual(backend.routes(), [REFRESH]);
+    assert.deepEqual(backend.requests[0].headers, baseHeaders());
+    assert.equal(backend.requests[0].body, '{"refresh_token":"r-stored"}');
+    const stored = storedSession(reply, anonUser('u-old'));
+    assert.deepEqual(timeline, [
+      ['INITIAL_SESSION', null],
+      ['set', KEYS.session, stored],
+      ['set', KEYS.anon, 'r-next'],
+      ['SIGNED_IN', 'u-old'],
+    ]);
+    assert.equal(session.user.id, 'u-old');
+    assert.equal(storage.data.get(KEYS.anon), 'r-next');
+  });
+
+  it('a dead stored token (401) is removed and a new user is created', async () => {
+    const timeline = [];
+    const backend = new Backend()
+      .on(REFRESH, { status: 401, body: { code: 'invalid_refresh_token', message: 'spent' } })
+      .on(ANON_SIGNIN, { body: tokens({ sub: 'u-new', refresh: 'r-new', user: anonUser('u-new') }) });
+    const storage = recordingStorage({ [KEYS.anon]: 'r-dead' }, { timeline });
+    const c = client(backend, storage);
+
+    const session = await c.signInAnonymously();
+
+    assert.deepEqual(backend.routes(), [REFRESH, ANON_SIGNIN]);
+    assert.deepEqual(timeline.map(([op, key]) => [op, key]), [
+      ['remove', KEYS.anon],
+      ['set', KEYS.session],
+      ['set', KEYS.anon],
+    ]);
+    assert.equal(session.user.id, 'u-new');
+    assert.equal(storage.data.get(KEYS.anon), 'r-new');
+  });
+
+  it('a transient resume failure keeps the stored token and creates nobody', async () => {
+    const backend = new Backend().on(REFRESH, { status: 503, body: '', contentType: null });
+    const storage = recordingStorage({ [KEYS.anon]: 'r-kept' });
+    const c = client(backend, storage);
+    await assert.rejects(c.signInAnonymously(), { name: 'PaywallError', code: 'http_503', status: 503 });
+    assert.deepEqual(backend.routes(), [REFRESH]);
+    assert.equal(storage.data.get(KEYS.anon), 'r-kept');
+    assert.deepEqual(storage.timeline, []);
+  });
+
+  it('anonymous_disabled rejects with the server code, nothing stored', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, {
+      status: 403,
+      body: { code: 'anonymous_disabled', message: 'Anonymous sign-in is disabled' },
+    });
+    const storage = recordingStorage();
+    const c = client(backend, storage);
+    const error = await c.signInAnonymously().catch((e) => e);
+    assert.ok(error instanceof PaywallError);
+    assert.ok(error instanceof Error);
+    assert.equal(error.name, 'PaywallError');
+    assert.equal(error.code, 'anonymous_disabled');
+    assert.equal(error.status, 403);
+    assert.equal(error.message, 'Anonymous sign-in is disabled');
+    assert.deepEqual(storage.timeline, []);
+    assert.equal(c.getCachedSession(), null);
+  });
+
+  it('a fetch that rejects is a network_error', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, new TypeError('fetch failed'));
+    const c = client(backend, recordingStorage());
+    await assert.rejects(c.signInAnonymously(), { code: 'network_error', status: undefined });
+  });
+
+  it('parallel calls collapse into one request and one session', async () => {
+    const gate = held({ body: tokens({ user: anonUser('u1') }) });
+    const backend = new Backend().on(ANON_SIGNIN, gate.reply);
+    const c = client(backend, recordingStorage());
+    const calls = [c.signInAnonymously(), c.signInAnonymously(), c.signInAnonymously({ userMeta: { a: 'b' } })];
+    await settle();
+    assert.equal(backend.requests.length, 1);
+    gate.release();
+    const sessions = await Promise.all(calls);
+    assert.equal(backend.requests.length, 1);
+    for (const s of sessions) assert.deepEqual(s, sessions[0]);
+    assert.equal(sessions[0].user.id, 'u1');
+  });
+
+  it('forceNewAnon creates a new user and replaces the resumable one', async () => {
+    const { c, backend, storage, timeline } = await signedIn();
+    listen(c, timeline);
+    await settle();
+    timeline.length = 0;
+    backend.on(ANON_SIGNIN, { body: tokens({ sub: 'u2', refresh: 'r2', user: anonUser('u2') }) });
+
+    const session = await c.signInAnonymously({ forceNewAnon: true });
+
+    assert.deepEqual(backend.routes(), [ANON_SIGNIN]);
+    assert.equal(session.user.id, 'u2');
+    assert.deepEqual(timeline.map((e) => e.slice(0, 2)), [
+      ['set', KEYS.session],
+      ['set', KEYS.anon],
+      ['SIGNED_IN', 'u2'],
+    ]);
+    assert.equal(storage.data.get(KEYS.anon), 'r2');
+  });
+
+  it('rejects user meta that is not string to string', async () => {
+    const backend = new Backend();
+    const c = client(backend, recordingStorage());
+    await assert.rejects(c.signInAnonymously({ userMeta: { n: 1 } }), { code: 'invalid_argument' });
+    assert.equal(backend.requests.length, 0);
+  });
+});
+
+describe('upgradeAnonymousToEmail', () => {
+  it('updated: bearer + idempotency key, session patched, anon key removed, USER_UPDATED', async () => {
+    const { c, backend, storage, timeline, session } = await signedIn();
+    listen(c, timeline);
+    await settle();
+    timeline.length = 0;
+    const named = { id: 'u1', email: 'a@b.c', is_anonymous: false };
+    backend.on(UPGRADE, { body: { status: 'updated', user: named } });
+
+    const result = await c.upgradeAnonymousToEmail({
+      email: 'a@b.c',
+      password: 'hunter22',
+      userMeta: { from: 'guest' },
+      idempotencyKey: 'idem-1',
+    });
+
+    const [req] = backend.requests;
+    assert.equal(req.route, UPGRADE);
+    assert.deepEqual(req.headers, baseHeaders({ bearer: session.access_token, idempotencyKey: 'idem-1' }));
+    assert.equal(req.body, '{"email":"a@b.c","password":"hunter22","user_meta":{"from":"guest"}}');
+    const upgraded = { ...session, user: named };
+    assert.deepEqual(result, { kind: 'updated', session: upgraded });
+    assert.deepEqual(timeline, [
+      ['set', KEYS.session, JSON.stringify(upgraded)],
+      ['remove', KEYS.anon],
+      ['USER_UPDATED', 'u1'],
+    ]);
+    assert.equal(storage.data.has(KEYS.anon), false);
+    assert.deepEqual(c.getCachedUser(), named);
+  });
+
+  it('confirmation_required: nothing changes locally', async () => {
+    const { c, backend, storage, timeline, session } = await signedIn();
+    backend.on(UPGRADE, { body: { status: 'confirmation_required', email: 'a@b.c' } });
+    const result = await c.upgradeAnonymousToEmail({ email: 'a@b.c', password: 'hunter22' });
+    assert.deepEqual(result, { kind: 'confirmation_required', email: 'a@b.c' });
+    assert.deepEqual(backend.requests[0].headers, baseHeaders({ bearer: session.access_token }));
+    assert.deepEqual(timeline, []);
+    assert.equal(storage.data.get(KEYS.anon), 'r1');
+    assert.deepEqual(c.getCachedSession(), session);
+  });
+
+  it('without a session: not_authenticated, no request', async () => {
+    const backend = new Backend();
+    const c = client(backend, recordingStorage());
+    await assert.rejects(c.upgradeAnonymousToEmail({ email: 'a@b.c', password: 'x' }), { code: 'not_authenticated' });
+    assert.equal(backend.requests.length, 0);
+  });
+
+  it('requires email and password', async () => {
+    const { c } = await signedIn();
+    await assert.rejects(c.upgradeAnonymousToEmail({ password: 'x' }), { code: 'invalid_argument' });
+  });
+});
+
+describe('signOut', () => {
+  it('soft: no request, session removed, anon key kept, then resumable', async () => {
+    const { c, backend, storage, timeline } = await signedIn();
+    listen(c, timeline);
+    await settle();
+    timeline.length = 0;
+
+    await c.signOut();
+    await settle();
+
+    assert.equal(backend.requests.length, 0);
+    assert.deepEqual(timeline, [['remove', KEYS.session], ['SIGNED_OUT', null]]);
+    assert.equal(storage.data.get(KEYS.anon), 'r1');
+    assert.equal(c.getCachedSession(), null);
+
+    backend.on(REFRESH, { body: tokens({ sub: 'u1', refresh: 'r1b' }) });
+    const resumed = await c.signInAnonymously();
+    assert.deepEqual(backend.routes(), [REFRESH]);
+    assert.equal(backend.requests[0].body, '{"refresh_token":"r1"}');
+    assert.equal(resumed.user.id, 'u1');
+  });
+
+  it('hard: both records removed and the session revoked with its bearer', async () => {
+    const { c, backend, storage, timeline, session } = await signedIn();
+    backend.on(SIGNOUT, { body: { ok: true } });
+
+    await c.signOut({ forgetAnonymous: true });
+    await settle();
+
+    assert.deepEqual(timeline, [['remove', KEYS.session], ['remove', KEYS.anon]]);
+    assert.equal(storage.data.size, 0);
+    assert.deepEqual(backend.routes(), [SIGNOUT]);
+    const [req] = backend.requests;
+    assert.deepEqual(req.headers, baseHeaders({ body: false, bearer: session.access_token }));
+    assert.equal(req.body, undefined);
+    assert.deepEqual(req.keys, ['credentials', 'headers', 'method']);
+  });
+
+  it('a failing /auth/signout is swallowed', async () => {
+    const { c, backend } = await signedIn();
+    backend.on(SIGNOUT, new TypeError('offline'));
+    await c.signOut({ forgetAnonymous: true });
+    await settle();
+    assert.equal(c.getCachedSession(), null);
+  });
+});
+
+describe('refresh and getAccessToken', () => {
+  it('refresh rotates both tokens, writes the anon key, TOKEN_REFRESHED', async () => {
+    const { c, backend, storage, timeline } = await signedIn();
+    listen(c, timeline);
+    await settle();
+    timeline.length = 0;
+    const reply = tokens({ sub: 'u1', refresh: 'r2' });
+    backend.on(REFRESH, { body: reply });
+
+    const session = await c.refresh();
+
+    assert.equal(backend.requests[0].body, '{"refresh_token":"r1"}');
+    assert.deepEqual(backend.requests[0].headers, baseHeaders());
+    const stored = storedSession(reply, anonUser('u1'));
+    assert.deepEqual(timeline, [
+      ['set', KEYS.session, stored],
+      ['set', KEYS.anon, 'r2'],
+      ['TOKEN_REFRESHED', 'u1'],
+    ]);
+    assert.deepEqual(session, JSON.parse(stored));
+    assert.equal(storage.data.get(KEYS.anon), 'r2');
+  });
+
+  it('refresh with a dead token resolves null, signs out and forgets the anon key', async () => {
+    const { c, backend, storage, timeline } = await signedIn();
+    listen(c, timeline);
+    await settle();
+    timeline.length = 0;
+    backend.on(REFRESH, { status: 401, body: { error: 'invalid_refresh_token' } });
+
+    assert.equal(await c.refresh(), null);
+    assert.deepEqual(timeline, [['remove', KEYS.anon], ['remove', KEYS.session], ['SIGNED_OUT', null]]);
+    assert.equal(storage.data.size, 0);
+    assert.equal(await c.getAccessToken(), null);
+  });
+
+  it('refresh without a session resolves null without a request', async () => {
+    const backend = new Backend();
+    const c = client(backend, recordingStorage());
+    assert.equal(await c.refresh(), null);
+    assert.equal(backend.requests.length, 0);
+  });
+
+  it('getAccessToken on a fresh session answers without a request', async () => {
+    const { c, backend, session } = await signedIn();
+    assert.equal(await c.getAccessToken(), session.access_token);
+    assert.equal(backend.requests.length, 0);
+  });
+
+  it('getAccessToken on a stale session refreshes once for all callers', async () => {
+    const backend = new Backend();
+    const stale = tokens({ user: anonUser('u1'), expiresIn: 30 });
+    const fresh = tokens({ sub: 'u1', refresh: 'r2' });
+    const gate = held({ body: fresh });
+    backend.on(ANON_SIGNIN, { body: stale }).on(REFRESH, gate.reply);
+    const c = client(backend, recordingStorage());
+    await c.signInAnonymously();
+    const calls = [c.getAccessToken(), c.getAccessToken()];
+    await settle();
+    gate.release();
+    assert.deepEqual(await Promise.all(calls), [fresh.access_token, fresh.access_token]);
+    assert.deepEqual(backend.routes(), [ANON_SIGNIN, REFRESH]);
+  });
+
+  it('getAccessToken without a session is null', async () => {
+    const c = client(new Backend(), recordingStorage());
+    assert.equal(await c.getAccessToken(), null);
+  });
+});
+
+describe('onAuthChange', () => {
+  it('INITIAL_SESSION comes first, for listeners added before and after sign-in', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = client(backend, recordingStorage());
+    const early = listen(c).timeline;
+    const signIn = c.signInAnonymously(); // same tick as the subscription
+    await signIn;
+    const late = listen(c).timeline;
+    await settle();
+    assert.deepEqual(early, [['INITIAL_SESSION', null], ['SIGNED_IN', 'u1']]);
+    assert.deepEqual(late, [['INITIAL_SESSION', 'u1']]);
+  });
+
+  it('a listener added during an emit is not visited by it; its first call is INITIAL_SESSION', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = client(backend, recordingStorage());
+    const inner = [];
+    c.onAuthChange((event) => {
+      if (event === 'SIGNED_IN') c.onAuthChange((e, s) => inner.push([e, s && s.user.id]));
+    });
+    await c.signInAnonymously();
+    await settle();
+    assert.deepEqual(inner, [['INITIAL_SESSION', 'u1']]);
+  });
+
+  it('a throwing listener breaks neither the client nor other listeners', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = client(backend, recordingStorage());
+    const logged = [];
+    const original = console.error;
+    console.error = (...args) => logged.push(args);
+    try {
+      c.onAuthChange(() => {
+        throw new Error('listener bug');
+      });
+      const { timeline } = listen(c);
+      const session = await c.signInAnonymously();
+      await settle();
+      assert.equal(session.user.id, 'u1');
+      assert.deepEqual(timeline, [['INITIAL_SESSION', null], ['SIGNED_IN', 'u1']]);
+      assert.equal(logged.length, 2);
+      assert.equal(await c.getAccessToken(), session.access_token);
+    } finally {
+      console.error = original;
+    }
+  });
+
+  it('unsubscribe stops delivery, also before INITIAL_SESSION', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = client(backend, recordingStorage());
+    const { timeline, unsubscribe } = listen(c);
+    unsubscribe();
+    await c.signInAnonymously();
+    await settle();
+    assert.deepEqual(timeline, []);
+  });
+
+  it('a listener may call the client; calls made inside an emit run after it', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = client(backend, recordingStorage());
+    const { timeline } = listen(c);
+    c.onAuthChange((event) => {
+      if (event === 'SIGNED_IN') c.signOut();
+    });
+    await c.signInAnonymously();
+    await settle();
+    assert.deepEqual(timeline, [['INITIAL_SESSION', null], ['SIGNED_IN', 'u1'], ['SIGNED_OUT', null]]);
+  });
+});
+
+describe('storage', () => {
+  it('restores a session written by the reference client', async () => {
+    const reply = tokens({ sub: 'u9', refresh: 'r9' });
+    // The reference stores extra user keys verbatim; after a resume it even
+    // stores the placeholder id "" (weak spot #1): the access token names the user.
+    const written = JSON.stringify({
+      access_token: reply.access_token,
+      refresh_token: 'r9',
+      expires_at: FRESH_S * 1000,
+      user: { id: '', email: null, is_anonymous: true, extra: 'kept by the reference' },
+    });
+    const backend = new Backend();
+    const storage = recordingStorage({ [KEYS.session]: written, [KEYS.anon]: 'r9' });
+    const c = client(backend, storage);
+    await c.ready();
+    const { timeline } = listen(c);
+    await settle();
+    assert.deepEqual(timeline, [['INITIAL_SESSION', 'u9']]);
+    assert.deepEqual(c.getCachedSession(), {
+      access_token: reply.access_token,
+      refresh_token: 'r9',
+      expires_at: FRESH_S * 1000,
+      user: anonUser('u9'),
+    });
+    assert.equal(await c.getAccessToken(), reply.access_token);
+    assert.equal((await c.signInAnonymously()).user.id, 'u9');
+    assert.equal(backend.requests.length, 0);
+  });
+
+  it('writes records the reference client reads back (its hydrate validation)', async () => {
+    const { storage, session } = await signedIn();
+    const raw = storage.data.get(KEYS.session);
+    const parsed = JSON.parse(raw);
+    assert.equal(typeof parsed.access_token, 'string');
+    assert.equal(typeof parsed.refresh_token, 'string');
+    assert.equal(typeof parsed.expires_at, 'number');
+    assert.ok(parsed.user);
+    assert.equal(raw, JSON.stringify(parsed)); // compact, as JSON.stringify writes it
+    assert.equal(storage.data.get(KEYS.anon), session.refresh_token); // raw string, not JSON
+  });
+
+  it('an asynchronous adapter is awaited: the promise resolves after both writes finished', async () => {
+    const timeline = [];
+    const storage = recordingStorage({}, { timeline, async: true, delay: 5 });
+    const inner = { setItem: storage.setItem };
+    storage.setItem = (key, value) =>
+      inner.setItem(key, value).then(() => {
+        timeline.push(['written', key]);
+      });
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = client(backend, storage);
+    listen(c, timeline);
+    await c.signInAnonymously();
+    timeline.push(['resolved']);
+    assert.deepEqual(timeline.map((e) => e.slice(0, 2)), [
+      ['INITIAL_SESSION', null],
+      ['set', KEYS.session],
+      ['written', KEYS.session],
+      ['set', KEYS.anon],
+      ['written', KEYS.anon],
+      ['SIGNED_IN', 'u1'],
+      ['resolved'],
+    ]);
+  });
+
+  it('calls made before an asynchronous restore wait for it', async () => {
+    const reply = tokens({ sub: 'u3', refresh: 'r3' });
+    const storage = recordingStorage(
+      { [KEYS.session]: storedSession(reply, anonUser('u3')) },
+      { async: true, delay: 10 },
+    );
+    const backend = new Backend();
+    const c = client(backend, storage);
+    assert.equal(c.getCachedSession(), null); // not restored yet
+    const [token, session] = await Promise.all([c.getAccessToken(), c.signInAnonymously()]);
+    assert.equal(token, reply.access_token);
+    assert.equal(session.user.id, 'u3');
+    assert.equal(backend.requests.length, 0);
+  });
+
+  it('a failed write rejects the call with storage_failed; the session stays in memory', async () => {
+    const storage = recordingStorage();
+    storage.setItem = () => {
+      throw new Error('quota exceeded');
+    };
+    const warn = console.warn;
+    console.warn = () => {};
+    try {
+      const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+      const c = client(backend, storage);
+      await assert.rejects(c.signInAnonymously(), { code: 'storage_failed' });
+      assert.equal(c.getCachedUser().id, 'u1');
+      c.destroy();
+    } finally {
+      console.warn = warn;
+    }
+  });
+
+  it('watch: another context signing in and out is reported', async () => {
+    const storage = recordingStorage({}, { watch: true });
+    const c = client(new Backend(), storage);
+    const { timeline } = listen(c);
+    await settle();
+    const reply = tokens({ sub: 'u7', refresh: 'r7' });
+    storage.external(KEYS.session, storedSession(reply, anonUser('u7')));
+    await settle();
+    assert.equal(c.getCachedUser().id, 'u7');
+    storage.external(KEYS.session, null);
+    await settle();
+    assert.deepEqual(timeline, [['INITIAL_SESSION', null], ['SIGNED_IN', 'u7'], ['SIGNED_OUT', null]]);
+    assert.equal(c.getCachedSession(), null);
+  });
+
+  it('watch: an echo of our own write changes nothing', async () => {
+    const timeline = [];
+    const storage = recordingStorage({}, { watch: true, timeline });
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = client(backend, storage);
+    listen(c, timeline);
+    await c.signInAnonymously();
+    const before = timeline.length;
+    storage.external(KEYS.session, storage.data.get(KEYS.session));
+    await settle();
+    assert.equal(timeline.length, before);
+  });
+});
+
+describe('construction and lifecycle', () => {
+  it('invalid_config for a missing or unusable paywallId or apiOrigin', () => {
+    const cases = [
+      undefined,
+      {},
+      { apiOrigin: ORIGIN },
+      { paywallId: PID },
+      { paywallId: '', apiOrigin: ORIGIN },
+      { paywallId: 'a/b', apiOrigin: ORIGIN },
+      { paywallId: PID, apiOrigin: 'not a url' },
+      { paywallId: PID, apiOrigin: 'ftp://example.test' },
+    ];
+    for (const options of cases) {
+      assert.throws(
+        () => new AuthClient(options),
+        (e) => e instanceof PaywallError && e.code === 'invalid_config' && e.name === 'PaywallError',
+        JSON.stringify(options),
+      );
+    }
+  });
+
+  it('defaults to a memory store when there is no localStorage', async () => {
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
+    const c = new AuthClient({ paywallId: PID, apiOrigin: ORIGIN, fetch: backend.fetch });
+    assert.equal((await c.signInAnonymously()).user.id, 'u1');
+  });
+
+  it('ready() resolves once restored', async () => {
+    const c = client(new Backend(), recordingStorage({}, { async: true, delay: 5 }));
+    await c.ready();
+    await c.ready();
+  });
+
+  it('destroy: pending calls reject with aborted and nothing is written afterwards', async () => {
+    const gate = held({ body: tokens({ user: anonUser('u1') }) });
+    const backend = new Backend().on(ANON_SIGNIN, gate.reply);
+    const storage = recordingStorage();
+    const c = client(backend, storage);
+    const { timeline } = listen(c);
+    const pending = c.signInAnonymously();
+    await settle();
+    c.destroy();
+    await assert.rejects(pending, { code: 'aborted' });
+    gate.release();
+    await settle();
+    assert.deepEqual(storage.timeline, []);
+    assert.deepEqual(timeline, [['INITIAL_SESSION', null]]);
+    await assert.rejects(c.getAccessToken(), { code: 'aborted' });
+  });
+
+  it('a listener that never ran is not called after destroy', async () => {
+    const c = client(new Backend(), recordingStorage());
+    const { timeline } = listen(c);
+    c.destroy();
+    await settle();
+    assert.deepEqual(timeline, []);
+  });
+});

@@ -51,6 +51,12 @@ pub struct Config {
     pub retry_max: Duration,
     /// Encoding of the stored records.
     pub store_format: StoreFormat,
+    /// Set when the storage reports the machine's own writes back through
+    /// [`handle_external_change`](crate::Machine::handle_external_change),
+    /// as `chrome.storage` does. The machine then expects one echo per
+    /// acknowledged write, in order, and ignores them, so a late echo of a
+    /// removal cannot sign a newer session out (§12.9).
+    pub echoes_own_writes: bool,
 }
 
 impl Config {
@@ -79,6 +85,7 @@ impl Config {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(300),
             store_format: StoreFormat::ReferenceJson,
+            echoes_own_writes: false,
         })
     }
 

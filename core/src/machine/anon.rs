@@ -77,7 +77,11 @@ impl Machine {
 
     /// Sends the first request of the ladder for a new operation.
     fn start_anon(&mut self, id: CommandId, options: SignInOptions) {
-        let epoch = self.epoch;
+        if options.force_new {
+            // The user asked to leave the previous guest account behind.
+            self.guest_gen = self.guest_gen.wrapping_add(1);
+        }
+        let guest_gen = self.guest_gen;
         let resume = self
             .anon_token
             .as_ref()
@@ -85,14 +89,13 @@ impl Machine {
             .map(|t| t.fingerprint());
         let resuming = resume.is_some();
         let purpose = match resume {
-            Some(presented) => Purpose::AnonResume { epoch, presented },
-            None => Purpose::AnonCreate { epoch },
+            Some(presented) => Purpose::AnonResume {
+                presented,
+                guest_gen,
+            },
+            None => Purpose::AnonCreate { guest_gen },
         };
         let force = options.force_new;
-        if force {
-            // The user asked to leave the previous guest account behind.
-            self.forgot_anonymous = true;
-        }
         self.anon = Some(AnonOp {
             id,
             force,
@@ -130,24 +133,23 @@ impl Machine {
         }
     }
 
-    /// Whether `request` is still the live request of the anonymous
-    /// operation started in `epoch`.
-    fn anon_is_live(&self, request: crate::request::RequestId, epoch: u32) -> bool {
-        epoch == self.epoch
-            && self
-                .anon
-                .as_ref()
-                .is_some_and(|op| op.request == request && !op.detached)
+    /// Whether `request` is still the live request of an operation whose
+    /// caller still wants it (sign-outs and other accounts detach it; a
+    /// session that merely expired meanwhile does not).
+    fn anon_is_live(&self, request: crate::request::RequestId) -> bool {
+        self.anon
+            .as_ref()
+            .is_some_and(|op| op.request == request && !op.detached)
     }
 
     pub(super) fn on_anon_resume(
         &mut self,
         request: crate::request::RequestId,
-        epoch: u32,
         presented: u64,
+        guest_gen: u32,
         answer: Result<Response<'_>, TransportError>,
     ) {
-        let live = self.anon_is_live(request, epoch);
+        let live = self.anon_is_live(request);
         match answer {
             Ok(resp) if resp.is_success() => {
                 // The stored token belonged to a guest: that is the
@@ -171,12 +173,11 @@ impl Machine {
                 };
                 self.remember_spent(presented);
                 if !live {
-                    self.adopt_orphan_tokens(presented, &session);
+                    self.adopt_orphan_tokens(Some(guest_gen), &session);
                     self.end_orphan(request);
                     return;
                 }
                 let anonymous = session.is_anonymous();
-                self.forgot_anonymous = false;
                 self.begin_epoch(Some(session));
                 self.store_put(RecordKey::Session);
                 if anonymous {
@@ -207,7 +208,7 @@ impl Machine {
                 if let Some(op) = self.anon.as_mut() {
                     op.resuming = false;
                 }
-                match self.send(Purpose::AnonCreate { epoch: self.epoch }) {
+                match self.send(Purpose::AnonCreate { guest_gen }) {
                     Ok(req) => {
                         if let Some(op) = self.anon.as_mut() {
                             op.request = req;
@@ -231,10 +232,10 @@ impl Machine {
     pub(super) fn on_anon_create(
         &mut self,
         request: crate::request::RequestId,
-        epoch: u32,
+        guest_gen: u32,
         answer: Result<Response<'_>, TransportError>,
     ) {
-        let live = self.anon_is_live(request, epoch);
+        let live = self.anon_is_live(request);
         match answer {
             Ok(resp) if resp.is_success() => {
                 let mut session = match self.session_from(&resp, None) {
@@ -251,11 +252,10 @@ impl Machine {
                 // The route only creates guests (reference behaviour).
                 session.user.is_anonymous = true;
                 if !live {
-                    self.adopt_orphan_tokens(0, &session);
+                    self.adopt_orphan_tokens(Some(guest_gen), &session);
                     self.end_orphan(request);
                     return;
                 }
-                self.forgot_anonymous = false;
                 self.begin_epoch(Some(session));
                 self.anon_token = self.current().map(|s| s.refresh_token.clone());
                 self.store_put(RecordKey::Session);
@@ -281,23 +281,23 @@ impl Machine {
         }
     }
 
-    /// Tokens of an anonymous account that arrived after their caller was
-    /// superseded (sign-out, another sign-in). They are never dropped on the
-    /// floor: if the anonymous record still points at the account they
-    /// belong to (`presented`) — or is empty and the user did not ask to
-    /// forget it — they become the resumable account; otherwise the user
-    /// asked to forget it and the session is revoked on the server.
+    /// Tokens that arrived after their caller was superseded (sign-out,
+    /// another sign-in). A guest's tokens are never dropped on the floor:
+    /// if the user has not given the guest up since the request was made
+    /// (`guest_gen` is still current), they become the resumable account;
+    /// otherwise — and for a named account that was signed out — the
+    /// session is revoked on the server.
     pub(super) fn adopt_orphan_tokens(
         &mut self,
-        presented: u64,
+        guest_gen: Option<u32>,
         session: &crate::session::Session,
     ) {
-        let resumable = if presented != 0 {
-            self.anon_fingerprint() == presented
-        } else {
-            self.anon_token.is_none() && !self.forgot_anonymous
-        };
-        if resumable && session.is_anonymous() {
+        if session.refresh_token.fingerprint() == self.anon_fingerprint() {
+            // A reuse-window answer carrying the very token the record
+            // holds: it *is* the resumable account, nothing to do.
+            return;
+        }
+        if guest_gen == Some(self.guest_gen) && session.is_anonymous() {
             self.anon_token = Some(session.refresh_token.clone());
             self.store_put(RecordKey::AnonRefreshToken);
         } else {

@@ -205,11 +205,16 @@ impl Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     /// `/auth/refresh` with the stored anonymous token.
-    AnonResume { epoch: u32, presented: u64 },
+    AnonResume { presented: u64, guest_gen: u32 },
     /// `/auth/anonymous/signin`.
-    AnonCreate { epoch: u32 },
-    /// `/auth/refresh` of the current session.
-    Refresh { epoch: u32, presented: u64 },
+    AnonCreate { guest_gen: u32 },
+    /// `/auth/refresh` of the current session; `guest_gen` when it is a
+    /// guest's.
+    Refresh {
+        epoch: u32,
+        presented: u64,
+        guest_gen: Option<u32>,
+    },
     /// `/auth/anonymous/upgrade`.
     Upgrade { epoch: u32, refresh_fp: u64 },
     /// `/auth/refresh` of a session that was signed out with a stale access
@@ -306,10 +311,15 @@ pub struct Machine {
     in_flight: Vec<InFlight, REQUESTS_IN_FLIGHT>,
     anon: Option<AnonOp>,
     queued: Option<QueuedSignIn>,
-    /// The user asked to forget the guest account (hard sign-out, force
-    /// new) and no guest has been signed in since: an orphaned guest token
-    /// arriving now is revoked, not adopted.
-    forgot_anonymous: bool,
+    /// Bumped whenever the user gives up the resumable guest account (hard
+    /// sign-out, `force_new`). A guest's tokens that arrive for a request
+    /// made under an older generation are revoked, not adopted.
+    guest_gen: u32,
+    /// Fingerprints of refresh tokens of the last eight distinct session
+    /// records this machine wrote, to recognise echoes of its own writes
+    /// (§12.9) — storage that echoes writes does so within a few writes.
+    written: [u64; 8],
+    written_next: usize,
     refresh: Option<RefreshOp>,
     upgrade: Option<UpgradeOp>,
 
@@ -317,7 +327,11 @@ pub struct Machine {
     /// The server error the queued completions of this batch refer to.
     api_error: Option<ApiError>,
     /// The store operation handed out and not yet acknowledged.
-    awaiting_store: Option<(StoreId, RecordKey)>,
+    awaiting_store: Option<(StoreId, RecordKey, u64)>,
+    /// Own writes whose echo is still to come (with `echoes_own_writes`):
+    /// the record and the fingerprint of the refresh token written, 0 for a
+    /// removal.
+    echoes: Deque<(RecordKey, u64), 8>,
     /// Records whose last write failed, retried at `storage_retry_at`.
     dirty: [bool; 2],
     storage_retry_at: Option<Instant>,
@@ -351,12 +365,15 @@ impl Machine {
             in_flight: Vec::new(),
             anon: None,
             queued: None,
-            forgot_anonymous: false,
+            guest_gen: 0,
+            written: [0; 8],
+            written_next: 0,
             refresh: None,
             upgrade: None,
             outputs: Deque::new(),
             api_error: None,
             awaiting_store: None,
+            echoes: Deque::new(),
             dirty: [false; 2],
             storage_retry_at: None,
             storage_backoff: 0,
@@ -544,7 +561,18 @@ impl Machine {
             Queued::Send(id) => Output::Send(self.render_request(id)),
             Queued::Store { key, put } => {
                 let id = StoreId(self.fresh_id());
-                self.awaiting_store = Some((id, key));
+                if put && key == RecordKey::Session {
+                    let written = self.current().map_or(0, |s| s.refresh_token.fingerprint());
+                    self.remember_written(written);
+                }
+                let written = match (put, key) {
+                    (false, _) => 0,
+                    (true, RecordKey::Session) => {
+                        self.current().map_or(0, |s| s.refresh_token.fingerprint())
+                    }
+                    (true, RecordKey::AnonRefreshToken) => self.anon_fingerprint(),
+                };
+                self.awaiting_store = Some((id, key, written));
                 let value = if put {
                     match key {
                         RecordKey::Session => self.current().map(RecordValue::Session),
@@ -760,6 +788,51 @@ impl Machine {
         fingerprint != 0 && self.spent.contains(&fingerprint)
     }
 
+    fn remember_written(&mut self, fingerprint: u64) {
+        if self.was_written(fingerprint) {
+            return;
+        }
+        if let Some(slot) = self.written.get_mut(self.written_next) {
+            *slot = fingerprint;
+        }
+        self.written_next = (self.written_next + 1) % self.written.len();
+    }
+
+    /// Whether an external change is the echo of one of our own writes
+    /// (only with [`Config::echoes_own_writes`]); consumes it if so.
+    fn take_echo(&mut self, key: RecordKey, value: Option<&[u8]>) -> bool {
+        if !self.config.echoes_own_writes {
+            return false;
+        }
+        let format = self.config.store_format;
+        let fingerprint = match (key, value) {
+            (_, None) => 0,
+            (RecordKey::Session, Some(bytes)) => {
+                crate::codec::record::decode_session(bytes, format)
+                    .map_or(u64::MAX, |s| s.refresh_token.fingerprint())
+            }
+            (RecordKey::AnonRefreshToken, Some(bytes)) => {
+                crate::codec::record::decode_anon_token(bytes, format)
+                    .ok()
+                    .flatten()
+                    .map_or(u64::MAX, |t| t.fingerprint())
+            }
+        };
+        let Some(pos) = self.echoes.iter().position(|e| *e == (key, fingerprint)) else {
+            return false;
+        };
+        // Echoes come in order: everything older than this one was either
+        // echoed already or never will be.
+        for _ in 0..=pos {
+            self.echoes.pop_front();
+        }
+        true
+    }
+
+    fn was_written(&self, fingerprint: u64) -> bool {
+        fingerprint != 0 && self.written.contains(&fingerprint)
+    }
+
     fn anon_fingerprint(&self) -> u64 {
         self.anon_token.as_ref().map_or(0, |t| t.fingerprint())
     }
@@ -906,11 +979,16 @@ impl Machine {
             return;
         };
         match purpose {
-            Purpose::AnonResume { epoch, presented } => {
-                self.on_anon_resume(id, epoch, presented, answer)
-            }
-            Purpose::AnonCreate { epoch } => self.on_anon_create(id, epoch, answer),
-            Purpose::Refresh { epoch, presented } => self.on_refresh(id, epoch, presented, answer),
+            Purpose::AnonResume {
+                presented,
+                guest_gen,
+            } => self.on_anon_resume(id, presented, guest_gen, answer),
+            Purpose::AnonCreate { guest_gen } => self.on_anon_create(id, guest_gen, answer),
+            Purpose::Refresh {
+                epoch,
+                presented,
+                guest_gen,
+            } => self.on_refresh(id, epoch, presented, guest_gen, answer),
             Purpose::Upgrade { epoch, refresh_fp } => {
                 self.on_upgrade(id, epoch, refresh_fp, answer)
             }
@@ -920,7 +998,7 @@ impl Machine {
     }
 
     fn on_stored(&mut self, id: StoreId, result: Result<(), StorageError>) {
-        let Some((waiting, key)) = self.awaiting_store else {
+        let Some((waiting, key, written)) = self.awaiting_store else {
             return;
         };
         if waiting != id {
@@ -930,6 +1008,14 @@ impl Machine {
         let slot = key_index(key);
         match result {
             Ok(()) => {
+                if self.config.echoes_own_writes {
+                    if self.echoes.is_full() {
+                        // Echoes this late are beyond what any store does;
+                        // forget the oldest rather than grow.
+                        self.echoes.pop_front();
+                    }
+                    let _ = self.echoes.push_back((key, written));
+                }
                 if let Some(d) = self.dirty.get_mut(slot) {
                     *d = false;
                 }

@@ -48,18 +48,26 @@ impl Machine {
             .filter(|v| v.len() >= 16)
             .and_then(|v| bounded(v, Field::UserId).ok());
 
-        // A crash between the two writes of a rotation leaves the session
-        // record newer than the anonymous copy (sessions are written first):
-        // the session's token is the live one.
-        let live_guest_token = self
+        // The two records of a guest can disagree after a crash between the
+        // two writes of a rotation (session newer) or a failed session write
+        // followed by a restart (anonymous record newer). Neither can be
+        // trusted blindly, so neither is overwritten: an absent record is
+        // filled in, and a differing one is settled by refreshing the
+        // session at once — success rewrites both, a dead token leaves the
+        // anonymous record (the live one) to resume from.
+        let guest_token = self
             .current()
             .filter(|s| s.is_anonymous())
-            .map(|s| &s.refresh_token);
-        if let Some(token) = live_guest_token
-            && self.anon_token.as_ref() != Some(token)
-        {
-            self.anon_token = Some(token.clone());
-            self.store_put(RecordKey::AnonRefreshToken);
+            .map(|s| s.refresh_token.clone());
+        match (guest_token, &self.anon_token) {
+            (Some(token), None) => {
+                self.anon_token = Some(token);
+                self.store_put(RecordKey::AnonRefreshToken);
+            }
+            (Some(token), Some(stored)) if token != *stored => {
+                self.refresh_retry_at = Some(self.now);
+            }
+            _ => {}
         }
         self.change(AuthChange::InitialSession);
     }
@@ -69,10 +77,16 @@ impl Machine {
             // Restore will read the record as it is then.
             return;
         }
+        if self.take_echo(key, value) {
+            return;
+        }
         let format = self.config.store_format;
         match key {
             RecordKey::AnonRefreshToken => match value.map(|b| decode_anon_token(b, format)) {
                 None => self.anon_token = None,
+                // An echo of an older write of ours: a token this machine has
+                // already spent can resume nothing (§12.9).
+                Some(Ok(Some(token))) if self.is_spent(token.fingerprint()) => {}
                 Some(Ok(token)) => self.anon_token = token,
                 Some(Err(error)) => self.push(Queued::Notice(Notice::CorruptRecord { key, error })),
             },
@@ -93,11 +107,23 @@ impl Machine {
                         return;
                     }
                 };
-                if self.is_spent(incoming.refresh_token.fingerprint())
+                let fingerprint = incoming.refresh_token.fingerprint();
+                if self.is_spent(fingerprint)
+                    || self.was_written(fingerprint)
                     || self.current() == Some(&incoming)
                 {
-                    // An echo of our own write, possibly an older one (§12.9).
+                    // An echo of our own write, possibly an older one, or of
+                    // a session we have since signed out (§12.9).
                     return;
+                }
+                if incoming.is_anonymous() {
+                    // The peer that wrote a guest session keeps the guest
+                    // record in step with it; so does our mirror.
+                    if let Some(current) = self.current() {
+                        let spent = current.refresh_token.fingerprint();
+                        self.remember_spent(spent);
+                    }
+                    self.anon_token = Some(incoming.refresh_token.clone());
                 }
                 match self.current() {
                     Some(current) if current.user.id == incoming.user.id => {

@@ -33,7 +33,7 @@ impl Machine {
             self.store_remove(RecordKey::Session);
         }
         if options.forget_anonymous {
-            self.forgot_anonymous = true;
+            self.guest_gen = self.guest_gen.wrapping_add(1);
             self.anon_token = None;
             self.store_remove(RecordKey::AnonRefreshToken);
         }

@@ -1090,20 +1090,43 @@ fn a_session_written_by_the_reference_client_is_restored_with_its_real_id() {
 }
 
 #[test]
-fn restore_repairs_a_guest_copy_left_behind_by_a_crash() {
+fn restore_settles_disagreeing_guest_records_with_the_server_not_by_guessing() {
+    // Session newer (a crash between the two writes of a rotation).
     let mut h = Harness::guest("u1", "r1");
     h.store
         .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
     h.restart();
-    let log = h.take();
     assert_eq!(
-        log[0],
-        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into())
+        h.take(),
+        [Rec::Event(AuthChange::InitialSession, Some("u1".into()))]
     );
     assert_eq!(
-        log[1],
-        Rec::Event(AuthChange::InitialSession, Some("u1".into()))
+        h.stored(RecordKey::AnonRefreshToken).as_deref(),
+        Some("r0"),
+        "not overwritten"
     );
+    assert_eq!(h.m.poll_timeout(), Some(Instant(h.now)), "verified at once");
+    h.input(Input::Timeout);
+    let (req, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r1"}"#);
+    h.respond(req, 200, &tokens("u1", "r2", None));
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r2"));
+
+    // Anonymous record newer (a failed session write, then a restart): the
+    // session's token is dead, the record's is the account.
+    let mut h = Harness::guest("u1", "r1");
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
+    h.restart();
+    h.take();
+    h.input(Input::Timeout);
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
+    h.take();
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r5"));
+    h.sign_in();
+    let (_, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r5"}"#);
 }
 
 #[test]

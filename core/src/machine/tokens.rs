@@ -111,6 +111,7 @@ impl Machine {
         let purpose = Purpose::Refresh {
             epoch: self.epoch,
             presented: session.refresh_token.fingerprint(),
+            guest_gen: session.is_anonymous().then_some(self.guest_gen),
         };
         match self.send(purpose) {
             Ok(request) => {
@@ -177,6 +178,7 @@ impl Machine {
         request: RequestId,
         epoch: u32,
         presented: u64,
+        guest_gen: Option<u32>,
         answer: Result<Response<'_>, TransportError>,
     ) {
         let live = epoch == self.epoch
@@ -202,7 +204,7 @@ impl Machine {
                 };
                 self.remember_spent(presented);
                 if !live {
-                    self.adopt_orphan_tokens(presented, &session);
+                    self.adopt_orphan_tokens(guest_gen, &session);
                     return;
                 }
                 let Some(op) = self.refresh.take() else {

@@ -6,7 +6,7 @@
 # wasm-bindgen CLI matching the pinned crate (into adapters/wasm/.tools).
 #
 # WASM_OPT=1 also runs binaryen's wasm-opt -Oz (installed from npm into
-# .tools): it trims the raw wasm by ~11 % but the gzip size by only ~2 %
+# .tools): it trims the raw wasm by ~11 % but the gzip size by only ~1 %
 # (docs/wasm-measurements.md) for 100 MB of npm install and 20 s, so it is
 # off by default.
 set -euo pipefail

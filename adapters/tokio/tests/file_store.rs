@@ -235,3 +235,27 @@ async fn changes_by_another_writer_reach_the_client() {
     assert!(queued(&mut events).is_empty(), "no echo of own writes");
     client.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_compact_format_survives_a_restart() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let build = |store| {
+        AuthClient::builder(emu.origin(), PID)
+            .store(store)
+            .store_format(paywall_auth_tokio::StoreFormat::Postcard)
+            .build()
+    };
+    let first = build(FileStore::open(dir.path()).unwrap()).await.unwrap();
+    let guest = first
+        .sign_in_anonymously(SignInOptions::default())
+        .await
+        .unwrap();
+    first.shutdown().await;
+    let record = std::fs::read(dir.path().join(session_key())).unwrap();
+    assert!(serde_json::from_slice::<serde_json::Value>(&record).is_err());
+
+    let second = build(FileStore::open(dir.path()).unwrap()).await.unwrap();
+    assert_eq!(second.session(), Some(guest));
+    second.shutdown().await;
+}

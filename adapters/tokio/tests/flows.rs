@@ -542,3 +542,24 @@ async fn calls_after_shutdown_fail_with_client_closed() {
     assert!(next(&mut events).await.is_none());
     other.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_timer_refreshes_short_lived_tokens_on_its_own() {
+    let emu = emulator().await;
+    emu.set_access_ttl(4);
+    let client = client(&emu, MemoryStore::new()).await;
+    let guest = client
+        .sign_in_anonymously(SignInOptions::default())
+        .await
+        .unwrap();
+    let mut events = client.subscribe();
+    next(&mut events).await.unwrap();
+    // Nobody calls anything: the driver's timer fires the core's deadline.
+    let refreshed = next(&mut events).await.unwrap();
+    assert_eq!(refreshed.change, AuthChange::TokenRefreshed);
+    let session = refreshed.session.unwrap();
+    assert_eq!(session.user.id, guest.user.id);
+    assert_ne!(session.refresh_token, guest.refresh_token);
+    assert!(emu.count(Route::Refresh) >= 1);
+    client.shutdown().await;
+}

@@ -318,9 +318,9 @@ impl<S: Store, T: Transport> Driver<S, T> {
                 self.shutdown_acks.push(ack);
                 self.begin_close("shutdown requested");
             }
-            // Closing: calls and subscriptions are dropped unanswered, which
-            // their senders see as `client_closed`.
-            _ if self.closing => {}
+            // Closing: a call is dropped unanswered, which its caller sees
+            // as `client_closed`.
+            Cmd::Command(..) if self.closing => {}
             Cmd::Command(command, waiter) => {
                 let kind = command_name(&command);
                 match self.machine.handle_command(wall_clock(), command) {

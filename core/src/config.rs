@@ -100,3 +100,5 @@ impl Config {
         self
     }
 }
+
+impl core::error::Error for ConfigError {}

@@ -302,3 +302,7 @@ impl From<DecodeError> for Error {
         Error::InvalidResponse(e)
     }
 }
+
+impl core::error::Error for CapacityError {}
+impl core::error::Error for DecodeError {}
+impl core::error::Error for Error {}

@@ -138,6 +138,8 @@ pub enum Input<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct NotDrained;
 
+impl core::error::Error for NotDrained {}
+
 impl core::fmt::Display for NotDrained {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("outputs not drained: call poll_output until None before the next input")

@@ -1314,3 +1314,26 @@ fn short_lived_tokens_are_refreshed_half_way_not_in_a_loop() {
     h.take();
     assert_eq!(h.m.poll_timeout(), Some(Instant(T0 + 30_000)));
 }
+
+#[test]
+fn a_refresh_refused_for_lack_of_request_slots_backs_off_instead_of_spinning() {
+    let mut h = Harness::guest("u1", "r1");
+    // Fill the request table with upgrades' sign-out chains … simplest: many
+    // sign-in/sign-out cycles would do; here, occupy every slot directly.
+    while h.m.in_flight.len() < crate::limits::REQUESTS_IN_FLIGHT {
+        let id = RequestId(900 + h.m.in_flight.len() as u32);
+        h.m.in_flight
+            .push(super::InFlight {
+                id,
+                purpose: super::Purpose::SignOut,
+            })
+            .unwrap();
+    }
+    h.now = h.m.poll_timeout().unwrap().as_millis();
+    h.input(Input::Timeout);
+    assert!(Harness::sends(&h.take()).is_empty());
+    assert!(
+        h.m.poll_timeout().unwrap() > Instant(h.now),
+        "the deadline moved on"
+    );
+}

@@ -129,6 +129,10 @@ impl Machine {
                 };
                 self.finish_refresh_waiters(&op, Err(e), false);
                 self.fail_upgrade_waiting_for_token(Error::Busy);
+                // Back off like any failed refresh, or a proactive deadline
+                // already in the past would have the driver spin.
+                self.refresh_backoff = next_backoff(self.refresh_backoff, &self.config);
+                self.refresh_retry_at = Some(self.now.saturating_add_ms(self.refresh_backoff));
             }
         }
     }

@@ -1318,8 +1318,7 @@ fn short_lived_tokens_are_refreshed_half_way_not_in_a_loop() {
 #[test]
 fn a_refresh_refused_for_lack_of_request_slots_backs_off_instead_of_spinning() {
     let mut h = Harness::guest("u1", "r1");
-    // Fill the request table with upgrades' sign-out chains … simplest: many
-    // sign-in/sign-out cycles would do; here, occupy every slot directly.
+    // Occupy every request slot (as a burst of sign-out revocations would).
     while h.m.in_flight.len() < crate::limits::REQUESTS_IN_FLIGHT {
         let id = RequestId(900 + h.m.in_flight.len() as u32);
         h.m.in_flight

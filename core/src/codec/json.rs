@@ -1172,18 +1172,28 @@ fn http_code(status: u16) -> String<ERROR_CODE_MAX> {
 
 /// `String(n)` of JavaScript for ordinary numbers: integers without a
 /// fraction (`400`, `1e3` → `1000`), others as Rust prints them.
+/// A numeric `code` as JavaScript's `String()` prints an integer. Codes
+/// with a fraction or exponent are not codes anyone sends; they fall back to
+/// `http_<status>` rather than pulling float formatting into the firmware.
 fn number_code(text: &str) -> Option<String<ERROR_CODE_MAX>> {
-    let v: f64 = text.parse().ok()?;
-    if !v.is_finite() {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    let digits = digits.trim_start_matches('0');
     let mut s = String::new();
-    let ok = if v.abs() < 9.0e15 && v == (v as i64) as f64 {
-        write!(s, "{}", v as i64)
+    if digits.is_empty() {
+        s.push('0').ok()?;
     } else {
-        write!(s, "{v}")
-    };
-    ok.ok().map(|()| s)
+        if negative {
+            s.push('-').ok()?;
+        }
+        s.push_str(digits).ok()?;
+    }
+    Some(s)
 }
 
 fn pick_code(status: u16, env: &Envelope<'_>) -> String<ERROR_CODE_MAX> {
@@ -2036,8 +2046,11 @@ mod tests {
     #[test]
     fn api_error_code_rules() {
         assert_eq!(err(400, r#"{"code":42}"#).0, "42");
-        assert_eq!(err(400, r#"{"code":4.2e1}"#).0, "42");
-        assert_eq!(err(400, r#"{"code":-1.5}"#).0, "-1.5");
+        assert_eq!(err(400, r#"{"code":-7}"#).0, "-7");
+        assert_eq!(err(400, r#"{"code":007}"#).0, "http_400", "not JSON");
+        // No float formatting in the core: such codes fall back.
+        assert_eq!(err(400, r#"{"code":4.2e1}"#).0, "http_400");
+        assert_eq!(err(400, r#"{"code":-1.5}"#).0, "http_400");
         assert_eq!(err(400, r#"{"code":true}"#).0, "true");
         assert_eq!(
             err(400, r#"{"code":null,"error":"rate_limited"}"#).0,

@@ -51,6 +51,13 @@ pub struct Config {
     pub retry_max: Duration,
     /// Encoding of the stored records.
     pub store_format: StoreFormat,
+    /// A request unanswered this long is failed as
+    /// [`TransportError::Timeout`](crate::TransportError::Timeout), so no
+    /// caller waits forever on a transport that hangs; a late answer is
+    /// ignored. `None` (the default) leaves timeouts to the adapter, as
+    /// the tokio and embassy adapters do; set it for transports that can
+    /// hang without ever failing (a browser `fetch`).
+    pub request_timeout: Option<Duration>,
     /// Set when the storage reports the machine's own writes back through
     /// [`handle_external_change`](crate::Machine::handle_external_change),
     /// as `chrome.storage` does. The machine then expects one echo per
@@ -85,6 +92,7 @@ impl Config {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(300),
             store_format: StoreFormat::ReferenceJson,
+            request_timeout: None,
             echoes_own_writes: false,
         })
     }

@@ -75,12 +75,29 @@ impl Machine {
         }
     }
 
+    /// The request of the sign-in in flight timed out: its caller learns it
+    /// now, but the request stays the one sign-up in flight until it is
+    /// answered (its account, if created, is then adopted) or its slot is
+    /// reclaimed; sign-ins made meanwhile wait behind it.
+    pub(super) fn time_out_anon(&mut self, request: crate::request::RequestId) {
+        if let Some(op) = self
+            .anon
+            .as_mut()
+            .filter(|op| op.request == request && !op.detached)
+        {
+            op.detached = true;
+            let id = op.id;
+            self.complete(id, Err(Error::Network(TransportError::Timeout)));
+        }
+    }
+
+    /// The slot of a timed-out request was reclaimed without an answer.
+    pub(super) fn abandon_anon(&mut self, request: crate::request::RequestId) {
+        self.end_orphan(request);
+    }
+
     /// Sends the first request of the ladder for a new operation.
     fn start_anon(&mut self, id: CommandId, options: SignInOptions) {
-        if options.force_new {
-            // The user asked to leave the previous guest account behind.
-            self.guest_gen = self.guest_gen.wrapping_add(1);
-        }
         let guest_gen = self.guest_gen;
         let resume = self
             .anon_token
@@ -252,10 +269,20 @@ impl Machine {
                 // The route only creates guests (reference behaviour).
                 session.user.is_anonymous = true;
                 if !live {
-                    self.adopt_orphan_tokens(Some(guest_gen), &session);
+                    // A new account nobody is waiting for: it becomes the
+                    // resumable guest only if there is no other one to keep
+                    // (a superseded force_new leaves the old guest alone).
+                    if self.anon_token.is_none() {
+                        self.adopt_orphan_tokens(Some(guest_gen), &session);
+                    } else {
+                        self.revoke_orphan(&session);
+                    }
                     self.end_orphan(request);
                     return;
                 }
+                // A new guest replaces the resumable one (the user asked for
+                // it with force_new, or there was none).
+                self.guest_gen = self.guest_gen.wrapping_add(1);
                 self.begin_epoch(Some(session));
                 self.anon_token = self.current().map(|s| s.refresh_token.clone());
                 self.store_put(RecordKey::Session);
@@ -275,7 +302,7 @@ impl Machine {
 
     /// The request of a detached operation has been answered: release the
     /// slot and run whatever sign-in waited for it.
-    fn end_orphan(&mut self, request: crate::request::RequestId) {
+    pub(super) fn end_orphan(&mut self, request: crate::request::RequestId) {
         if self.anon.as_ref().is_some_and(|op| op.request == request) {
             self.finish_anon(Err(Error::Superseded));
         }

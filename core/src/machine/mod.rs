@@ -73,6 +73,9 @@ enum Early {
     AccessToken,
 }
 
+/// "No deadline".
+const NEVER: Instant = Instant(u64::MAX);
+
 /// Longest visitor id kept from storage.
 const VISITOR_ID_MAX: usize = 64;
 
@@ -230,6 +233,13 @@ enum Purpose {
 struct InFlight {
     id: RequestId,
     purpose: Purpose,
+    /// When it is failed as a timeout if still unanswered ([`NEVER`] when
+    /// the adapter owns timeouts); once `timed_out`, when its slot is
+    /// reclaimed.
+    deadline: Instant,
+    /// Its caller was already told `Timeout`; only a late answer's side
+    /// effects (rotated tokens) still matter.
+    timed_out: bool,
 }
 
 /// The anonymous sign-in in flight (at most one: never two sign-ups).
@@ -307,7 +317,7 @@ pub struct Machine {
     /// Fingerprints of refresh tokens this machine has spent, to recognise
     /// echoes of its own older writes (§12.9).
     spent: [u64; 4],
-    spent_next: usize,
+    spent_next: u8,
 
     next_id: u32,
     in_flight: Vec<InFlight, REQUESTS_IN_FLIGHT>,
@@ -321,7 +331,7 @@ pub struct Machine {
     /// records this machine wrote, to recognise echoes of its own writes
     /// (§12.9) — storage that echoes writes does so within a few writes.
     written: [u64; 8],
-    written_next: usize,
+    written_next: u8,
     refresh: Option<RefreshOp>,
     upgrade: Option<UpgradeOp>,
 
@@ -333,7 +343,7 @@ pub struct Machine {
     /// Own writes whose echo is still to come (with `echoes_own_writes`):
     /// the record and the fingerprint of the refresh token written, 0 for a
     /// removal.
-    echoes: Deque<(RecordKey, u64), 8>,
+    echoes: Deque<(RecordKey, u64), 6>,
     /// Records whose last write failed, retried at `storage_retry_at`.
     dirty: [bool; 2],
     storage_retry_at: Option<Instant>,
@@ -608,10 +618,13 @@ impl Machine {
             .storage_retry_at
             .filter(|_| self.dirty.iter().any(|d| *d));
         let refresh = self.refresh_deadline();
-        match (storage, refresh) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let request = self
+            .in_flight
+            .iter()
+            .map(|f| f.deadline)
+            .filter(|d| *d != NEVER)
+            .min();
+        [storage, refresh, request].into_iter().flatten().min()
     }
 
     fn outcome(&self, done: Done) -> Outcome<'_> {
@@ -766,8 +779,14 @@ impl Machine {
     /// Registers a request and queues it for sending.
     fn send(&mut self, purpose: Purpose) -> Result<RequestId, Error> {
         let id = RequestId(self.fresh_id());
+        let deadline = self.config.request_timeout.map_or(NEVER, |t| self.now + t);
         self.in_flight
-            .push(InFlight { id, purpose })
+            .push(InFlight {
+                id,
+                purpose,
+                deadline,
+                timed_out: false,
+            })
             .map_err(|_| Error::Busy)?;
         self.push(Queued::Send(id));
         trace!("send request {}", id.0);
@@ -780,10 +799,10 @@ impl Machine {
     }
 
     fn remember_spent(&mut self, fingerprint: u64) {
-        if let Some(slot) = self.spent.get_mut(self.spent_next) {
+        if let Some(slot) = self.spent.get_mut(usize::from(self.spent_next)) {
             *slot = fingerprint;
         }
-        self.spent_next = (self.spent_next + 1) % self.spent.len();
+        self.spent_next = (self.spent_next + 1) % 4;
     }
 
     fn is_spent(&self, fingerprint: u64) -> bool {
@@ -794,10 +813,10 @@ impl Machine {
         if self.was_written(fingerprint) {
             return;
         }
-        if let Some(slot) = self.written.get_mut(self.written_next) {
+        if let Some(slot) = self.written.get_mut(usize::from(self.written_next)) {
             *slot = fingerprint;
         }
-        self.written_next = (self.written_next + 1) % self.written.len();
+        self.written_next = (self.written_next + 1) % 8;
     }
 
     /// Whether an external change is the echo of one of our own writes
@@ -980,6 +999,16 @@ impl Machine {
             debug!("answer for unknown request {}", id.0);
             return;
         };
+        self.dispatch(id, purpose, answer);
+    }
+
+    /// Hands an answer (or a timeout) to the flow that sent the request.
+    fn dispatch(
+        &mut self,
+        id: RequestId,
+        purpose: Purpose,
+        answer: Result<Response<'_>, TransportError>,
+    ) {
         match purpose {
             Purpose::AnonResume {
                 presented,
@@ -1051,6 +1080,40 @@ impl Machine {
     }
 
     fn on_timeout(&mut self) {
+        // Requests that outlived their deadline fail as timeouts (failures
+        // below HTTP never end a session, so several in one batch are fine).
+        // The request stays registered a while longer: the server may have
+        // acted on it, and a late answer still goes through the orphan
+        // paths so rotated tokens are not lost. After four more timeouts
+        // the slot is reclaimed.
+        let grace = self
+            .config
+            .request_timeout
+            .map_or(0, |t| t.as_millis().saturating_mul(4));
+        let now = self.now;
+        let mut reclaimed: Vec<RequestId, REQUESTS_IN_FLIGHT> = Vec::new();
+        let mut expired: Vec<(RequestId, Purpose), REQUESTS_IN_FLIGHT> = Vec::new();
+        for f in self.in_flight.iter_mut().filter(|f| f.deadline <= now) {
+            if f.timed_out {
+                let _ = reclaimed.push(f.id);
+            } else {
+                f.timed_out = true;
+                f.deadline = now.saturating_add_ms(grace);
+                let _ = expired.push((f.id, f.purpose));
+            }
+        }
+        for id in reclaimed {
+            self.take_in_flight(id);
+            self.abandon_anon(id);
+        }
+        for (id, purpose) in expired {
+            debug!("request {} timed out", id.0);
+            match purpose {
+                // The one sign-up in flight stays so until it is answered.
+                Purpose::AnonCreate { .. } | Purpose::AnonResume { .. } => self.time_out_anon(id),
+                _ => self.dispatch(id, purpose, Err(TransportError::Timeout)),
+            }
+        }
         if self.storage_retry_at.is_some_and(|t| t <= self.now) {
             self.storage_retry_at = None;
             for key in RecordKey::ALL {

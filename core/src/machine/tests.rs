@@ -1316,6 +1316,53 @@ fn short_lived_tokens_are_refreshed_half_way_not_in_a_loop() {
 }
 
 #[test]
+fn a_request_the_transport_never_answers_fails_at_its_deadline_and_its_late_answer_still_counts() {
+    let mut h = Harness::guest("u1", "r1");
+    h.m.config.request_timeout = Some(crate::Duration::from_secs(30));
+    let a = h.cmd(Command::Refresh);
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.now += 30_000;
+    assert_eq!(h.m.poll_timeout(), Some(Instant(h.now)));
+    h.input(Input::Timeout);
+    assert_eq!(h.take(), [done_err(a, "network_error")]);
+    // The server did rotate: its late answer is still applied, so the
+    // rotated token is not lost (its caller was already answered).
+    h.respond(req, 200, &tokens("u1", "r2", None));
+    let log = h.take();
+    assert!(log.contains(&Rec::Put(
+        Harness::key(RecordKey::AnonRefreshToken),
+        "r2".into()
+    )));
+    assert!(log.contains(&Rec::Event(AuthChange::TokenRefreshed, Some("u1".into()))));
+    assert!(!log.iter().any(|r| matches!(r, Rec::Done(..))));
+}
+
+#[test]
+fn a_resume_answered_after_its_timeout_keeps_the_rotated_guest_token() {
+    let mut h = Harness::guest("u1", "r1");
+    h.m.config.request_timeout = Some(crate::Duration::from_secs(30));
+    h.cmd(Command::SignOut(SignOutOptions::default()));
+    h.take();
+    let id = h.sign_in();
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.now += 30_000;
+    h.input(Input::Timeout);
+    assert_eq!(h.take(), [done_err(id, "network_error")]);
+    h.respond(req, 200, &tokens("u1", "r2", None));
+    assert_eq!(
+        h.take(),
+        [Rec::Put(
+            Harness::key(RecordKey::AnonRefreshToken),
+            "r2".into()
+        )]
+    );
+    // The next sign-in resumes with the token the late answer carried.
+    h.sign_in();
+    let (_, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r2"}"#);
+}
+
+#[test]
 fn a_refresh_refused_for_lack_of_request_slots_backs_off_instead_of_spinning() {
     let mut h = Harness::guest("u1", "r1");
     // Occupy every request slot (as a burst of sign-out revocations would).
@@ -1323,6 +1370,8 @@ fn a_refresh_refused_for_lack_of_request_slots_backs_off_instead_of_spinning() {
         let id = RequestId(900 + h.m.in_flight.len() as u32);
         h.m.in_flight
             .push(super::InFlight {
+                deadline: super::NEVER,
+                timed_out: false,
                 id,
                 purpose: super::Purpose::SignOut,
             })

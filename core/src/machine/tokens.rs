@@ -185,11 +185,10 @@ impl Machine {
         guest_gen: Option<u32>,
         answer: Result<Response<'_>, TransportError>,
     ) {
-        let live = epoch == self.epoch
-            && self
-                .refresh
-                .as_ref()
-                .is_some_and(|op| op.request == request);
+        // Same session, and either still the refresh in flight or one whose
+        // callers were already told it timed out: its tokens are applied.
+        let live =
+            epoch == self.epoch && self.refresh.as_ref().is_none_or(|op| op.request == request);
         match answer {
             Ok(resp) if resp.is_success() => {
                 let fallback = if live {
@@ -211,9 +210,7 @@ impl Machine {
                     self.adopt_orphan_tokens(guest_gen, &session);
                     return;
                 }
-                let Some(op) = self.refresh.take() else {
-                    return;
-                };
+                let op = self.refresh.take();
                 let Some(old) = self
                     .current_mut()
                     .map(|cur| core::mem::replace(cur, session))
@@ -248,7 +245,9 @@ impl Machine {
                     self.store_remove(RecordKey::AnonRefreshToken);
                 }
                 self.change(change);
-                self.finish_refresh_waiters(&op, Ok(Done::Session), true);
+                if let Some(op) = &op {
+                    self.finish_refresh_waiters(op, Ok(Done::Session), true);
+                }
                 self.send_upgrade_if_waiting();
             }
             Ok(resp) if api_error(&resp).is_dead_token() => {
@@ -386,11 +385,13 @@ impl Machine {
         refresh_fp: u64,
         answer: Result<Response<'_>, TransportError>,
     ) {
+        // Same session, and either the upgrade in flight or one whose caller
+        // was already told it timed out: its result is still applied.
         let live = epoch == self.epoch
             && self
                 .upgrade
                 .as_ref()
-                .is_some_and(|op| op.stage == UpgradeStage::Sent(request));
+                .is_none_or(|op| op.stage == UpgradeStage::Sent(request));
         let decoded = match &answer {
             Ok(resp) if resp.is_success() => Some(if resp.content_type_json {
                 decode_upgrade(resp.body).map_err(Error::from)
@@ -410,24 +411,34 @@ impl Machine {
             }
             return;
         }
-        let Some(op) = self.upgrade.take() else {
-            return;
+        let op = self.upgrade.take();
+        let caller = op.as_ref().map(|op| op.id);
+        let finish = |m: &mut Self, result| {
+            if let Some(id) = caller {
+                m.complete(id, result);
+            }
         };
         match decoded {
-            None => self.complete(op.id, Err(answer_error(&answer))),
-            Some(Err(e)) => self.complete(op.id, Err(e)),
+            None => finish(self, Err(answer_error(&answer))),
+            Some(Err(e)) => finish(self, Err(e)),
             Some(Ok(UpgradeResponse::ConfirmationRequired { email })) => {
                 // Nothing changes until the email is confirmed; the refresh
                 // that shows it flips the session (see `on_refresh`).
                 self.pending_confirmation = Some(email);
-                self.complete(op.id, Ok(Done::ConfirmationRequired));
+                finish(self, Ok(Done::ConfirmationRequired));
             }
             Some(Ok(UpgradeResponse::Updated(user))) => {
+                if !self.current().is_some_and(|s| s.is_anonymous()) {
+                    // Already named (a late duplicate): nothing to patch.
+                    finish(self, Ok(Done::Upgraded));
+                    return;
+                }
+                let requested = op.as_ref().map(|op| op.request.email.clone());
                 if let Some(session) = self.current_mut() {
                     if !user.id.is_empty() {
                         session.user.id = user.id;
                     }
-                    session.user.email = user.email.or(Some(op.request.email.clone()));
+                    session.user.email = user.email.or(requested);
                     session.user.is_anonymous = user.is_anonymous;
                 }
                 self.pending_confirmation = None;
@@ -435,7 +446,7 @@ impl Machine {
                 self.store_put(RecordKey::Session);
                 self.store_remove(RecordKey::AnonRefreshToken);
                 self.change(AuthChange::UserUpdated);
-                self.complete(op.id, Ok(Done::Upgraded));
+                finish(self, Ok(Done::Upgraded));
             }
         }
     }

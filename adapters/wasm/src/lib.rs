@@ -62,10 +62,13 @@ impl AuthClient {
         if !matches!(url.protocol().as_str(), "http:" | "https:") {
             return Err(invalid("apiOrigin must be an http(s) URL"));
         }
-        let config = Config::new(&paywall_id).map_err(|e| {
+        let mut config = Config::new(&paywall_id).map_err(|e| {
             let text = e.to_string();
             invalid(buf::strip_code_prefix(&text, "invalid_config"))
         })?;
+        // A browser fetch can hang forever without failing: let the core
+        // time requests out so no promise waits forever.
+        config.request_timeout = Some(paywall_auth::Duration::from_secs(30));
 
         let storage = js::prop(&options, "storage");
         let complete = ["getItem", "setItem", "removeItem"]

@@ -146,15 +146,33 @@ impl<C: Connect, F: NorFlash, const BUF: usize> core::fmt::Debug for AuthClient<
     }
 }
 
-impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
-    /// A client that has not touched flash or network yet; the first method
-    /// called restores the session from `store` ([`start`](Self::start)).
+impl<'e, C: Connect, F: NorFlash> AuthClient<'e, C, F> {
+    /// A client with the default [`DEFAULT_BUF`]-byte buffer that has not
+    /// touched flash or network yet; the first method called restores the
+    /// session from `store` ([`start`](Self::start)).
     ///
     /// `config` is used as given; on flash, build it with
     /// `.with_store_format(StoreFormat::Postcard)` (about a third of the
     /// JSON size). Events go to `events` ([`NoEvents`](crate::NoEvents) to
     /// ignore them).
     pub fn new(
+        config: Config,
+        connector: C,
+        store: FlashStore<F>,
+        events: &'e dyn EventSink,
+    ) -> Self {
+        Self::with_buffer(config, connector, store, events)
+    }
+}
+
+impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
+    /// [`new`](AuthClient::new) with a `BUF`-byte buffer, e.g.
+    /// `AuthClient::<_, _, 3072>::with_buffer(..)` for tokens configured
+    /// smaller than the defaults. `BUF` must hold the largest response and
+    /// the largest record; a request or record that does not fit fails
+    /// cleanly (`network_error` / `storage_failed`), never truncated. A `BUF`
+    /// below [`MIN_BUF`] does not compile.
+    pub fn with_buffer(
         config: Config,
         connector: C,
         store: FlashStore<F>,

@@ -180,7 +180,10 @@ impl NorFlash for RamFlash {
         if cut == Some(Cut::Half) && full < words {
             // A torn word: only some of its bits got programmed.
             let torn = full * 4..full * 4 + 4;
-            for (cell, byte) in self.bytes[start + torn.start..start + torn.end].iter_mut().zip(&data[torn]) {
+            for (cell, byte) in self.bytes[start + torn.start..start + torn.end]
+                .iter_mut()
+                .zip(&data[torn])
+            {
                 *cell &= byte | 0x0F;
             }
         }

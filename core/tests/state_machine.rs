@@ -47,6 +47,10 @@ const PID: &str = "pw_sim";
 /// 2026-01-01T00:00:00Z.
 const T0: u64 = 1_767_225_600_000;
 const LIFETIME_S: u64 = 3_600;
+/// Storage that echoes writes (chrome.storage) delivers each echo within a
+/// few writes; the machine's echo ledger is sized for that, not for an
+/// unbounded lag.
+const ECHO_LAG_MAX: usize = 4;
 
 const SIGNIN: &str = Route::AnonymousSignIn.suffix();
 const REFRESH: &str = Route::Refresh.suffix();
@@ -108,25 +112,44 @@ fn slot(key: RecordKey) -> usize {
     }
 }
 
-// Known machine bugs, each pinned by an ignored regression test below. While
-// one is open, the generator steers around its trigger so the rest of the
-// search stays green and keeps finding new things; once the core is fixed,
-// flip the constant to `false` and un-ignore the test.
+// Machine bugs the search found, each pinned by a regression test below. While
+// one is open (`true`), its test is ignored and the generator steers around
+// its trigger so the rest of the search stays green and keeps finding new
+// things; once the core is fixed, flip the constant and un-ignore the test.
+// B1–B4 were fixed in 9a94396.
 
 /// B1 — adopting a session rotated by another process leaves the anonymous
 /// copy (`anon_token`) stale. Trigger: a peer's rotation notified for the
 /// session key only (the reference watches only that key, §6.4).
-const B1_STALE_ANON_MIRROR_OPEN: bool = true;
+const B1_STALE_ANON_MIRROR_OPEN: bool = false;
 /// B2 — restore overwrites a newer anonymous record with the older token of
 /// a session record whose write had failed. Trigger: a restart while a
 /// failed session write is still waiting for its retry.
-const B2_RESTORE_OVERWRITES_NEWER_ANON_OPEN: bool = true;
+const B2_RESTORE_OVERWRITES_NEWER_ANON_OPEN: bool = false;
 /// B3 — a refresh answered after its session ended ("orphan") is revoked
 /// when the anonymous record no longer holds the presented token, even if
 /// the reply carries the very token the record holds now (a reuse-window
 /// answer after a peer's rotation): `/auth/signout` then kills the family
 /// of the resumable account. Trigger: a backend reuse window.
-const B3_ORPHAN_REVOKES_OWN_FAMILY_OPEN: bool = true;
+const B3_ORPHAN_REVOKES_OWN_FAMILY_OPEN: bool = false;
+/// B5 — the guest generation advances when a `force_new` starts, not when
+/// the new guest arrives: a refresh of the old guest started in between
+/// carries the new generation, lands as an orphan after the new guest
+/// signed in, and overwrites the new guest's anonymous record. Trigger: a
+/// refresh while a forced sign-in is in flight.
+const B5_OLD_GUEST_REFRESH_OVERWRITES_NEW_GUEST_OPEN: bool = true;
+/// B6 — restore settles disagreeing records by refreshing the session
+/// record; when the session write of a `force_new` failed, that record is
+/// the old guest (still alive), and its rotation overwrites the new guest's
+/// anonymous record. Trigger: a restart while a failed session write waits
+/// for its retry (the B2 trigger).
+const B6_RESTORE_SETTLES_FOR_THE_STALE_SESSION_OPEN: bool = true;
+/// B7 — a resume that gets 401 because an orphaned refresh rotated the very
+/// token it presented (the record now holds the successor) falls through to
+/// creating a new guest instead of resuming with the record's token; and an
+/// orphaned create is adopted over a record that still holds a live guest.
+/// Trigger: a sign-in while a refresh is in flight.
+const B7_RESUME_RACES_ORPHAN_REFRESH_OPEN: bool = true;
 
 // ---------------------------------------------------------------------------
 // The simulated backend (PROTOCOL.md §3, §5, §11)
@@ -287,6 +310,14 @@ impl Backend {
         );
         self.live[user] = Some(token.clone());
         token
+    }
+
+    /// The token if the backend would accept it on `/auth/refresh` now and
+    /// for good (a live token, not a spent one inside the reuse window).
+    fn accepts_for_good(&self, token: &str) -> Option<&Issued> {
+        let t = self.tokens.get(token)?;
+        self.live[t.user].as_ref()?;
+        (t.state == TokenState::Live).then_some(t)
     }
 
     /// The token if the backend would accept it on `/auth/refresh` now.
@@ -496,6 +527,7 @@ enum Effect {
         value: Option<Vec<u8>>,
     },
     Event(AuthChange, Option<SessionView>),
+    Done(CommandId, bool),
     Other,
 }
 
@@ -555,6 +587,7 @@ fn describe(out: Output<'_>, format: StoreFormat) -> (String, Effect) {
             )
         }
         Output::Complete { id, result } => {
+            let ok = result.is_ok();
             let text = match result {
                 Ok(Outcome::Session(s)) => {
                     format!("DONE {} session {:?}", id.0, SessionView::of(s))
@@ -575,7 +608,7 @@ fn describe(out: Output<'_>, format: StoreFormat) -> (String, Effect) {
                 }
                 Err(e) => format!("DONE {} error {} / {e} / {:?}", id.0, e.code(), e),
             };
-            (text, Effect::Other)
+            (text, Effect::Done(id, ok))
         }
         Output::Notice(n) => (format!("NOTICE {n:?}"), Effect::Other),
     }
@@ -1092,11 +1125,25 @@ struct Sim {
     in_flight: Vec<Sent>,
     /// The anonymous account the user expects to get back (backend index).
     protected: Option<usize>,
-    /// Accounts the user asked to forget: never expected back, even if a
-    /// removal that failed brings one back after a restart.
+    /// Accounts the user asked to forget, or written off as lost through no
+    /// fault of the machine: never expected back, even if a stale record
+    /// brings one back after a restart.
     forgotten: std::collections::BTreeSet<usize>,
     /// Set while an echo of the machine's own write is being drained.
     in_echo: bool,
+    /// After a `force_new`: the first backend account it may have created.
+    /// Until an account from there on signs in, either the protected one or
+    /// any of those may be the resumable guest (a forced call queued behind
+    /// a plain one forgets the account the plain one yields).
+    force_floor: Option<usize>,
+    /// The id of that `force_new` command: the window closes when it
+    /// succeeds.
+    force_cmd: Option<CommandId>,
+    /// The id the last command input returned.
+    last_cmd: Option<CommandId>,
+    /// A forced sign-in was asked for and its request not yet answered
+    /// (steering around B5).
+    force_in_flight: bool,
     /// Set while a soft sign-out of an anonymous session is being drained.
     forbid_signout: bool,
     /// Tokens delivered during the current step, and whether they had been
@@ -1110,7 +1157,7 @@ struct Sim {
 
 impl Sim {
     fn new(cfg: SimConfig, mode: Mode, steer: bool) -> Result<Self, String> {
-        let config = machine_config(&cfg);
+        let config = machine_config(&cfg, mode);
         let mut sim = Sim {
             server: Backend::new(&cfg),
             templates: templates(&cfg),
@@ -1128,6 +1175,10 @@ impl Sim {
             protected: None,
             forgotten: std::collections::BTreeSet::new(),
             in_echo: false,
+            force_floor: None,
+            force_cmd: None,
+            last_cmd: None,
+            force_in_flight: false,
             forbid_signout: false,
             delivered_now: Vec::new(),
             echoes: VecDeque::new(),
@@ -1155,6 +1206,9 @@ impl Sim {
                 .map_err(|_| "machine refused a drained input".to_string())?;
             let b = feed(&mut self.shadow, self.now, &input)
                 .map_err(|_| "shadow refused an input".to_string())?;
+            if matches!(input, Fed::Command(_)) {
+                self.last_cmd = a;
+            }
             let format = self.format();
             let (texts, effects) = drain(&mut self.m, format);
             let (shadow_texts, _) = drain(&mut self.shadow, format);
@@ -1202,10 +1256,11 @@ impl Sim {
                                 .into(),
                         );
                     }
-                    let b2_trigger = self.steer
-                        && B2_RESTORE_OVERWRITES_NEWER_ANON_OPEN
+                    let restore_trigger = self.steer
+                        && (B2_RESTORE_OVERWRITES_NEWER_ANON_OPEN
+                            || B6_RESTORE_SETTLES_FOR_THE_STALE_SESSION_OPEN)
                         && self.dirty.iter().any(Option::is_some);
-                    if let Some(n) = self.crash_in.filter(|_| !b2_trigger) {
+                    if let Some(n) = self.crash_in.filter(|_| !restore_trigger) {
                         if n == 0 {
                             self.crash_in = None;
                             return Ok(Next::Crash);
@@ -1227,6 +1282,15 @@ impl Sim {
                         Ok(())
                     };
                     return Ok(Next::Ack(Fed::Stored(id, result)));
+                }
+                Effect::Done(id, ok) => {
+                    if self.force_cmd == Some(id) {
+                        self.force_in_flight = false;
+                    }
+                    if ok && self.force_cmd == Some(id) {
+                        self.force_cmd = None;
+                        self.force_floor = None;
+                    }
                 }
                 Effect::Other => {}
             }
@@ -1314,7 +1378,8 @@ impl Sim {
             None
         } else {
             let at = i.index(self.in_flight.len());
-            Some(self.in_flight.remove(at))
+            let req = self.in_flight.remove(at);
+            Some(req)
         }
     }
 
@@ -1360,17 +1425,19 @@ impl Sim {
         let unwritten = crashed || self.dirty.iter().any(Option::is_some);
         if unwritten
             && let Some(user) = self.protected
-            && !self.resumable(&self.store, user)
+            && !self.resumable_by(&self.store, user, true)
         {
-            self.protected = None;
+            self.forget();
             self.cov.lost_with_unwritten_state += 1;
         }
         self.cov.restarts += 1;
-        let config = machine_config(&self.cfg);
+        let config = machine_config(&self.cfg, self.mode);
         self.m = Machine::new(config.clone());
         self.shadow = Machine::new(config);
         self.dirty = [None, None];
         self.echoes.clear();
+        self.force_in_flight = false;
+        self.settle_force_window();
         self.log.push("--- restart ---".into());
         if early_sign_in {
             self.command(Command::SignInAnonymously(SignInOptions::default()))?;
@@ -1422,6 +1489,22 @@ impl Sim {
     fn step(&mut self, step: &Step) -> Result<(), String> {
         self.delivered_now.clear();
         self.cov.steps += 1;
+        let b5_trigger = matches!(
+            step,
+            Step::Refresh | Step::AccessToken | Step::Tick { .. } | Step::Upgrade { .. }
+        );
+        if self.steer
+            && B5_OLD_GUEST_REFRESH_OVERWRITES_NEW_GUEST_OPEN
+            && self.force_in_flight
+            && b5_trigger
+        {
+            return self.check_after_step();
+        }
+        let b7_trigger = matches!(step, Step::SignIn { force: false, .. })
+            && self.in_flight.iter().any(|r| r.route == REFRESH);
+        if self.steer && B7_RESUME_RACES_ORPHAN_REFRESH_OPEN && b7_trigger {
+            return self.check_after_step();
+        }
         let alive = match step {
             Step::SignIn { force, captcha } => {
                 let mut options = if *force {
@@ -1432,13 +1515,19 @@ impl Sim {
                 if *force {
                     // The user asked for a new guest: the old one may go.
                     self.forget();
+                    self.force_floor = Some(self.server.accounts.len());
+                    self.force_in_flight = true;
                 }
                 if *captcha {
                     options = options
                         .with_captcha("10000000-aaaa-bbbb-cccc-000000000001")
                         .expect("captcha fits");
                 }
-                self.command(Command::SignInAnonymously(options))?
+                let alive = self.command(Command::SignInAnonymously(options))?;
+                if *force {
+                    self.force_cmd = self.last_cmd;
+                }
+                alive
             }
             Step::Upgrade { email, key } => {
                 let email = format!("guest{email}@example.com");
@@ -1450,6 +1539,8 @@ impl Sim {
             Step::SignOut { hard } => {
                 if *hard {
                     self.forget();
+                    self.force_floor = None;
+                    self.force_cmd = None;
                 }
                 self.forbid_signout =
                     !*hard && self.m.session().is_some_and(|s| s.user.is_anonymous);
@@ -1551,7 +1642,11 @@ impl Sim {
                 applied,
                 early_sign_in,
             } => {
-                if self.steer && B2_RESTORE_OVERWRITES_NEWER_ANON_OPEN && !self.settle_writes()? {
+                if self.steer
+                    && (B2_RESTORE_OVERWRITES_NEWER_ANON_OPEN
+                        || B6_RESTORE_SETTLES_FOR_THE_STALE_SESSION_OPEN)
+                    && !self.settle_writes()?
+                {
                     self.log.push("--- crash ---".into());
                     self.restart(0, false, true)?;
                     return self.check_after_step();
@@ -1609,7 +1704,7 @@ impl Sim {
                 self.protected = None;
                 self.in_flight.clear();
                 self.cov.restarts += 1;
-                let config = machine_config(&self.cfg);
+                let config = machine_config(&self.cfg, self.mode);
                 self.m = Machine::new(config.clone());
                 self.shadow = Machine::new(config);
                 self.dirty = [None, None];
@@ -1625,6 +1720,12 @@ impl Sim {
         if !alive {
             self.log.push("--- crash ---".into());
             self.restart(0, false, true)?;
+        }
+        while self.echoes.len() > ECHO_LAG_MAX {
+            if !self.echo()? {
+                self.log.push("--- crash ---".into());
+                self.restart(0, false, true)?;
+            }
         }
         self.check_after_step()
     }
@@ -1737,6 +1838,12 @@ impl Sim {
     }
 
     fn resumable(&self, records: &[Option<Vec<u8>>; 2], user: usize) -> bool {
+        self.resumable_by(records, user, false)
+    }
+
+    /// `for_good`: only by a live token, not one inside the reuse window
+    /// (which closes by itself).
+    fn resumable_by(&self, records: &[Option<Vec<u8>>; 2], user: usize, for_good: bool) -> bool {
         let format = self.format();
         let from_session = self
             .stored_session(records[0].as_ref())
@@ -1745,10 +1852,50 @@ impl Sim {
             .as_ref()
             .and_then(|b| decode_anon_token(b, format).ok().flatten());
         [from_session, from_anon].into_iter().flatten().any(|t| {
-            self.server
-                .accepts(t.expose(), self.now)
-                .is_some_and(|i| i.user == user)
+            let issued = if for_good {
+                self.server.accepts_for_good(t.expose())
+            } else {
+                self.server.accepts(t.expose(), self.now)
+            };
+            issued.is_some_and(|i| i.user == user)
         })
+    }
+
+    /// The forced command died with the process (command ids restart, too):
+    /// whichever candidate guest storage can resume — or lost in transit —
+    /// is the one the user has now.
+    fn settle_force_window(&mut self) {
+        self.force_cmd = None;
+        let Some(floor) = self.force_floor.take() else {
+            return;
+        };
+        let newer = floor..self.server.accounts.len();
+        let anonymous =
+            |c: usize| self.server.accounts[c].anonymous && !self.forgotten.contains(&c);
+        if let Some(c) = newer
+            .clone()
+            .rev()
+            .find(|&c| anonymous(c) && self.resumable(&self.store, c))
+        {
+            self.protected = Some(c);
+        } else if !self
+            .protected
+            .is_some_and(|u| self.resumable(&self.store, u))
+            && let Some(c) = newer
+                .rev()
+                .find(|&c| anonymous(c) && self.lost_in_transit(c))
+        {
+            self.protected = Some(c);
+        }
+    }
+
+    /// The account's live token only ever travelled in responses that never
+    /// reached the machine.
+    fn lost_in_transit(&self, user: usize) -> bool {
+        self.server.live[user]
+            .as_ref()
+            .and_then(|t| self.server.tokens.get(t))
+            .is_some_and(|t| !t.delivered)
     }
 
     /// The records as the machine meant to write them.
@@ -1777,17 +1924,25 @@ impl Sim {
             self.protected = None;
             return Ok(());
         }
-        if self.resumable(&self.store, user) || self.resumable(&self.intended(), user) {
-            return Ok(());
+        let intended = self.intended();
+        let candidates: Vec<usize> = std::iter::once(user)
+            .chain(
+                self.force_floor
+                    .map_or(0..0, |floor| floor..self.server.accounts.len()),
+            )
+            .collect();
+        for &candidate in &candidates {
+            if self.resumable(&self.store, candidate) || self.resumable(&intended, candidate) {
+                return Ok(());
+            }
         }
-        let live = self.server.live[user].as_ref();
-        if let Some(token) = live
-            && self.server.tokens.get(token).is_some_and(|t| !t.delivered)
-        {
-            self.protected = None;
+        if candidates.iter().any(|&c| self.lost_in_transit(c)) {
+            self.forget();
+            self.force_floor = None;
             self.cov.lost_in_transit += 1;
             return Ok(());
         }
+        let live = self.server.live[user].as_ref();
         let describe = |b: &Option<Vec<u8>>| b.as_ref().map(|b| b.escape_ascii().to_string());
         Err(format!(
             "ACCOUNT-LOST: anonymous account {} is no longer resumable; backend live token {live:?} (revoked = {}), storage session {:?}, storage anon {:?}, pending writes {:?}",
@@ -1810,13 +1965,15 @@ impl Sim {
     }
 }
 
-fn machine_config(cfg: &SimConfig) -> Config {
+fn machine_config(cfg: &SimConfig, mode: Mode) -> Config {
     let mut config = Config::new(PID)
         .expect("valid paywall id")
         .with_store_format(cfg.format);
     if !cfg.proactive {
         config.proactive_refresh = None;
     }
+    // A chrome.storage-like store reports the machine's own writes back.
+    config.echoes_own_writes = matches!(mode, Mode::Echoes);
     config
 }
 
@@ -1951,7 +2108,6 @@ fn anonymous_accounts_survive_faults_restarts_and_races_with_every_invariant_hel
 }
 
 #[test]
-#[ignore = "B4: an echo of the machine's own session write, arriving after it signed out, signs it back in (see own_echo_of_a_session_write_after_sign_out_does_not_sign_back_in)"]
 fn own_storage_echoes_never_roll_state_back_or_lose_the_account() {
     explore(Mode::Echoes, 40);
 }
@@ -1964,8 +2120,8 @@ fn junk_responses_records_and_notifications_never_panic_or_break_determinism() {
 
 // ---------------------------------------------------------------------------
 // Minimal traces of the machine bugs the search found (shrunk by proptest).
-// Each is ignored until the core is fixed; see the B* constants above and
-// docs/core-measurements.md for the diagnosis and proposed patches.
+// An open one is ignored until the core is fixed; see the B* constants above
+// and docs/core-measurements.md for the diagnosis and proposed patches.
 // ---------------------------------------------------------------------------
 
 fn plain_config() -> SimConfig {
@@ -2034,7 +2190,6 @@ fn a_trace_of_every_step_kind_holds_without_steering() {
 }
 
 #[test]
-#[ignore = "B1: adopting a peer-rotated guest session leaves anon_token stale; an orphaned refresh is then revoked"]
 fn a_guest_session_rotated_by_a_peer_stays_resumable_after_a_soft_sign_out() {
     // A peer rotates T1 -> T2 and only the session key is notified (§6.4).
     // The machine refreshes T2 -> T3, the user signs out softly, the answer
@@ -2056,7 +2211,6 @@ fn a_guest_session_rotated_by_a_peer_stays_resumable_after_a_soft_sign_out() {
 }
 
 #[test]
-#[ignore = "B2: restore overwrites a newer anonymous record with the older token of a session record whose write failed"]
 fn a_failed_session_write_then_restart_keeps_the_rotated_guest_token() {
     // Refresh T1 -> T2: the session write fails, the anonymous copy (T2) is
     // written. The process restarts before the retry: restore sees an
@@ -2080,7 +2234,6 @@ fn a_failed_session_write_then_restart_keeps_the_rotated_guest_token() {
 }
 
 #[test]
-#[ignore = "B3: an orphaned refresh whose reply carries the token the machine already holds is revoked"]
 fn an_orphaned_refresh_inside_the_reuse_window_never_revokes_the_resumable_guest() {
     // Proactive refresh presents T1; a peer rotates T1 -> T2 first; soft
     // sign-out; the backend answers the late T1 inside its reuse window with
@@ -2106,7 +2259,6 @@ fn an_orphaned_refresh_inside_the_reuse_window_never_revokes_the_resumable_guest
 }
 
 #[test]
-#[ignore = "B4: a late echo of the machine's own session write resurrects a signed-out session"]
 fn own_echo_of_a_session_write_after_sign_out_does_not_sign_back_in() {
     let steps = [
         Step::SignIn {
@@ -2118,4 +2270,87 @@ fn own_echo_of_a_session_write_after_sign_out_does_not_sign_back_in() {
         Step::Echo,
     ];
     assert_trace_holds(plain_config(), Mode::Echoes, &steps);
+}
+
+#[test]
+#[ignore = "B5: a refresh of the old guest started while a force_new sign-up is in flight overwrites the new guest's anonymous record"]
+fn a_refresh_of_the_old_guest_never_overwrites_the_new_guest_after_force_new() {
+    // Guest U0 signed in; force_new sends a sign-up (generation g+1); the
+    // proactive refresh of U0 starts, also tagged g+1. U1 arrives and is
+    // recorded; U0's refresh lands as an orphan of generation g+1 == current
+    // and replaces U1's token in the anonymous record. After a soft sign-out
+    // U1, the guest the user is signed in as, cannot be resumed.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::Tick { spurious: false },
+        Step::Deliver(first()),
+        Step::Deliver(first()),
+        Step::SignOut { hard: false },
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+#[ignore = "B6: after a force_new whose session write failed, restore refreshes the old guest's session and overwrites the new guest's anonymous record"]
+fn a_failed_session_write_of_force_new_never_hands_the_record_back_to_the_old_guest() {
+    // U0 signed in; force_new creates U1: the session write fails (the
+    // record still holds U0), the anonymous record gets U1. Restart: the
+    // records disagree, the machine refreshes the session record (U0, still
+    // alive) and writes U0's new token over U1's anonymous record.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::FailWrites(1),
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Restart {
+            applied: 0,
+            early_sign_in: false,
+        },
+        Step::Tick { spurious: false },
+        Step::Deliver(first()),
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+#[ignore = "B7: a resume 401'd by an orphan refresh's rotation creates a new guest, whose orphan reply then replaces the live guest's record"]
+fn a_resume_racing_an_orphaned_refresh_resumes_the_same_guest() {
+    // Proactive refresh R1 presents T1; soft sign-out; sign-in resumes with
+    // T1 too (R2). R1 lands: T2 is adopted into the anonymous record. R2
+    // gets 401 (T1 spent) and, although the record now holds T2 of the same
+    // account, a new guest is created; after another soft sign-out its
+    // orphaned reply overwrites T2: the original guest is gone.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Tick { spurious: false },
+        Step::SignOut { hard: false },
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Deliver(first()),
+        Step::SignOut { hard: false },
+        Step::Deliver(first()),
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
 }

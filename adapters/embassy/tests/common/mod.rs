@@ -56,6 +56,10 @@ pub struct Power {
     pub cut_erase: bool,
     /// Not a power cut: the driver fails every write and erase.
     pub fail_writes: bool,
+    /// The next write never completes (and applies nothing), as if the
+    /// caller's future were dropped while the driver waited; later writes
+    /// work again.
+    pub stall_next_write: bool,
 }
 
 /// NOR flash in RAM: erase sets 0xFF, a write can only clear bits
@@ -166,6 +170,12 @@ impl NorFlash for RamFlash {
         let start = self.check(offset, data.len(), Self::WRITE_SIZE)?;
         if self.power.borrow().fail_writes {
             return Err(NorFlashErrorKind::Other);
+        }
+        if std::mem::take(&mut self.power.borrow_mut().stall_next_write) {
+            self.lost.notify_one();
+            loop {
+                std::future::pending::<()>().await;
+            }
         }
         let cut = self.step();
         let words = data.len() / 4;

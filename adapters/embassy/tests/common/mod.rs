@@ -56,6 +56,8 @@ pub struct Power {
     pub cut_erase: bool,
     /// Not a power cut: the driver fails every write and erase.
     pub fail_writes: bool,
+    /// The driver fails every read.
+    pub fail_reads: bool,
     /// The next write never completes (and applies nothing), as if the
     /// caller's future were dropped while the driver waited; later writes
     /// work again.
@@ -130,6 +132,9 @@ impl ReadNorFlash for RamFlash {
 
     async fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
         let start = self.check(offset, bytes.len(), Self::READ_SIZE)?;
+        if self.power.borrow().fail_reads {
+            return Err(NorFlashErrorKind::Other);
+        }
         bytes.copy_from_slice(&self.bytes[start..start + bytes.len()]);
         Ok(())
     }

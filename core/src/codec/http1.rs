@@ -689,6 +689,10 @@ pub fn parse_head(
         Err(_) => return Err(Http1ReadError::BadHead),
     };
     let status = response.code.ok_or(Http1ReadError::BadHead)?;
+    // Three digits are not enough: 0xx is not a status class (RFC 9110 §15).
+    if status < 100 {
+        return Err(Http1ReadError::BadHead);
+    }
     let reason = response.reason.unwrap_or_default();
 
     let mut content_type_json = false;
@@ -1881,6 +1885,7 @@ mod tests {
         for wire in [
             &b"garbage\r\n\r\n"[..],
             b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 099 Early\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/2 200 OK\r\n\r\n",
             b"HTTP/1.1 abc OK\r\n\r\n",
             b"SSH-2.0-OpenSSH\r\n",

@@ -734,20 +734,116 @@ impl Iterator for Unescape<'_> {
 
 /// A JSON number as a non-negative integer: exact for integer literals up to
 /// `u64::MAX`, floored for fractions and exponents. `None` for negative,
-/// non-finite or too large values.
+/// malformed or too large values.
 pub(crate) fn number_to_u64(text: &str) -> Option<u64> {
-    if text.bytes().all(|b| b.is_ascii_digit())
-        && let Ok(v) = text.parse::<u64>()
-    {
-        return Some(v);
+    scaled_decimal(text, 0)
+}
+
+/// `floor(value × 10^scale)` of a JSON number, for non-negative values that
+/// fit a `u64`; `None` otherwise (`-0` is 0).
+///
+/// Written out rather than `str::parse::<f64>` because float parsing links
+/// about 17 KiB of tables and code into every firmware, for numbers (token
+/// lifetimes, timestamps) that are integers or short decimals. The digits
+/// are accumulated exactly in a `u128`, so the result is exact where a
+/// float would round.
+fn scaled_decimal(text: &str, scale: i32) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let (negative, mut rest) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    let mut mantissa: u128 = 0;
+    let mut exponent: i64 = i64::from(scale);
+    let mut digits = 0usize;
+    let mut push = |d: u8, mantissa: &mut u128, exponent: &mut i64, fractional: bool| {
+        digits += 1;
+        match mantissa
+            .checked_mul(10)
+            .and_then(|m| m.checked_add(u128::from(d - b'0')))
+        {
+            Some(m) if m < 1u128 << 100 => {
+                *mantissa = m;
+                if fractional {
+                    *exponent -= 1;
+                }
+            }
+            // Beyond ~30 significant digits the rest cannot change a u64
+            // result once scaled, except as integer digits: keep the scale.
+            _ => {
+                if !fractional {
+                    *exponent += 1;
+                }
+            }
+        }
+    };
+    while let Some((&b, tail)) = rest.split_first().filter(|(b, _)| b.is_ascii_digit()) {
+        push(b, &mut mantissa, &mut exponent, false);
+        rest = tail;
     }
-    let v: f64 = text.parse().ok()?;
-    // 2^64 exactly; `as` truncates toward zero, i.e. floors a positive value.
-    if (0.0..18_446_744_073_709_551_616.0).contains(&v) {
-        Some(v as u64)
+    if let Some((b'.', tail)) = rest.split_first() {
+        rest = tail;
+        while let Some((&b, tail)) = rest.split_first().filter(|(b, _)| b.is_ascii_digit()) {
+            push(b, &mut mantissa, &mut exponent, true);
+            rest = tail;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    if let Some((b'e' | b'E', tail)) = rest.split_first() {
+        rest = tail;
+        let (exp_negative, tail) = match rest.split_first() {
+            Some((b'-', t)) => (true, t),
+            Some((b'+', t)) => (false, t),
+            _ => (false, rest),
+        };
+        rest = tail;
+        let mut e: i64 = 0;
+        let mut any = false;
+        while let Some((&b, tail)) = rest.split_first().filter(|(b, _)| b.is_ascii_digit()) {
+            e = (e * 10 + i64::from(b - b'0')).min(100_000);
+            any = true;
+            rest = tail;
+        }
+        if !any {
+            return None;
+        }
+        exponent += if exp_negative { -e } else { e };
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    if mantissa == 0 {
+        return Some(0);
+    }
+    if negative {
+        return None;
+    }
+    let mut value = mantissa;
+    if exponent >= 0 {
+        for _ in 0..exponent {
+            value = value.checked_mul(10)?;
+            if value > u128::from(u64::MAX) {
+                return None;
+            }
+        }
     } else {
-        None
+        for _ in 0..exponent.unsigned_abs().min(40) {
+            value /= 10;
+        }
     }
+    u64::try_from(value).ok()
+}
+
+/// A number of seconds from a token reply, as whole milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Seconds {
+    /// The value in milliseconds (floored).
+    Millis(u64),
+    /// Negative, or too large for any clock.
+    Unusable,
 }
 
 // ---------------------------------------------------------------------------
@@ -829,9 +925,9 @@ pub struct TokenResponse {
     /// The new refresh token (the presented one is now spent).
     pub refresh_token: RefreshToken,
     /// Lifetime in seconds, as sent (`None` when absent or `null`).
-    pub expires_in: Option<f64>,
+    pub expires_in: Option<Seconds>,
     /// Expiry in Unix seconds on the *server's* clock, as sent.
-    pub expires_at: Option<f64>,
+    pub expires_at: Option<Seconds>,
     /// The user, when the route sent one (`null`/absent gives `None`).
     pub user: Option<User>,
 }
@@ -840,17 +936,10 @@ pub struct TokenResponse {
 /// lifetime is a unit mix-up (ms sent as s) or garbage.
 const MAX_LIFETIME_MS: u64 = 3_652 * 24 * 3_600 * 1_000;
 
-/// `secs` seconds as whole milliseconds; `None` when negative, NaN or
-/// infinite.
-fn secs_to_ms(secs: f64) -> Option<u64> {
-    if !secs.is_finite() || secs < 0.0 {
-        return None;
-    }
-    let ms = secs * 1000.0;
-    if ms < 18_446_744_073_709_551_616.0 {
-        Some(ms as u64)
-    } else {
-        None
+fn secs_to_ms(secs: Seconds) -> Option<u64> {
+    match secs {
+        Seconds::Millis(ms) => Some(ms),
+        Seconds::Unusable => None,
     }
 }
 
@@ -900,14 +989,23 @@ impl TokenResponse {
     }
 }
 
-/// A field's number, parsed as `f64`.
-fn num_f64(n: Option<&str>, field: &'static str) -> Result<Option<f64>, DecodeError> {
+/// A field's number of seconds.
+fn num_seconds(n: Option<&str>, field: &'static str) -> Result<Option<Seconds>, DecodeError> {
     match n {
         None => Ok(None),
-        Some(text) => text
-            .parse()
-            .map(Some)
-            .map_err(|_| DecodeError::InvalidValue { field }),
+        Some(text) if text.starts_with('-') && scaled_decimal(text, 3) != Some(0) => {
+            Ok(Some(Seconds::Unusable))
+        }
+        Some(text) => match scaled_decimal(text, 3) {
+            Some(ms) => Ok(Some(Seconds::Millis(ms))),
+            None if text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b)) =>
+            {
+                Ok(Some(Seconds::Unusable))
+            }
+            None => Err(DecodeError::InvalidValue { field }),
+        },
     }
 }
 
@@ -975,8 +1073,8 @@ pub fn decode_tokens(body: &[u8]) -> Result<TokenResponse, DecodeError> {
     Ok(TokenResponse {
         access_token: access.to_secret(Field::AccessToken)?,
         refresh_token: refresh.to_secret(Field::RefreshToken)?,
-        expires_in: num_f64(expires_in, "expires_in")?,
-        expires_at: num_f64(expires_at, "expires_at")?,
+        expires_in: num_seconds(expires_in, "expires_in")?,
+        expires_at: num_seconds(expires_at, "expires_at")?,
         user,
     })
 }
@@ -1462,8 +1560,8 @@ mod tests {
         let t = decode_tokens(TOKENS.as_bytes()).unwrap();
         assert_eq!(t.access_token.expose(), "eyJ.a.b");
         assert_eq!(t.refresh_token.expose(), "r1");
-        assert_eq!(t.expires_in, Some(3600.0));
-        assert_eq!(t.expires_at, Some(1_767_225_600.0));
+        assert_eq!(t.expires_in, Some(Seconds::Millis(3_600_000)));
+        assert_eq!(t.expires_at, Some(Seconds::Millis(1_767_225_600_000)));
         let u = t.user.unwrap();
         assert_eq!(u.id.as_str(), "u1");
         assert_eq!(u.email, None);
@@ -1476,7 +1574,7 @@ mod tests {
         let t = decode_tokens(body.as_bytes()).unwrap();
         assert_eq!(t.access_token.expose(), "a");
         assert_eq!(t.expires_at, None);
-        assert_eq!(t.expires_in, Some(60.5));
+        assert_eq!(t.expires_in, Some(Seconds::Millis(60_500)));
         let u = t.user.unwrap();
         assert_eq!(u.id.as_str(), "u");
         assert!(!u.is_anonymous, "absent is_anonymous is false");
@@ -1797,13 +1895,51 @@ mod tests {
     // --- expiry -------------------------------------------------------------
 
     fn tr(expires_in: Option<f64>, expires_at: Option<f64>) -> TokenResponse {
+        // Tests speak in floats; the decoder's fixed-point result is what a
+        // float would floor to.
+        let secs = |v: f64| {
+            if v.is_finite() && v >= 0.0 && v * 1000.0 < 1.8e19 {
+                Seconds::Millis((v * 1000.0) as u64)
+            } else {
+                Seconds::Unusable
+            }
+        };
         TokenResponse {
             access_token: Secret::new("a", Field::AccessToken).unwrap(),
             refresh_token: rt("r"),
-            expires_in,
-            expires_at,
+            expires_in: expires_in.map(secs),
+            expires_at: expires_at.map(secs),
             user: None,
         }
+    }
+
+    #[test]
+    fn numbers_are_read_exactly_without_float_parsing() {
+        assert_eq!(scaled_decimal("3600", 3), Some(3_600_000));
+        assert_eq!(scaled_decimal("0.5", 3), Some(500));
+        assert_eq!(scaled_decimal("1767225600.25", 3), Some(1_767_225_600_250));
+        assert_eq!(scaled_decimal("1.7672256e9", 3), Some(1_767_225_600_000));
+        assert_eq!(scaled_decimal("36E2", 0), Some(3600));
+        assert_eq!(scaled_decimal("1e-3", 3), Some(1));
+        assert_eq!(scaled_decimal("0.0009", 3), Some(0));
+        assert_eq!(scaled_decimal("-0", 3), Some(0));
+        assert_eq!(scaled_decimal("-1", 3), None);
+        assert_eq!(scaled_decimal("18446744073709551615", 0), Some(u64::MAX));
+        assert_eq!(scaled_decimal("18446744073709551616", 0), None);
+        assert_eq!(scaled_decimal("1e300", 0), None);
+        assert_eq!(scaled_decimal("1e-300", 0), Some(0));
+        assert_eq!(scaled_decimal("", 0), None);
+        assert_eq!(scaled_decimal("1.", 0), Some(1));
+        assert_eq!(scaled_decimal("1e", 0), None);
+        assert_eq!(scaled_decimal("12x", 0), None);
+        assert_eq!(
+            scaled_decimal("123456789012345678901234567890123456789", 0),
+            None
+        );
+        assert_eq!(
+            scaled_decimal("0.123456789012345678901234567890123456789", 3),
+            Some(123)
+        );
     }
 
     #[test]

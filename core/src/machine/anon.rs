@@ -221,6 +221,26 @@ impl Machine {
                     self.end_orphan(request);
                     return;
                 }
+                // The record moved on while we waited (a late refresh of the
+                // same guest rotated it): resume with what it holds now
+                // rather than minting a second guest.
+                if let Some(current) = self.anon_token.as_ref().map(|t| t.fingerprint())
+                    && current != presented
+                {
+                    let purpose = Purpose::AnonResume {
+                        presented: current,
+                        guest_gen,
+                    };
+                    match self.send(purpose) {
+                        Ok(req) => {
+                            if let Some(op) = self.anon.as_mut() {
+                                op.request = req;
+                            }
+                        }
+                        Err(e) => self.finish_anon(Err(e)),
+                    }
+                    return;
+                }
                 // Fall through to a fresh account, same operation, same id.
                 if let Some(op) = self.anon.as_mut() {
                     op.resuming = false;

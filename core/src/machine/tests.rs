@@ -1385,3 +1385,47 @@ fn a_refresh_refused_for_lack_of_request_slots_backs_off_instead_of_spinning() {
         "the deadline moved on"
     );
 }
+
+#[test]
+fn a_resume_rejected_because_a_late_refresh_rotated_the_record_resumes_again() {
+    let mut h = Harness::guest("u1", "r1");
+    h.cmd(Command::Refresh);
+    let (refresh, _, _) = Harness::one_send(&h.take());
+    h.cmd(Command::SignOut(SignOutOptions::default()));
+    h.take();
+    h.sign_in();
+    let (resume, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r1"}"#);
+    // The late refresh lands first and rotates the record; the resume that
+    // presented the old token is then refused.
+    h.respond(refresh, 200, &tokens("u1", "r2", None));
+    h.take();
+    h.respond(resume, 401, r#"{"code":"invalid_refresh_token"}"#);
+    let (again, p, body) = Harness::one_send(&h.take());
+    assert_eq!(
+        (p, body),
+        (path("refresh"), r#"{"refresh_token":"r2"}"#.to_string())
+    );
+    h.respond(again, 200, &tokens("u1", "r3", None));
+    assert_eq!(
+        h.m.session().unwrap().user.id,
+        "u1",
+        "the same guest, not a new one"
+    );
+}
+
+#[test]
+fn an_upgrade_reply_naming_another_user_is_not_applied() {
+    let mut h = Harness::guest("u1", "r1");
+    let id = h.cmd(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
+    ));
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.respond(
+        req,
+        200,
+        r#"{"status":"updated","user":{"id":"u2","email":"a@b.c","is_anonymous":false}}"#,
+    );
+    assert_eq!(h.take(), [done_err(id, "invalid_response")]);
+    assert!(h.m.session().unwrap().is_anonymous());
+}

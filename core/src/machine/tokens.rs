@@ -433,6 +433,15 @@ impl Machine {
                     finish(self, Ok(Done::Upgraded));
                     return;
                 }
+                if !user.id.is_empty() && self.current().is_some_and(|s| s.user.id != user.id) {
+                    // An upgrade keeps the user id; a reply naming another
+                    // user is not applied to this session's identity.
+                    finish(
+                        self,
+                        Err(DecodeError::InvalidValue { field: "user.id" }.into()),
+                    );
+                    return;
+                }
                 let requested = op.as_ref().map(|op| op.request.email.clone());
                 if let Some(session) = self.current_mut() {
                     if !user.id.is_empty() {

@@ -117,7 +117,7 @@ async fn anonymous_signin_issues_tokens_and_records_the_user() {
 async fn bad_input_gets_typed_json_errors() {
     let emulator = start().await;
     let url = emulator.url(Route::AnonymousSignIn);
-    let client = reqwest::Client::new();
+    let client = common::http();
     for body in ["{not json", "[]", "{\"visitor_id\":5}"] {
         let response = client.post(&url).body(body).send().await.unwrap();
         assert_eq!(response.status(), 400, "{body}");
@@ -546,7 +546,7 @@ async fn idempotency_key_replays_without_a_second_side_effect() {
 #[tokio::test]
 async fn http_control_api_mirrors_the_rust_api() {
     let emulator = start().await;
-    let client = reqwest::Client::new();
+    let client = common::http();
     let control = |path: &str| format!("{}/__emulator/{path}", emulator.origin());
 
     let config: Value = client

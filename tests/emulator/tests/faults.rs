@@ -27,7 +27,7 @@ async fn drop_before_apply_hangs_up_and_changes_nothing() {
     );
     // A real HTTP client sees a transport error, not a status.
     let url = emulator.url(Route::AnonymousSignIn);
-    let error = reqwest::Client::new()
+    let error = common::http()
         .post(&url)
         .json(&json!({}))
         .send()
@@ -212,7 +212,7 @@ async fn truncated_body_stops_short_of_content_length_and_closes() {
     );
 
     // A real client gets the headers, then a body error.
-    let response = reqwest::Client::new()
+    let response = common::http()
         .post(emulator.url(Route::AnonymousSignIn))
         .json(&json!({}))
         .send()
@@ -241,7 +241,7 @@ async fn faults_are_consumed_only_by_posts_to_their_route() {
     let emulator = start().await;
     emulator.inject(Route::AnonymousSignIn, Fault::DropBeforeApply, 1);
     let url = emulator.url(Route::AnonymousSignIn);
-    let stray = reqwest::Client::new().get(&url).send().await.unwrap();
+    let stray = common::http().get(&url).send().await.unwrap();
     assert_eq!(stray.status(), 405);
     refresh(&emulator, "x").await;
     let raw = raw_post(emulator.addr(), SIGNIN, "", "{}").await;

@@ -61,7 +61,7 @@ pub async fn post_url(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> reqwest::Result<Reply> {
-    let mut request = reqwest::Client::new().post(url);
+    let mut request = http().post(url);
     if let Some(token) = bearer {
         request = request.bearer_auth(token);
     }
@@ -170,4 +170,12 @@ pub async fn raw_post(addr: SocketAddr, path: &str, extra_headers: &str, body: &
         }
     }
     Raw { bytes, reset }
+}
+
+/// A plain-HTTP client. In a workspace build reqwest's features unify with
+/// the tokio adapter's `rustls-no-provider`, and reqwest then insists on a
+/// process-wide crypto provider even for `http://` URLs.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

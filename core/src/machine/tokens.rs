@@ -235,8 +235,9 @@ impl Machine {
                     // copy one rotation behind is a lost account (§5).
                     self.anon_token = self.current().map(|s| s.refresh_token.clone());
                     self.store_put(RecordKey::AnonRefreshToken);
-                } else if self.anon_token.is_some()
-                    && (old.is_anonymous() || self.anon_fingerprint() == presented)
+                } else if !now_anonymous
+                    && self.anon_token.is_some()
+                    && self.anon_fingerprint() == presented
                 {
                     // The guest confirmed its email: it is a named account
                     // now and must never be resumed as a guest (§12.2).
@@ -451,9 +452,14 @@ impl Machine {
                     session.user.is_anonymous = user.is_anonymous;
                 }
                 self.pending_confirmation = None;
-                self.anon_token = None;
                 self.store_put(RecordKey::Session);
-                self.store_remove(RecordKey::AnonRefreshToken);
+                if self.anon_fingerprint() == refresh_fp || self.anon_token.is_none() {
+                    // The guest record pointed at this account, named now.
+                    // (One holding another guest — records still being
+                    // settled after a restart — is left alone.)
+                    self.anon_token = None;
+                    self.store_remove(RecordKey::AnonRefreshToken);
+                }
                 self.change(AuthChange::UserUpdated);
                 finish(self, Ok(Done::Upgraded));
             }

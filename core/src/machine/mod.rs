@@ -632,13 +632,15 @@ impl Machine {
             (Done::Session, Some(s)) => Outcome::Session(s),
             (Done::Upgraded, Some(s)) => Outcome::Upgraded(s),
             (Done::AccessToken, Some(s)) => Outcome::AccessToken(Some(&s.access_token)),
+            // A token caller always gets a token answer, `None` when the
+            // batch ended the session (a refresh refused as dead).
+            (Done::AccessToken | Done::NoAccessToken, _) => Outcome::AccessToken(None),
             (Done::ConfirmationRequired, _) => Outcome::ConfirmationRequired {
                 email: self.pending_confirmation.as_deref().unwrap_or(""),
             },
-            // Batches never end a session after completing with it, so the
-            // remaining cases are "signed out" in every reachable state.
+            // Batches never end a session after completing a sign-in or an
+            // upgrade with it, so the remaining cases are "signed out".
             (Done::SignedOut, _) | (_, None) => Outcome::SignedOut,
-            (Done::NoAccessToken, _) => Outcome::AccessToken(None),
         }
     }
 

@@ -691,16 +691,23 @@ fn stale_access_token_callers_share_one_refresh_and_the_rotation_is_stored_first
 #[test]
 fn refresh_rejected_with_401_signs_out_and_drops_the_dead_guest_token() {
     let mut h = Harness::guest("u1", "r1");
+    h.now += 3_560_000; // stale: the token caller joins the refresh
     let r = h.cmd(Command::Refresh);
     let t = h.cmd(Command::AccessToken);
     let (req, _, _) = Harness::one_send(&h.take());
     h.respond(req, 401, r#"{"error":"invalid_refresh_token"}"#);
     let log = h.take();
-    assert!(log.contains(&Rec::Remove(Harness::key(RecordKey::Session))));
-    assert!(log.contains(&Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))));
-    assert!(log.contains(&Rec::Event(AuthChange::SignedOut, None)));
-    assert!(log.contains(&done_err(r, "invalid_refresh_token")));
-    let _ = t;
+    assert_eq!(
+        log,
+        [
+            Rec::Remove(Harness::key(RecordKey::AnonRefreshToken)),
+            Rec::Remove(Harness::key(RecordKey::Session)),
+            Rec::Event(AuthChange::SignedOut, None),
+            done_err(r, "invalid_refresh_token"),
+            done_ok(t, "token none"),
+        ]
+    );
+    assert!(h.store.is_empty(), "both records gone");
 }
 
 #[test]

@@ -4,8 +4,6 @@
 //! adapters send the same requests; an adapter only adds the origin and moves
 //! the bytes.
 
-use core::fmt::Write as _;
-
 use heapless::String;
 
 use crate::error::{CapacityError, Field};
@@ -132,19 +130,20 @@ impl<'a> Request<'a> {
     /// interpolated verbatim, as the reference does; it was validated at
     /// configuration time to contain only URL-safe bytes.
     pub fn path(&self) -> Result<String<PATH_MAX>, CapacityError> {
-        let mut p = String::new();
-        write!(
-            p,
-            "/api/v1/paywall/{}/{}",
-            self.paywall_id,
-            self.route.suffix()
-        )
-        .map_err(|_| CapacityError {
+        let too_long = CapacityError {
             field: Field::PaywallId,
             capacity: PAYWALL_ID_MAX,
             len: self.paywall_id.len(),
-        })?;
-        Ok(p)
+        };
+        // Plain concatenation rather than `write!`: it keeps `core::fmt` out
+        // of firmware that never formats anything else.
+        crate::secret::concat([
+            "/api/v1/paywall/",
+            self.paywall_id,
+            "/",
+            self.route.suffix(),
+        ])
+        .ok_or(too_long)
     }
 
     /// Whether the request carries a JSON body (and so `Content-Type`).

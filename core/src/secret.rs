@@ -104,3 +104,14 @@ pub fn bounded<const N: usize>(value: &str, field: Field) -> Result<String<N>, C
     })?;
     Ok(s)
 }
+
+/// Joins `parts` into a `String<N>`, or `None` when they do not fit. Used
+/// for paths and storage keys instead of `write!`, so firmware that formats
+/// nothing else does not link `core::fmt`.
+pub(crate) fn concat<const N: usize, const K: usize>(parts: [&str; K]) -> Option<String<N>> {
+    let mut s = String::new();
+    for part in parts {
+        s.push_str(part).ok()?;
+    }
+    Some(s)
+}

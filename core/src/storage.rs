@@ -1,7 +1,5 @@
 //! Durable records and the operations the machine asks the adapter to apply.
 
-use core::fmt::Write as _;
-
 use heapless::String;
 
 use crate::error::{CapacityError, Field};
@@ -47,13 +45,11 @@ impl RecordKey {
             RecordKey::Session => "auth-v1",
             RecordKey::AnonRefreshToken => "anon-rt-v1",
         };
-        let mut key = String::new();
-        write!(key, "pw-{paywall_id}-{suffix}").map_err(|_| CapacityError {
+        crate::secret::concat(["pw-", paywall_id, "-", suffix]).ok_or(CapacityError {
             field: Field::PaywallId,
             capacity: PAYWALL_ID_MAX,
             len: paywall_id.len(),
-        })?;
-        Ok(key)
+        })
     }
 
     /// A one-byte tag for key-value stores on flash.

@@ -21,8 +21,6 @@
 //! Every decoder returns a typed [`DecodeError`] for any input and never
 //! panics: no indexing that can go out of bounds, no `unwrap`.
 
-use core::fmt::Write as _;
-
 use heapless::String;
 
 use crate::error::{ApiError, CapacityError, DecodeError, Field};
@@ -1262,9 +1260,26 @@ pub fn reason_phrase(status: u16) -> Option<&'static str> {
 }
 
 fn http_code(status: u16) -> String<ERROR_CODE_MAX> {
+    // Decimal digits by hand rather than `write!`, which would pull
+    // `core::fmt` into firmware for this one string.
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut rest = status;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
     let mut s = String::new();
     // "http_65535" is 10 bytes; a smaller ERROR_CODE_MAX keeps the prefix.
-    let _ = write!(s, "http_{status}");
+    for c in "http_".bytes().chain(digits[at..].iter().copied()) {
+        if s.push(char::from(c)).is_err() {
+            break;
+        }
+    }
     s
 }
 

@@ -159,6 +159,7 @@ impl Machine {
             .is_some_and(|op| op.request == request && !op.detached)
     }
 
+    #[inline(never)]
     pub(super) fn on_anon_resume(
         &mut self,
         request: crate::request::RequestId,
@@ -266,6 +267,7 @@ impl Machine {
         }
     }
 
+    #[inline(never)]
     pub(super) fn on_anon_create(
         &mut self,
         request: crate::request::RequestId,

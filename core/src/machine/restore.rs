@@ -10,6 +10,7 @@ use crate::storage::RecordKey;
 use super::{Machine, Queued};
 
 impl Machine {
+    #[inline(never)]
     pub(super) fn on_restored(
         &mut self,
         session: Option<&[u8]>,
@@ -72,6 +73,7 @@ impl Machine {
         self.change(AuthChange::InitialSession);
     }
 
+    #[inline(never)]
     pub(super) fn on_external(&mut self, key: RecordKey, value: Option<&[u8]>) {
         if !self.restored {
             // Restore will read the record as it is then.

@@ -177,6 +177,7 @@ impl Machine {
         }
     }
 
+    #[inline(never)]
     pub(super) fn on_refresh(
         &mut self,
         request: RequestId,
@@ -211,23 +212,20 @@ impl Machine {
                     return;
                 }
                 let op = self.refresh.take();
-                let Some(old) = self
-                    .current_mut()
-                    .map(|cur| core::mem::replace(cur, session))
-                else {
+                // Compared before the replace, so the old session is never
+                // moved out (it is ~3 KiB of stack on a microcontroller).
+                let Some(cur) = self.current_mut() else {
                     return;
                 };
+                let change = if cur.user.same_identity(&session.user) {
+                    AuthChange::TokenRefreshed
+                } else {
+                    AuthChange::UserUpdated
+                };
+                *cur = session;
                 self.refresh_backoff = 0;
                 self.refresh_retry_at = None;
                 self.tokens_since = self.now;
-                let change = {
-                    let new = self.current().map(|s| &s.user);
-                    if new.is_some_and(|u| old.user.same_identity(u)) {
-                        AuthChange::TokenRefreshed
-                    } else {
-                        AuthChange::UserUpdated
-                    }
-                };
                 let now_anonymous = self.current().is_some_and(Session::is_anonymous);
                 self.store_put(RecordKey::Session);
                 if now_anonymous {
@@ -379,6 +377,7 @@ impl Machine {
         }
     }
 
+    #[inline(never)]
     pub(super) fn on_upgrade(
         &mut self,
         request: RequestId,
@@ -505,6 +504,7 @@ impl Machine {
         self.revoke_retired();
     }
 
+    #[inline(never)]
     pub(super) fn on_signout_refresh(&mut self, answer: Result<Response<'_>, TransportError>) {
         let Ok(resp) = answer else { return };
         if !resp.is_success() || !resp.content_type_json {

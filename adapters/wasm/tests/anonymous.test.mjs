@@ -52,8 +52,8 @@ describe('signInAnonymously', () => {
     const stored = storedSession(reply, anonUser('u1'));
     assert.deepEqual(timeline, [
       ['INITIAL_SESSION', null],
-      ['set', KEYS.session, stored],
       ['set', KEYS.anon, 'r1'],
+      ['set', KEYS.session, stored],
       ['SIGNED_IN', 'u1'],
       ['resolved'],
     ]);
@@ -102,8 +102,8 @@ describe('signInAnonymously', () => {
     const stored = storedSession(reply, anonUser('u-old'));
     assert.deepEqual(timeline, [
       ['INITIAL_SESSION', null],
-      ['set', KEYS.session, stored],
       ['set', KEYS.anon, 'r-next'],
+      ['set', KEYS.session, stored],
       ['SIGNED_IN', 'u-old'],
     ]);
     assert.equal(session.user.id, 'u-old');
@@ -123,8 +123,8 @@ describe('signInAnonymously', () => {
     assert.deepEqual(backend.routes(), [REFRESH, ANON_SIGNIN]);
     assert.deepEqual(timeline.map(([op, key]) => [op, key]), [
       ['remove', KEYS.anon],
-      ['set', KEYS.session],
       ['set', KEYS.anon],
+      ['set', KEYS.session],
     ]);
     assert.equal(session.user.id, 'u-new');
     assert.equal(storage.data.get(KEYS.anon), 'r-new');
@@ -190,8 +190,8 @@ describe('signInAnonymously', () => {
     assert.deepEqual(backend.routes(), [ANON_SIGNIN]);
     assert.equal(session.user.id, 'u2');
     assert.deepEqual(timeline.map((e) => e.slice(0, 2)), [
-      ['set', KEYS.session],
       ['set', KEYS.anon],
+      ['set', KEYS.session],
       ['SIGNED_IN', 'u2'],
     ]);
     assert.equal(storage.data.get(KEYS.anon), 'r2');
@@ -228,8 +228,8 @@ describe('upgradeAnonymousToEmail', () => {
     const upgraded = { ...session, user: named };
     assert.deepEqual(result, { kind: 'updated', session: upgraded });
     assert.deepEqual(timeline, [
-      ['set', KEYS.session, JSON.stringify(upgraded)],
       ['remove', KEYS.anon],
+      ['set', KEYS.session, JSON.stringify(upgraded)],
       ['USER_UPDATED', 'u1'],
     ]);
     assert.equal(storage.data.has(KEYS.anon), false);
@@ -322,8 +322,8 @@ describe('refresh and getAccessToken', () => {
     assert.deepEqual(backend.requests[0].headers, baseHeaders());
     const stored = storedSession(reply, anonUser('u1'));
     assert.deepEqual(timeline, [
-      ['set', KEYS.session, stored],
       ['set', KEYS.anon, 'r2'],
+      ['set', KEYS.session, stored],
       ['TOKEN_REFRESHED', 'u1'],
     ]);
     assert.deepEqual(session, JSON.parse(stored));

@@ -197,7 +197,7 @@ impl Machine {
                 }
                 let anonymous = session.is_anonymous();
                 self.begin_epoch(Some(session));
-                self.store_put(RecordKey::Session);
+                // The anonymous record first (see `WRITE_ORDER`).
                 if anonymous {
                     self.anon_token = self.current().map(|s| s.refresh_token.clone());
                     self.store_put(RecordKey::AnonRefreshToken);
@@ -208,6 +208,7 @@ impl Machine {
                     self.anon_token = None;
                     self.store_remove(RecordKey::AnonRefreshToken);
                 }
+                self.store_put(RecordKey::Session);
                 self.change(AuthChange::SignedIn);
                 self.finish_anon(Ok(Done::Session));
             }
@@ -221,6 +222,16 @@ impl Machine {
                 if !live {
                     self.end_orphan(request);
                     return;
+                }
+                // Restore set aside an older guest session: its token is the
+                // last way back into an account before minting a new one.
+                if let Some(token) = self
+                    .stale_guest()
+                    .map(|s| s.refresh_token.clone())
+                    .filter(|t| t.fingerprint() != presented && !self.is_spent(t.fingerprint()))
+                {
+                    self.stale_guest = false;
+                    self.anon_token = Some(token);
                 }
                 // The record moved on while we waited (a late refresh of the
                 // same guest rotated it): resume with what it holds now
@@ -307,8 +318,9 @@ impl Machine {
                 self.guest_gen = self.guest_gen.wrapping_add(1);
                 self.begin_epoch(Some(session));
                 self.anon_token = self.current().map(|s| s.refresh_token.clone());
-                self.store_put(RecordKey::Session);
+                // The anonymous record first (see `WRITE_ORDER`).
                 self.store_put(RecordKey::AnonRefreshToken);
+                self.store_put(RecordKey::Session);
                 self.change(AuthChange::SignedIn);
                 self.finish_anon(Ok(Done::Session));
             }

@@ -305,6 +305,10 @@ pub struct Machine {
     /// revocation request has been rendered (saves a second token buffer).
     slot: Option<Session>,
     retired: bool,
+    /// The retired slot holds a guest session record that restore found
+    /// older than the anonymous record: not signed in, but its token is the
+    /// fallback if the anonymous record's token turns out dead.
+    stale_guest: bool,
     /// When the current tokens were received (bounds proactive refresh of
     /// short-lived tokens).
     tokens_since: Instant,
@@ -366,6 +370,7 @@ impl Machine {
             proposed: None,
             slot: None,
             retired: false,
+            stale_guest: false,
             tokens_since: Instant(0),
             epoch: 0,
             anon_token: None,
@@ -415,6 +420,11 @@ impl Machine {
     /// A signed-out session kept for its revocation.
     fn retired_session(&self) -> Option<&Session> {
         self.slot.as_ref().filter(|_| self.retired)
+    }
+
+    /// The stale guest session restore set aside (see `stale_guest`).
+    fn stale_guest(&self) -> Option<&Session> {
+        self.retired_session().filter(|_| self.stale_guest)
     }
 
     /// Whether storage has been restored (and `INITIAL_SESSION` emitted).
@@ -868,6 +878,7 @@ impl Machine {
             Some(s) => {
                 self.slot = Some(s);
                 self.retired = false;
+                self.stale_guest = false;
                 self.tokens_since = self.now;
             }
             // Signed out: the old session stays in the slot, retired, until
@@ -1073,6 +1084,23 @@ impl Machine {
                         *result = Err(Failure::Storage(StorageError { key }));
                     }
                 }
+                // Writes land in order or not at all: the batch's later
+                // writes wait for the retry too. Restore relies on it (a
+                // guest's anonymous record is written first, so it is never
+                // older than the session record).
+                for _ in 0..self.outputs.len() {
+                    match self.outputs.pop_front() {
+                        Some(Queued::Store { key, .. }) => {
+                            if let Some(d) = self.dirty.get_mut(key_index(key)) {
+                                *d = true;
+                            }
+                        }
+                        Some(other) => {
+                            let _ = self.outputs.push_back(other);
+                        }
+                        None => break,
+                    }
+                }
                 let notice = Queued::Notice(Notice::StorageFailed { key });
                 if self.outputs.push_front(notice).is_err() {
                     warn!("output queue full");
@@ -1118,7 +1146,7 @@ impl Machine {
         }
         if self.storage_retry_at.is_some_and(|t| t <= self.now) {
             self.storage_retry_at = None;
-            for key in RecordKey::ALL {
+            for key in WRITE_ORDER {
                 if self.dirty.get(key_index(key)).copied().unwrap_or(false) {
                     let put = match key {
                         RecordKey::Session => self.current().is_some(),
@@ -1133,6 +1161,11 @@ impl Machine {
         }
     }
 }
+
+/// The order a batch writes a guest's two records in: the anonymous record
+/// first, so that after a crash or a failed write it is never older than
+/// the session record (restore trusts it when they disagree).
+const WRITE_ORDER: [RecordKey; 2] = [RecordKey::AnonRefreshToken, RecordKey::Session];
 
 fn key_index(key: RecordKey) -> usize {
     match key {

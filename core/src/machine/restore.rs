@@ -37,6 +37,7 @@ impl Machine {
                 Ok(session) => {
                     self.slot = Some(repair_user(session));
                     self.retired = false;
+                    self.stale_guest = false;
                     self.tokens_since = self.now;
                 }
                 Err(error) => self.push(Queued::Notice(Notice::CorruptRecord {
@@ -49,13 +50,16 @@ impl Machine {
             .filter(|v| v.len() >= 16)
             .and_then(|v| bounded(v, Field::UserId).ok());
 
-        // The two records of a guest can disagree after a crash between the
-        // two writes of a rotation (session newer) or a failed session write
-        // followed by a restart (anonymous record newer). Neither can be
-        // trusted blindly, so neither is overwritten: an absent record is
-        // filled in, and a differing one is settled by refreshing the
-        // session at once — success rewrites both, a dead token leaves the
-        // anonymous record (the live one) to resume from.
+        // The two records of a guest disagree when a crash or a failed
+        // write came between them. Writes land in order and the anonymous
+        // record goes first (`WRITE_ORDER`), so it is the newer one: it may
+        // hold a guest the user asked for with `force_new` while the session
+        // record still holds the one given up, or the successor of a spent
+        // token. Signing in the session record (or refreshing it, which
+        // would copy its guest over the record) could lose that account, so
+        // the session is set aside instead: the next sign-in resumes the
+        // anonymous record and falls back to the set-aside token only if
+        // that one is dead. Neither record is touched until then.
         let guest_token = self
             .current()
             .filter(|s| s.is_anonymous())
@@ -66,7 +70,9 @@ impl Machine {
                 self.store_put(RecordKey::AnonRefreshToken);
             }
             (Some(token), Some(stored)) if token != *stored => {
-                self.refresh_retry_at = Some(self.now);
+                debug!("guest records disagree; the anonymous record wins");
+                self.retired = true;
+                self.stale_guest = true;
             }
             _ => {}
         }

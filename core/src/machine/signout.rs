@@ -32,6 +32,11 @@ impl Machine {
         if old.is_some() {
             self.store_remove(RecordKey::Session);
         }
+        if options.forget_anonymous && self.stale_guest {
+            // The guest record restore set aside is a guest too.
+            self.stale_guest = false;
+            self.store_remove(RecordKey::Session);
+        }
         if options.forget_anonymous {
             self.guest_gen = self.guest_gen.wrapping_add(1);
             self.anon_token = None;

@@ -378,10 +378,11 @@ fn fresh_anonymous_sign_in_sends_exact_request_then_stores_then_announces() {
     let log = h.take();
     let session_key = Harness::key(RecordKey::Session);
     let anon_key = Harness::key(RecordKey::AnonRefreshToken);
+    // The guest record first: after a crash it is never the older one.
+    assert_eq!(log[0], Rec::Put(anon_key, "r1".into()));
     assert!(
-        matches!(&log[0], Rec::Put(k, v) if *k == session_key && v.contains(r#""refresh_token":"r1""#))
+        matches!(&log[1], Rec::Put(k, v) if *k == session_key && v.contains(r#""refresh_token":"r1""#))
     );
-    assert_eq!(log[1], Rec::Put(anon_key, "r1".into()));
     assert_eq!(log[2], Rec::Event(AuthChange::SignedIn, Some("u1".into())));
     assert_eq!(log[3], done_ok(id, "session u1"));
     assert_eq!(log.len(), 4);
@@ -672,11 +673,11 @@ fn stale_access_token_callers_share_one_refresh_and_the_rotation_is_stored_first
     );
     h.respond(req, 200, &tokens("u1", "r2", None));
     let log = h.take();
-    assert!(matches!(&log[0], Rec::Put(k, _) if *k == Harness::key(RecordKey::Session)));
     assert_eq!(
-        log[1],
+        log[0],
         Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r2".into())
     );
+    assert!(matches!(&log[1], Rec::Put(k, _) if *k == Harness::key(RecordKey::Session)));
     assert_eq!(
         log[2],
         Rec::Event(AuthChange::TokenRefreshed, Some("u1".into()))
@@ -896,12 +897,12 @@ fn upgrade_updated_keeps_the_id_flips_the_session_and_forgets_the_guest_key() {
         r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#,
     );
     let log = h.take();
-    assert!(
-        matches!(&log[0], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""email":"a@b.c","is_anonymous":false"#))
-    );
     assert_eq!(
-        log[1],
+        log[0],
         Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))
+    );
+    assert!(
+        matches!(&log[1], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""email":"a@b.c","is_anonymous":false"#))
     );
     assert_eq!(
         log[2],
@@ -1036,6 +1037,12 @@ fn a_failed_write_fails_the_command_keeps_memory_and_retries() {
         key: RecordKey::AnonRefreshToken
     })));
     assert!(log.contains(&done_err(id, "storage_failed")));
+    assert_eq!(
+        log.iter().filter(|r| matches!(r, Rec::Put(..))).count(),
+        1,
+        "only the failed guest write was attempted; the session record waits for it (writes land in order): {log:#?}"
+    );
+    assert_eq!(h.stored(RecordKey::Session), None);
     assert!(
         h.m.session().is_some(),
         "the live session is kept in memory"
@@ -1044,14 +1051,15 @@ fn a_failed_write_fails_the_command_keeps_memory_and_retries() {
     let retry = h.m.poll_timeout().unwrap();
     h.now = retry.as_millis();
     h.input(Input::Timeout);
+    let log = h.take();
     assert_eq!(
-        h.take(),
-        [Rec::Put(
-            Harness::key(RecordKey::AnonRefreshToken),
-            "r1".into()
-        )]
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into())
     );
+    assert!(matches!(&log[1], Rec::Put(k, _) if *k == Harness::key(RecordKey::Session)));
+    assert_eq!(log.len(), 2);
     assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+    assert!(h.stored(RecordKey::Session).is_some());
 }
 
 #[test]
@@ -1097,43 +1105,136 @@ fn a_session_written_by_the_reference_client_is_restored_with_its_real_id() {
 }
 
 #[test]
-fn restore_settles_disagreeing_guest_records_with_the_server_not_by_guessing() {
-    // Session newer (a crash between the two writes of a rotation).
+fn restore_trusts_the_guest_record_over_an_older_session_and_keeps_the_session_as_fallback() {
+    // The guest record is newer (written first; the session write failed or
+    // a crash came between): the session record is set aside, nothing is
+    // sent or written, and the next sign-in resumes the guest record.
+    let mut h = Harness::guest("u1", "r1");
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
+    h.restart();
+    assert_eq!(
+        h.take(),
+        [Rec::Event(AuthChange::InitialSession, None)],
+        "the older session is not signed in (refreshing it would copy its guest over the record)"
+    );
+    assert_eq!(h.m.poll_timeout(), None, "nothing is sent on its own");
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r5"));
+    assert!(
+        h.stored(RecordKey::Session)
+            .unwrap()
+            .contains(r#""refresh_token":"r1""#)
+    );
+    let id = h.sign_in();
+    let (req, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r5"}"#);
+    h.respond(req, 200, &tokens("u5", "r6", Some(("u5", None, true))));
+    let log = h.take();
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r6".into())
+    );
+    assert!(
+        matches!(&log[1], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""refresh_token":"r6""#))
+    );
+    assert_eq!(log[2], Rec::Event(AuthChange::SignedIn, Some("u5".into())));
+    assert_eq!(log[3], done_ok(id, "session u5"));
+
+    // The guest record's token is dead (a record written by a client that
+    // writes the session first, caught between its writes): the set-aside
+    // session's token is tried before any new guest is minted.
     let mut h = Harness::guest("u1", "r1");
     h.store
         .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
     h.restart();
-    assert_eq!(
-        h.take(),
-        [Rec::Event(AuthChange::InitialSession, Some("u1".into()))]
-    );
-    assert_eq!(
-        h.stored(RecordKey::AnonRefreshToken).as_deref(),
-        Some("r0"),
-        "not overwritten"
-    );
-    assert_eq!(h.m.poll_timeout(), Some(Instant(h.now)), "verified at once");
-    h.input(Input::Timeout);
+    h.take();
+    let id = h.sign_in();
     let (req, _, body) = Harness::one_send(&h.take());
-    assert_eq!(body, r#"{"refresh_token":"r1"}"#);
-    h.respond(req, 200, &tokens("u1", "r2", None));
-    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r2"));
+    assert_eq!(body, r#"{"refresh_token":"r0"}"#);
+    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
+    let log = h.take();
+    assert_eq!(
+        log[0],
+        Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))
+    );
+    let (req, p, body) = Harness::one_send(&log[1..]);
+    assert_eq!(
+        (p, body),
+        (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string()),
+        "the fallback, not /auth/anonymous/signin"
+    );
+    h.respond(req, 200, &tokens("u1", "r2", Some(("u1", None, true))));
+    let log = h.take();
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r2".into())
+    );
+    assert!(log.contains(&done_ok(id, "session u1")));
 
-    // Anonymous record newer (a failed session write, then a restart): the
-    // session's token is dead, the record's is the account.
+    // Both dead: only then a new guest.
+    let mut h = Harness::guest("u1", "r1");
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
+    h.restart();
+    h.take();
+    h.sign_in();
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
+    let (_, p, _) = Harness::one_send(&h.take());
+    assert_eq!(p, path("anonymous/signin"));
+}
+
+#[test]
+fn a_failed_session_write_after_force_new_never_hands_the_account_back_to_the_old_guest() {
+    // B6 of the property suite: U0 signed in; force_new mints U1; U1's guest
+    // record lands, its session write fails; restart before the retry.
+    let mut h = Harness::guest("u0", "r0");
+    h.fail_writes.push(RecordKey::Session);
+    h.cmd(Command::SignInAnonymously(SignInOptions {
+        force_new: true,
+        ..SignInOptions::default()
+    }));
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.respond(req, 200, &tokens("u1", "r1", Some(("u1", None, true))));
+    h.take();
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+    assert!(
+        h.stored(RecordKey::Session)
+            .unwrap()
+            .contains(r#""refresh_token":"r0""#)
+    );
+    h.fail_writes.clear();
+    h.restart();
+    assert_eq!(h.take(), [Rec::Event(AuthChange::InitialSession, None)]);
+    h.sign_in();
+    let (_, _, body) = Harness::one_send(&h.take());
+    assert_eq!(
+        body, r#"{"refresh_token":"r1"}"#,
+        "U1, the guest the user asked for"
+    );
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+}
+
+#[test]
+fn a_hard_sign_out_also_forgets_a_set_aside_guest_session() {
     let mut h = Harness::guest("u1", "r1");
     h.store
         .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
     h.restart();
     h.take();
-    h.input(Input::Timeout);
-    let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
-    h.take();
-    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r5"));
-    h.sign_in();
-    let (_, _, body) = Harness::one_send(&h.take());
-    assert_eq!(body, r#"{"refresh_token":"r5"}"#);
+    h.cmd(Command::SignOut(SignOutOptions {
+        forget_anonymous: true,
+    }));
+    let log = h.take();
+    assert!(log.contains(&Rec::Remove(Harness::key(RecordKey::Session))));
+    assert!(log.contains(&Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))));
+    assert_eq!(h.stored(RecordKey::Session), None);
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken), None);
+    h.restart();
+    assert_eq!(h.take(), [Rec::Event(AuthChange::InitialSession, None)]);
+    assert!(!h.m.has_resumable_anonymous());
 }
 
 #[test]

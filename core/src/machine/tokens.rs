@@ -227,7 +227,7 @@ impl Machine {
                 self.refresh_retry_at = None;
                 self.tokens_since = self.now;
                 let now_anonymous = self.current().is_some_and(Session::is_anonymous);
-                self.store_put(RecordKey::Session);
+                // The anonymous record first (see `WRITE_ORDER`).
                 if now_anonymous {
                     // Keep the resumable copy in step with every rotation: a
                     // copy one rotation behind is a lost account (§5).
@@ -243,6 +243,7 @@ impl Machine {
                     self.pending_confirmation = None;
                     self.store_remove(RecordKey::AnonRefreshToken);
                 }
+                self.store_put(RecordKey::Session);
                 self.change(change);
                 if let Some(op) = &op {
                     self.finish_refresh_waiters(op, Ok(Done::Session), true);
@@ -451,7 +452,6 @@ impl Machine {
                     session.user.is_anonymous = user.is_anonymous;
                 }
                 self.pending_confirmation = None;
-                self.store_put(RecordKey::Session);
                 if self.anon_fingerprint() == refresh_fp || self.anon_token.is_none() {
                     // The guest record pointed at this account, named now.
                     // (One holding another guest — records still being
@@ -459,6 +459,7 @@ impl Machine {
                     self.anon_token = None;
                     self.store_remove(RecordKey::AnonRefreshToken);
                 }
+                self.store_put(RecordKey::Session);
                 self.change(AuthChange::UserUpdated);
                 finish(self, Ok(Done::Upgraded));
             }
@@ -501,6 +502,7 @@ impl Machine {
         }
         self.slot = Some(session.clone());
         self.retired = true;
+        self.stale_guest = false;
         self.revoke_retired();
     }
 

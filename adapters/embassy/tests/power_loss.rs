@@ -35,10 +35,19 @@ impl Run {
     }
 }
 
+/// Where the power cut of a run falls.
+#[derive(Clone, Copy)]
+enum Arm {
+    /// At the n-th flash operation of the run.
+    Op(usize),
+    /// At the run's first page erase, if it has one.
+    NextErase,
+}
+
 /// Boots a client over `bytes`, arms a cut at flash operation `at` (counted
 /// from the end of start-up), runs `op` and stops everything when the
 /// power goes.
-async fn run_with_cut<F>(emulator: &Emulator, bytes: Vec<u8>, at: usize, cut: Cut, op: F) -> Run
+async fn run_with_cut<F>(emulator: &Emulator, bytes: Vec<u8>, at: Arm, cut: Cut, op: F) -> Run
 where
     F: AsyncFnOnce(&mut Client<'_, TokioConnector>),
 {
@@ -51,7 +60,10 @@ where
     assert_storage_opened(&events);
     {
         let mut power = power.borrow_mut();
-        power.cut_at = Some((power.ops + at, cut));
+        match at {
+            Arm::Op(at) => power.cut_at = Some((power.ops + at, cut)),
+            Arm::NextErase => power.cut_next_erase = Some(cut),
+        }
     }
     let finished = tokio::select! {
         () = op(&mut client) => true,
@@ -166,7 +178,7 @@ async fn power_loss_during_refresh_rotations_never_loses_the_guest() {
             let mut at = 0;
             loop {
                 let events = Recorder::default();
-                let run = run_with_cut(&emulator, bytes.clone(), at, cut, async |c| {
+                let run = run_with_cut(&emulator, bytes.clone(), Arm::Op(at), cut, async |c| {
                     c.refresh().await.unwrap();
                 })
                 .await;
@@ -183,6 +195,24 @@ async fn power_loss_during_refresh_rotations_never_loses_the_guest() {
                 }
                 at += 1;
             }
+            // And once at the next page erase, wherever it falls: page
+            // recycling comes every few rotations, at a step no op count
+            // predicts, so rotate until it does.
+            let events = Recorder::default();
+            let run = run_with_cut(&emulator, bytes.clone(), Arm::NextErase, cut, async |c| {
+                for _ in 0..8 {
+                    c.refresh().await.unwrap();
+                }
+            })
+            .await;
+            if let Run::Lost(_, erase) = run {
+                cuts += 1;
+                erases_cut += usize::from(erase);
+            }
+            bytes = boot(&emulator, run.bytes(), &events)
+                .await
+                .resume(&user_id, &emulator)
+                .await;
         }
     }
     println!(
@@ -206,11 +236,17 @@ async fn power_loss_during_sign_in_leaves_a_working_device() {
         let mut at = 0;
         loop {
             let created = emulator.anonymous_users_created();
-            let run = run_with_cut(&emulator, vec![0xFF; FLASH_SIZE], at, cut, async |c| {
-                c.sign_in_anonymously(SignInOptions::default())
-                    .await
-                    .unwrap();
-            })
+            let run = run_with_cut(
+                &emulator,
+                vec![0xFF; FLASH_SIZE],
+                Arm::Op(at),
+                cut,
+                async |c| {
+                    c.sign_in_anonymously(SignInOptions::default())
+                        .await
+                        .unwrap();
+                },
+            )
             .await;
             let after = run.bytes();
             let first = emulator.users().last().unwrap().id.clone();
@@ -245,7 +281,7 @@ async fn power_loss_during_soft_sign_out_keeps_the_guest_resumable() {
     for cut in [Cut::Before, Cut::Half] {
         let mut at = 0;
         loop {
-            let run = run_with_cut(&emulator, bytes.clone(), at, cut, async |c| {
+            let run = run_with_cut(&emulator, bytes.clone(), Arm::Op(at), cut, async |c| {
                 c.sign_out(SignOutOptions::default()).await.unwrap();
             })
             .await;
@@ -272,7 +308,7 @@ async fn power_loss_during_hard_sign_out_leaves_a_working_device() {
         let mut at = 0;
         loop {
             let (user_id, bytes) = signed_in(&emulator).await;
-            let run = run_with_cut(&emulator, bytes, at, cut, async |c| {
+            let run = run_with_cut(&emulator, bytes, Arm::Op(at), cut, async |c| {
                 c.sign_out(SignOutOptions {
                     forget_anonymous: true,
                 })

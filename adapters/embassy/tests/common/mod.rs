@@ -52,6 +52,9 @@ pub struct Power {
     /// Number of erases and writes started.
     pub erases: usize,
     pub writes: usize,
+    /// Lose power at the start of the next erase, whenever it comes
+    /// (page recycling happens at a point of the sweep no op count predicts).
+    pub cut_next_erase: Option<Cut>,
     /// The operation that lost power was an erase.
     pub cut_erase: bool,
     /// Not a power cut: the driver fails every write and erase.
@@ -156,7 +159,12 @@ impl NorFlash for RamFlash {
         if self.power.borrow().fail_writes {
             return Err(NorFlashErrorKind::Other);
         }
-        let cut = self.step();
+        let cut = self.step().or_else(|| {
+            let mut power = self.power.borrow_mut();
+            let cut = power.cut_next_erase.take();
+            power.dead |= cut.is_some();
+            cut
+        });
         self.power.borrow_mut().cut_erase |= cut.is_some();
         let end = match cut {
             None => start + len,

@@ -270,10 +270,11 @@ pub(crate) enum Scalar<'a> {
 
 /// A zero-copy, strict JSON reader over a byte slice.
 ///
-/// It is a pull parser: [`object`](Self::object) hands each key to a
-/// callback, which must consume exactly one value (with
-/// [`scalar`](Self::scalar), [`skip`](Self::skip), a nested
-/// [`object`](Self::object), …). Syntax errors become
+/// It is a pull parser: [`members`](Self::members) opens an object whose
+/// keys [`Members::next`] hands out one by one; the caller consumes exactly
+/// one value after each (with [`scalar`](Self::scalar),
+/// [`skip`](Self::skip), a nested [`members`](Self::members), …). Syntax
+/// errors become
 /// [`DecodeError::Malformed`] naming `what` was being decoded.
 pub(crate) struct Parser<'a> {
     b: &'a [u8],
@@ -379,32 +380,17 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// Reads an object, calling `f` with each key; `f` must consume the
-    /// value.
-    pub(crate) fn object(
-        &mut self,
-        mut f: impl FnMut(&mut Self, JsonStr<'a>) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
+    /// Opens an object (after whitespace). Walk its members with
+    /// [`Members::next`], consuming each value before asking for the next
+    /// key.
+    ///
+    /// A cursor rather than a callback per key: the member loop is then one
+    /// function shared by every decoder, instead of a copy monomorphized
+    /// into each of them.
+    pub(crate) fn members(&mut self) -> Result<Members, DecodeError> {
         self.expect(b'{')?;
         self.enter()?;
-        self.skip_ws();
-        if !self.eat(b'}') {
-            loop {
-                let key = self.string()?;
-                self.expect(b':')?;
-                f(self, key)?;
-                self.skip_ws();
-                if self.eat(b',') {
-                    continue;
-                }
-                if self.eat(b'}') {
-                    break;
-                }
-                return Err(self.malformed());
-            }
-        }
-        self.leave();
-        Ok(())
+        Ok(Members { first: true })
     }
 
     fn array_skip(&mut self) -> Result<(), DecodeError> {
@@ -431,7 +417,13 @@ impl<'a> Parser<'a> {
     /// Skips one value of any type, checking its syntax.
     pub(crate) fn skip(&mut self) -> Result<(), DecodeError> {
         match self.kind()? {
-            Kind::Object => self.object(|p, _| p.skip()),
+            Kind::Object => {
+                let mut m = self.members()?;
+                while m.next(self)?.is_some() {
+                    self.skip()?;
+                }
+                Ok(())
+            }
             Kind::Array => self.array_skip(),
             _ => self.scalar().map(|_| ()),
         }
@@ -594,6 +586,38 @@ impl<'a> Parser<'a> {
             Scalar::Null => Ok(None),
             _ => Err(DecodeError::InvalidValue { field }),
         }
+    }
+}
+
+/// The members of an object opened by [`Parser::members`].
+pub(crate) struct Members {
+    first: bool,
+}
+
+impl Members {
+    /// The next key, with the parser right before its value (which the
+    /// caller must consume); `None` once the closing `}` is read.
+    pub(crate) fn next<'a>(
+        &mut self,
+        p: &mut Parser<'a>,
+    ) -> Result<Option<JsonStr<'a>>, DecodeError> {
+        p.skip_ws();
+        if self.first {
+            self.first = false;
+            if p.eat(b'}') {
+                p.leave();
+                return Ok(None);
+            }
+        } else if !p.eat(b',') {
+            if p.eat(b'}') {
+                p.leave();
+                return Ok(None);
+            }
+            return Err(p.malformed());
+        }
+        let key = p.string()?;
+        p.expect(b':')?;
+        Ok(Some(key))
     }
 }
 
@@ -864,7 +888,8 @@ pub(crate) fn read_user(p: &mut Parser<'_>) -> Result<User, DecodeError> {
     let mut name = None;
     let mut avatar = None;
     let mut country = None;
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(p)? {
         if key.is("id") {
             id = p.opt_str("user.id")?;
         } else if key.is("email") {
@@ -880,8 +905,7 @@ pub(crate) fn read_user(p: &mut Parser<'_>) -> Result<User, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     let id = id.ok_or(DecodeError::MissingField { field: "user.id" })?;
     Ok(User {
         id: id.to_bounded::<USER_ID_MAX>(Field::UserId)?,
@@ -1029,7 +1053,8 @@ pub fn decode_tokens(body: &[u8]) -> Result<TokenResponse, DecodeError> {
     let mut expires_in = None;
     let mut expires_at = None;
     let mut user_at = None;
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(&mut p)? {
         if key.is("access_token") {
             access = p.opt_str("access_token")?;
         } else if key.is("refresh_token") {
@@ -1043,8 +1068,7 @@ pub fn decode_tokens(body: &[u8]) -> Result<TokenResponse, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     p.finish()?;
 
     let access = access.ok_or(DecodeError::MissingField {
@@ -1114,7 +1138,8 @@ pub fn decode_upgrade(body: &[u8]) -> Result<UpgradeResponse, DecodeError> {
     let mut status = None;
     let mut user_at = None;
     let mut email = None;
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(&mut p)? {
         if key.is("status") {
             status = p.opt_str("status")?;
         } else if key.is("user") {
@@ -1137,8 +1162,7 @@ pub fn decode_upgrade(body: &[u8]) -> Result<UpgradeResponse, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     p.finish()?;
 
     let status = status.ok_or(DecodeError::InvalidValue { field: "status" })?;
@@ -1180,7 +1204,8 @@ fn scan_envelope(body: &[u8]) -> Result<Envelope<'_>, DecodeError> {
         p.finish()?;
         return Ok(env);
     }
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(&mut p)? {
         if key.is("code") {
             env.code = Some(p.scalar()?);
         } else if key.is("error") {
@@ -1196,8 +1221,7 @@ fn scan_envelope(body: &[u8]) -> Result<Envelope<'_>, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     p.finish()?;
     Ok(env)
 }
@@ -2363,11 +2387,11 @@ mod tests {
             let n = encode_body(&Body::Refresh { refresh_token: &t }, &mut buf).unwrap();
             let mut p = Parser::new(&buf[..n], "t");
             let mut got = None;
-            p.object(|p, k| {
+            let mut m = p.members().unwrap();
+            while let Some(k) = m.next(&mut p).unwrap() {
                 assert!(k.is("refresh_token"));
-                got = p.opt_str("refresh_token")?;
-                Ok(())
-            }).unwrap();
+                got = p.opt_str("refresh_token").unwrap();
+            }
             p.finish().unwrap();
             let got: heapless::String<REFRESH_TOKEN_MAX> = got.unwrap().to_bounded(Field::RefreshToken).unwrap();
             prop_assert_eq!(got.as_str(), s.as_str());

@@ -104,7 +104,8 @@ fn read_claims(json: &[u8]) -> Result<Claims, DecodeError> {
     let mut email = None;
     let mut is_anonymous = None;
     let mut exp = None;
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(&mut p)? {
         if key.is("sub") {
             sub = p.opt_str("sub")?;
         } else if key.is("email") {
@@ -116,8 +117,7 @@ fn read_claims(json: &[u8]) -> Result<Claims, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     p.finish()?;
 
     let sub = sub.ok_or(DecodeError::MissingField { field: "sub" })?;

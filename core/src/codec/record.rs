@@ -239,7 +239,8 @@ fn decode_session_json(bytes: &[u8]) -> Result<Session, DecodeError> {
     let mut refresh = None;
     let mut expires_at = None;
     let mut user_at = None;
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(&mut p)? {
         if key.is("access_token") {
             access = p.opt_str("access_token")?;
         } else if key.is("refresh_token") {
@@ -251,8 +252,7 @@ fn decode_session_json(bytes: &[u8]) -> Result<Session, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     p.finish()?;
 
     let access = required_str(access, "access_token")?;

@@ -22,13 +22,14 @@
 //! panics: no indexing that can go out of bounds, no `unwrap`.
 
 use heapless::String;
+use heapless::string::StringView;
 
 use crate::error::{ApiError, CapacityError, DecodeError, Field};
 use crate::limits::{
     AVATAR_MAX, COUNTRY_MAX, EMAIL_MAX, ERROR_CODE_MAX, ERROR_MESSAGE_MAX, NAME_MAX, USER_ID_MAX,
 };
 use crate::request::Body;
-use crate::secret::{Secret, bounded};
+use crate::secret::{Secret, bounded, fill};
 use crate::session::{AccessToken, RefreshToken, User, UserMeta};
 use crate::time::{Duration, Instant};
 
@@ -665,20 +666,27 @@ impl<'a> JsonStr<'a> {
         self,
         field: Field,
     ) -> Result<String<N>, CapacityError> {
-        if !self.escaped {
-            return bounded(self.raw, field);
-        }
         let mut s = String::new();
+        self.unescape_into(s.as_mut_view(), field)?;
+        Ok(s)
+    }
+
+    /// The body of [`to_bounded`](Self::to_bounded), on the capacity-erased
+    /// view so that one copy serves every field.
+    fn unescape_into(self, dst: &mut StringView, field: Field) -> Result<(), CapacityError> {
+        if !self.escaped {
+            return fill(dst, self.raw, field);
+        }
         for c in self.chars() {
-            if s.push(c).is_err() {
+            if dst.push(c).is_err() {
                 return Err(CapacityError {
                     field,
-                    capacity: N,
+                    capacity: dst.capacity(),
                     len: self.len(),
                 });
             }
         }
-        Ok(s)
+        Ok(())
     }
 
     /// Unescapes into a [`Secret`], or names `field` in the error.
@@ -686,9 +694,6 @@ impl<'a> JsonStr<'a> {
         self,
         field: Field,
     ) -> Result<Secret<N>, CapacityError> {
-        if !self.escaped {
-            return Secret::new(self.raw, field);
-        }
         let s: String<N> = self.to_bounded(field)?;
         Secret::new(s.as_str(), field)
     }

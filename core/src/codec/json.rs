@@ -771,96 +771,83 @@ pub(crate) fn number_to_u64(text: &str) -> Option<u64> {
 ///
 /// Written out rather than `str::parse::<f64>` because float parsing links
 /// about 17 KiB of tables and code into every firmware, for numbers (token
-/// lifetimes, timestamps) that are integers or short decimals. The digits
-/// are accumulated exactly in a `u128`, so the result is exact where a
-/// float would round.
+/// lifetimes, timestamps) that are integers or short decimals.
+///
+/// Exact without wide arithmetic: the value is the digit string with its
+/// decimal point moved by the exponent (and `scale`), so its floor is just
+/// the digits left of that point. Any digit beyond the 20th integer digit
+/// overflows a `u64` (a checked multiply says so), and the digits right of
+/// the point are only looked at to tell `-0` from a negative value.
 fn scaled_decimal(text: &str, scale: i32) -> Option<u64> {
-    let bytes = text.as_bytes();
-    let (negative, mut rest) = match bytes.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, bytes),
+    let mut rest = text.as_bytes();
+    let negative = eat_byte(&mut rest, b'-');
+    let int = take_digits(&mut rest);
+    let frac = if eat_byte(&mut rest, b'.') {
+        take_digits(&mut rest)
+    } else {
+        &[]
     };
-    let mut mantissa: u128 = 0;
-    let mut exponent: i64 = i64::from(scale);
-    let mut digits = 0usize;
-    let mut push = |d: u8, mantissa: &mut u128, exponent: &mut i64, fractional: bool| {
-        digits += 1;
-        match mantissa
-            .checked_mul(10)
-            .and_then(|m| m.checked_add(u128::from(d - b'0')))
-        {
-            Some(m) if m < 1u128 << 100 => {
-                *mantissa = m;
-                if fractional {
-                    *exponent -= 1;
-                }
-            }
-            // Beyond ~30 significant digits the rest cannot change a u64
-            // result once scaled, except as integer digits: keep the scale.
-            _ => {
-                if !fractional {
-                    *exponent += 1;
-                }
-            }
+    let mut exponent: i64 = 0;
+    if eat_byte(&mut rest, b'e') || eat_byte(&mut rest, b'E') {
+        let exp_negative = eat_byte(&mut rest, b'-');
+        if !exp_negative {
+            eat_byte(&mut rest, b'+');
         }
-    };
-    while let Some((&b, tail)) = rest.split_first().filter(|(b, _)| b.is_ascii_digit()) {
-        push(b, &mut mantissa, &mut exponent, false);
-        rest = tail;
-    }
-    if let Some((b'.', tail)) = rest.split_first() {
-        rest = tail;
-        while let Some((&b, tail)) = rest.split_first().filter(|(b, _)| b.is_ascii_digit()) {
-            push(b, &mut mantissa, &mut exponent, true);
-            rest = tail;
-        }
-    }
-    if digits == 0 {
-        return None;
-    }
-    if let Some((b'e' | b'E', tail)) = rest.split_first() {
-        rest = tail;
-        let (exp_negative, tail) = match rest.split_first() {
-            Some((b'-', t)) => (true, t),
-            Some((b'+', t)) => (false, t),
-            _ => (false, rest),
-        };
-        rest = tail;
-        let mut e: i64 = 0;
-        let mut any = false;
-        while let Some((&b, tail)) = rest.split_first().filter(|(b, _)| b.is_ascii_digit()) {
-            e = (e * 10 + i64::from(b - b'0')).min(100_000);
-            any = true;
-            rest = tail;
-        }
-        if !any {
+        let digits = take_digits(&mut rest);
+        if digits.is_empty() {
             return None;
         }
-        exponent += if exp_negative { -e } else { e };
-    }
-    if !rest.is_empty() {
-        return None;
-    }
-    if mantissa == 0 {
-        return Some(0);
-    }
-    if negative {
-        return None;
-    }
-    let mut value = mantissa;
-    if exponent >= 0 {
-        for _ in 0..exponent {
-            value = value.checked_mul(10)?;
-            if value > u128::from(u64::MAX) {
-                return None;
-            }
+        for &d in digits {
+            exponent = (exponent * 10 + i64::from(d - b'0')).min(100_000);
         }
-    } else {
-        for _ in 0..exponent.unsigned_abs().min(40) {
-            value /= 10;
+        if exp_negative {
+            exponent = -exponent;
         }
     }
-    u64::try_from(value).ok()
+    if !rest.is_empty() || int.len() + frac.len() == 0 {
+        return None;
+    }
+    // Digits still to go left of the decimal point.
+    let mut left = i64::try_from(int.len())
+        .ok()?
+        .saturating_add(exponent)
+        .saturating_add(i64::from(scale));
+    let mut value: u64 = 0;
+    let mut nonzero = false;
+    for &d in int.iter().chain(frac) {
+        nonzero |= d != b'0';
+        if left > 0 {
+            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+            left -= 1;
+        }
+    }
+    if negative && nonzero {
+        return None;
+    }
+    while left > 0 && value != 0 {
+        value = value.checked_mul(10)?;
+        left -= 1;
+    }
+    Some(value)
+}
+
+/// Consumes `b` if `rest` starts with it.
+fn eat_byte(rest: &mut &[u8], b: u8) -> bool {
+    match rest.split_first() {
+        Some((&first, tail)) if first == b => {
+            *rest = tail;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Consumes the ASCII digits `rest` starts with, and returns them.
+fn take_digits<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let n = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (digits, tail) = rest.split_at_checked(n).unwrap_or((rest, &[]));
+    *rest = tail;
+    digits
 }
 
 /// A number of seconds from a token reply, as whole milliseconds.

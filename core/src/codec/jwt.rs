@@ -69,17 +69,17 @@ pub fn decode_claims(token: &str) -> Result<Claims, DecodeError> {
         .into());
     }
     let malformed = DecodeError::Malformed { what: WHAT_TOKEN };
-    let mut parts = token.split('.');
+    let mut parts = token.as_bytes().split(|&b| b == b'.');
     let (Some(header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed);
     };
-    if header.is_empty() || payload.trim_end_matches('=').is_empty() {
+    if header.is_empty() || payload.iter().all(|&b| b == b'=') {
         return Err(malformed);
     }
     let mut buf = [0u8; PAYLOAD_MAX];
-    let n = base64url(payload.as_bytes(), &mut buf).ok_or(malformed)?;
+    let n = base64url(payload, &mut buf).ok_or(malformed)?;
     let json = buf.get(..n).ok_or(malformed)?;
     read_claims(json)
 }

@@ -25,9 +25,7 @@ use heapless::String;
 use heapless::string::StringView;
 
 use crate::error::{ApiError, CapacityError, DecodeError, Field};
-use crate::limits::{
-    AVATAR_MAX, COUNTRY_MAX, EMAIL_MAX, ERROR_CODE_MAX, ERROR_MESSAGE_MAX, NAME_MAX, USER_ID_MAX,
-};
+use crate::limits::{EMAIL_MAX, ERROR_CODE_MAX, ERROR_MESSAGE_MAX};
 use crate::request::Body;
 use crate::secret::{Secret, bounded, fill};
 use crate::session::{AccessToken, RefreshToken, User, UserMeta};
@@ -631,6 +629,15 @@ pub(crate) struct JsonStr<'a> {
 }
 
 impl<'a> JsonStr<'a> {
+    /// Text that is not JSON-escaped (a postcard string), so it is copied
+    /// verbatim.
+    pub(crate) fn plain(raw: &'a str) -> Self {
+        JsonStr {
+            raw,
+            escaped: false,
+        }
+    }
+
     /// The unescaped characters.
     pub(crate) fn chars(&self) -> Unescape<'a> {
         Unescape {
@@ -874,6 +881,12 @@ pub enum Seconds {
 /// [`DecodeError::Capacity`] naming the field; a field of the wrong JSON type
 /// gives `InvalidValue`.
 pub(crate) fn read_user(p: &mut Parser<'_>) -> Result<User, DecodeError> {
+    Ok(read_user_parts(p)?.build(true)?)
+}
+
+/// The syntax half of [`read_user`]: locates the fields without copying
+/// them.
+pub(crate) fn read_user_parts<'a>(p: &mut Parser<'a>) -> Result<UserParts<'a>, DecodeError> {
     let mut id = None;
     let mut email = None;
     let mut is_anonymous = None;
@@ -898,24 +911,54 @@ pub(crate) fn read_user(p: &mut Parser<'_>) -> Result<User, DecodeError> {
             p.skip()?;
         }
     }
-    let id = id.ok_or(DecodeError::MissingField { field: "user.id" })?;
-    Ok(User {
-        id: id.to_bounded::<USER_ID_MAX>(Field::UserId)?,
-        email: opt_bounded::<EMAIL_MAX>(email, Field::Email)?,
+    Ok(UserParts {
+        id: id.ok_or(DecodeError::MissingField { field: "user.id" })?,
+        email,
         is_anonymous: is_anonymous.unwrap_or(false),
-        name: opt_bounded::<NAME_MAX>(name, Field::Name)?,
-        avatar: opt_bounded::<AVATAR_MAX>(avatar, Field::Avatar)?,
-        country: opt_bounded::<COUNTRY_MAX>(country, Field::Country)?,
+        name,
+        avatar,
+        country,
     })
 }
 
-/// An optional string field: `None` and `""` both give `None`.
+/// A user's fields located in the input (a JSON body or a postcard
+/// record), not yet copied into their bounded homes. Both record formats
+/// and every reply build their [`User`] through this one copy routine.
+#[derive(Clone, Copy)]
+pub(crate) struct UserParts<'a> {
+    pub(crate) id: JsonStr<'a>,
+    pub(crate) email: Option<JsonStr<'a>>,
+    pub(crate) is_anonymous: bool,
+    pub(crate) name: Option<JsonStr<'a>>,
+    pub(crate) avatar: Option<JsonStr<'a>>,
+    pub(crate) country: Option<JsonStr<'a>>,
+}
+
+impl UserParts<'_> {
+    /// Copies the fields in order (the first oversize one is the error).
+    /// An optional `""` is `None` when `empty_is_none` (JSON, where the
+    /// reference treats an empty email as missing); postcard keeps it, so
+    /// its records round-trip exactly.
+    pub(crate) fn build(self, empty_is_none: bool) -> Result<User, CapacityError> {
+        Ok(User {
+            id: self.id.to_bounded(Field::UserId)?,
+            email: opt_bounded(self.email, Field::Email, empty_is_none)?,
+            is_anonymous: self.is_anonymous,
+            name: opt_bounded(self.name, Field::Name, empty_is_none)?,
+            avatar: opt_bounded(self.avatar, Field::Avatar, empty_is_none)?,
+            country: opt_bounded(self.country, Field::Country, empty_is_none)?,
+        })
+    }
+}
+
+/// An optional string field; `""` gives `None` when `empty_is_none`.
 fn opt_bounded<const N: usize>(
     s: Option<JsonStr<'_>>,
     field: Field,
+    empty_is_none: bool,
 ) -> Result<Option<String<N>>, CapacityError> {
     match s {
-        Some(s) if !s.is_empty() => s.to_bounded(field).map(Some),
+        Some(s) if !(empty_is_none && s.is_empty()) => s.to_bounded(field).map(Some),
         _ => Ok(None),
     }
 }

@@ -3,6 +3,7 @@
 use core::fmt;
 
 use heapless::String;
+use heapless::string::StringView;
 
 use crate::error::{CapacityError, Field};
 
@@ -97,12 +98,20 @@ impl<'de, const N: usize> serde::Deserialize<'de> for Secret<N> {
 /// Copies `value` into a `String<N>`, or names `field` in the error.
 pub fn bounded<const N: usize>(value: &str, field: Field) -> Result<String<N>, CapacityError> {
     let mut s = String::new();
-    s.push_str(value).map_err(|_| CapacityError {
-        field,
-        capacity: N,
-        len: value.len(),
-    })?;
+    fill(s.as_mut_view(), value, field)?;
     Ok(s)
+}
+
+/// Appends `value` whole to `dst`, or names `field` (with `dst`'s capacity)
+/// in the error. It works on the capacity-erased view so that one copy of
+/// the code serves every `String<N>` of the crate; the generic callers are
+/// thin shells around it.
+pub(crate) fn fill(dst: &mut StringView, value: &str, field: Field) -> Result<(), CapacityError> {
+    dst.push_str(value).map_err(|_| CapacityError {
+        field,
+        capacity: dst.capacity(),
+        len: value.len(),
+    })
 }
 
 /// Joins `parts` into a `String<N>`, or `None` when they do not fit. Used
@@ -110,8 +119,10 @@ pub fn bounded<const N: usize>(value: &str, field: Field) -> Result<String<N>, C
 /// nothing else does not link `core::fmt`.
 pub(crate) fn concat<const N: usize, const K: usize>(parts: [&str; K]) -> Option<String<N>> {
     let mut s = String::new();
-    for part in parts {
-        s.push_str(part).ok()?;
-    }
-    Some(s)
+    concat_into(s.as_mut_view(), &parts).then_some(s)
+}
+
+/// The non-generic body of [`concat`].
+fn concat_into(dst: &mut StringView, parts: &[&str]) -> bool {
+    parts.iter().all(|part| dst.push_str(part).is_ok())
 }

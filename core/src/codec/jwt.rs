@@ -14,24 +14,12 @@
 //! on every request, so a forged token gains nothing but a wrong label on
 //! the caller's own screen.
 
-use base64::Engine as _;
-use base64::alphabet;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use heapless::String;
 
 use crate::error::{CapacityError, DecodeError, Field};
 use crate::limits::{ACCESS_TOKEN_MAX, EMAIL_MAX, USER_ID_MAX};
 
 use super::json::{Parser, number_to_u64};
-
-/// base64url, with or without `=` padding, tolerant of non-zero trailing
-/// bits (as `atob`-based decoders are).
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
 
 /// Largest decoded payload: the payload segment is at most
 /// [`ACCESS_TOKEN_MAX`] base64 characters, i.e. 3 bytes per 4 characters.
@@ -81,21 +69,59 @@ pub fn decode_claims(token: &str) -> Result<Claims, DecodeError> {
         .into());
     }
     let malformed = DecodeError::Malformed { what: WHAT_TOKEN };
-    let mut parts = token.split('.');
+    let mut parts = token.as_bytes().split(|&b| b == b'.');
     let (Some(header), Some(payload), Some(_signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(malformed);
     };
-    if header.is_empty() || payload.trim_end_matches('=').is_empty() {
+    if header.is_empty() || payload.iter().all(|&b| b == b'=') {
         return Err(malformed);
     }
     let mut buf = [0u8; PAYLOAD_MAX];
-    let n = B64URL
-        .decode_slice(payload, &mut buf)
-        .map_err(|_| malformed)?;
+    let n = base64url(payload, &mut buf).ok_or(malformed)?;
     let json = buf.get(..n).ok_or(malformed)?;
     read_claims(json)
+}
+
+/// Decodes base64url (RFC 4648 §5) into `out` and returns the length, or
+/// `None` for bad input: a byte outside the alphabet, a length that leaves
+/// one lone symbol, or `=` padding other than what completes the last
+/// quad (none is fine too). Non-zero trailing bits are ignored, as
+/// `atob`-based decoders do.
+///
+/// Written out (rather than the `base64` crate's engine) because a JWT
+/// payload is decoded once per token and the engine's unrolled fast paths
+/// cost firmware over a kilobyte of flash for that; the accepted inputs and
+/// output are the same (a test checks them against the crate).
+fn base64url(input: &[u8], out: &mut [u8]) -> Option<usize> {
+    let symbols = input.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+    let pad = input.len() - symbols;
+    let tail = symbols % 4;
+    if tail == 1 || (pad > 0 && (tail < 2 || tail + pad > 4)) {
+        return None;
+    }
+    let mut acc: u32 = 0;
+    let mut bits = 0u32;
+    let mut n = 0;
+    for &b in input.get(..symbols)? {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            *out.get_mut(n)? = (acc >> bits) as u8;
+            n += 1;
+        }
+    }
+    Some(n)
 }
 
 fn read_claims(json: &[u8]) -> Result<Claims, DecodeError> {
@@ -104,7 +130,8 @@ fn read_claims(json: &[u8]) -> Result<Claims, DecodeError> {
     let mut email = None;
     let mut is_anonymous = None;
     let mut exp = None;
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(&mut p)? {
         if key.is("sub") {
             sub = p.opt_str("sub")?;
         } else if key.is("email") {
@@ -116,8 +143,7 @@ fn read_claims(json: &[u8]) -> Result<Claims, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     p.finish()?;
 
     let sub = sub.ok_or(DecodeError::MissingField { field: "sub" })?;
@@ -149,7 +175,9 @@ mod tests {
     use std::{format, vec};
 
     use base64::Engine as _;
+    use base64::alphabet;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     use proptest::prelude::*;
 
     use super::*;
@@ -322,7 +350,58 @@ mod tests {
         assert_eq!(decode_claims(&t).unwrap().sub.as_str(), "u");
     }
 
+    /// What [`base64url`] must agree with: the `base64` crate's URL-safe
+    /// engine, padding optional, trailing bits tolerated.
+    const B64URL: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+
+    fn agrees_with_the_crate(input: &[u8]) {
+        let mut ours = [0u8; 64];
+        let mut theirs = [0u8; 64];
+        let got = base64url(input, &mut ours);
+        let want = B64URL.decode_slice(input, &mut theirs).ok();
+        assert_eq!(got, want, "{:?}", StdString::from_utf8_lossy(input));
+        if let Some(n) = got {
+            assert_eq!(ours[..n], theirs[..n]);
+        }
+    }
+
+    #[test]
+    fn base64url_agrees_with_the_crate_on_every_short_shape() {
+        // Every string of up to 6 bytes over symbols of each class, `=`
+        // and bytes outside the alphabet.
+        let alphabet = b"Aa9-_=+/. ";
+        let mut input = vec![];
+        fn all(input: &mut std::vec::Vec<u8>, alphabet: &[u8], left: usize) {
+            agrees_with_the_crate(input);
+            if left == 0 {
+                return;
+            }
+            for &b in alphabet {
+                input.push(b);
+                all(input, alphabet, left - 1);
+                input.pop();
+            }
+        }
+        all(&mut input, alphabet, 6);
+    }
+
     proptest! {
+        #[test]
+        fn base64url_agrees_with_the_crate(s in "[A-Za-z0-9_=+/-]{0,60}") {
+            agrees_with_the_crate(s.as_bytes());
+        }
+
+        #[test]
+        fn base64url_decodes_what_the_crate_encodes(bytes in proptest::collection::vec(any::<u8>(), 0..45)) {
+            agrees_with_the_crate(b64(&URL_SAFE_NO_PAD, &bytes).as_bytes());
+            agrees_with_the_crate(b64(&URL_SAFE, &bytes).as_bytes());
+        }
+
         #[test]
         fn never_panics_on_any_string(s in "\\PC{0,300}") {
             let _ = decode_claims(&s);

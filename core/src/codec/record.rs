@@ -15,12 +15,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CapacityError, DecodeError, Field};
-use crate::secret::{Secret, bounded};
-use crate::session::{RefreshToken, Session, User};
+use crate::secret::Secret;
+use crate::session::{RefreshToken, Session};
 use crate::storage::StoreFormat;
 use crate::time::Instant;
 
-use super::json::{Full, JsonStr, Parser, Writer, number_to_u64, read_user};
+use super::json::{Full, JsonStr, Parser, UserParts, Writer, number_to_u64, read_user_parts};
 
 /// First byte of every postcard record written by this version.
 pub const POSTCARD_VERSION: u8 = 1;
@@ -181,38 +181,51 @@ impl<const N: usize> OptStr for Option<heapless::String<N>> {
 ///
 /// Oversize fields are `Capacity` naming the field in both formats.
 pub fn decode_session(bytes: &[u8], format: StoreFormat) -> Result<Session, DecodeError> {
-    match format {
-        StoreFormat::ReferenceJson => decode_session_json(bytes),
-        StoreFormat::Postcard => {
-            let body = postcard_body(bytes, WHAT_SESSION)?;
-            let (m, rest) = postcard::take_from_bytes::<SessionV1<'_>>(body)
-                .map_err(|_| DecodeError::Malformed { what: WHAT_SESSION })?;
-            if !rest.is_empty() {
-                return Err(DecodeError::Malformed { what: WHAT_SESSION });
-            }
-            Ok(Session {
-                access_token: Secret::new(m.access_token, Field::AccessToken)?,
-                refresh_token: Secret::new(m.refresh_token, Field::RefreshToken)?,
-                expires_at: Instant(m.expires_at),
-                user: User {
-                    id: bounded(m.user.id, Field::UserId)?,
-                    email: opt(m.user.email, Field::Email)?,
-                    is_anonymous: m.user.is_anonymous,
-                    name: opt(m.user.name, Field::Name)?,
-                    avatar: opt(m.user.avatar, Field::Avatar)?,
-                    country: opt(m.user.country, Field::Country)?,
-                },
-            })
+    let json = format == StoreFormat::ReferenceJson;
+    let (access, refresh, expires_at, user) = if json {
+        scan_session_json(bytes)?
+    } else {
+        let body = postcard_body(bytes, WHAT_SESSION)?;
+        let (m, rest) = postcard::take_from_bytes::<SessionV1<'_>>(body)
+            .map_err(|_| DecodeError::Malformed { what: WHAT_SESSION })?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Malformed { what: WHAT_SESSION });
         }
-    }
+        let u = m.user;
+        (
+            JsonStr::plain(m.access_token),
+            JsonStr::plain(m.refresh_token),
+            m.expires_at,
+            UserParts {
+                id: JsonStr::plain(u.id),
+                email: opt_plain(u.email),
+                is_anonymous: u.is_anonymous,
+                name: opt_plain(u.name),
+                avatar: opt_plain(u.avatar),
+                country: opt_plain(u.country),
+            },
+        )
+    };
+    // Which oversize field is reported first differs by format, as it
+    // always has: JSON copies the user before the tokens.
+    let early_user = if json { Some(user.build(true)?) } else { None };
+    let access_token = access.to_secret(Field::AccessToken)?;
+    let refresh_token = refresh.to_secret(Field::RefreshToken)?;
+    let user = match early_user {
+        Some(u) => u,
+        None => user.build(false)?,
+    };
+    Ok(Session {
+        access_token,
+        refresh_token,
+        expires_at: Instant(expires_at),
+        user,
+    })
 }
 
-/// An optional postcard string copied into its bounded home.
-fn opt<const N: usize>(
-    v: Option<&str>,
-    field: Field,
-) -> Result<Option<heapless::String<N>>, CapacityError> {
-    v.map(|v| bounded(v, field)).transpose()
+/// An optional postcard string, to be copied like a JSON one.
+fn opt_plain(v: Option<&str>) -> Option<JsonStr<'_>> {
+    v.map(JsonStr::plain)
 }
 
 /// Checks the version byte and returns what follows it.
@@ -233,13 +246,18 @@ fn required_str<'a>(
     s.ok_or(DecodeError::MissingField { field })
 }
 
-fn decode_session_json(bytes: &[u8]) -> Result<Session, DecodeError> {
+/// The syntax half of a `ReferenceJson` session: every field located and
+/// checked, nothing copied yet.
+fn scan_session_json(
+    bytes: &[u8],
+) -> Result<(JsonStr<'_>, JsonStr<'_>, u64, UserParts<'_>), DecodeError> {
     let mut p = Parser::new(bytes, WHAT_SESSION);
     let mut access = None;
     let mut refresh = None;
     let mut expires_at = None;
     let mut user_at = None;
-    p.object(|p, key| {
+    let mut m = p.members()?;
+    while let Some(key) = m.next(&mut p)? {
         if key.is("access_token") {
             access = p.opt_str("access_token")?;
         } else if key.is("refresh_token") {
@@ -251,8 +269,7 @@ fn decode_session_json(bytes: &[u8]) -> Result<Session, DecodeError> {
         } else {
             p.skip()?;
         }
-        Ok(())
-    })?;
+    }
     p.finish()?;
 
     let access = required_str(access, "access_token")?;
@@ -264,13 +281,8 @@ fn decode_session_json(bytes: &[u8]) -> Result<Session, DecodeError> {
         field: "expires_at",
     })?;
     let user_at = user_at.ok_or(DecodeError::MissingField { field: "user" })?;
-    let user = read_user(&mut Parser::at(bytes, user_at, WHAT_SESSION))?;
-    Ok(Session {
-        access_token: access.to_secret(Field::AccessToken)?,
-        refresh_token: refresh.to_secret(Field::RefreshToken)?,
-        expires_at: Instant(expires_at),
-        user,
-    })
+    let user = read_user_parts(&mut Parser::at(bytes, user_at, WHAT_SESSION))?;
+    Ok((access, refresh, expires_at, user))
 }
 
 // ---------------------------------------------------------------------------
@@ -357,6 +369,8 @@ mod tests {
         ACCESS_TOKEN_MAX, AVATAR_MAX, COUNTRY_MAX, EMAIL_MAX, NAME_MAX, REFRESH_TOKEN_MAX,
         USER_ID_MAX,
     };
+    use crate::secret::bounded;
+    use crate::session::User;
 
     const BOTH: [StoreFormat; 2] = [StoreFormat::ReferenceJson, StoreFormat::Postcard];
 
@@ -716,6 +730,19 @@ mod tests {
                 }))
             );
         }
+        // Two oversize fields: JSON names the user's (it is copied before
+        // the tokens), postcard the token's (below).
+        assert_eq!(
+            decode_session(
+                base(&long, "r", &format!(r#"{{"id":"{long}"}}"#)).as_bytes(),
+                StoreFormat::ReferenceJson
+            ),
+            Err(DecodeError::Capacity(CapacityError {
+                field: Field::UserId,
+                capacity: USER_ID_MAX,
+                len: 3000
+            }))
+        );
         // Postcard: hand-build a record whose access token is too long.
         let m = SessionV1 {
             access_token: &long,
@@ -740,6 +767,38 @@ mod tests {
                 len: 3000
             }))
         );
+    }
+
+    #[test]
+    fn postcard_keeps_an_empty_optional_string_json_drops_it() {
+        let m = SessionV1 {
+            access_token: "a",
+            refresh_token: "r",
+            expires_at: 1,
+            user: UserV1 {
+                id: "",
+                email: Some(""),
+                is_anonymous: false,
+                name: Some(""),
+                avatar: None,
+                country: Some(""),
+            },
+        };
+        let mut buf = vec![0u8; 64];
+        let n = postcard_with_version(&m, &mut buf).unwrap();
+        let u = decode_session(&buf[..n], StoreFormat::Postcard)
+            .unwrap()
+            .user;
+        assert_eq!(u.id.as_str(), "");
+        assert_eq!(u.email.as_deref(), Some(""));
+        assert_eq!(u.name.as_deref(), Some(""));
+        assert_eq!(u.avatar, None);
+        assert_eq!(u.country.as_deref(), Some(""));
+        let json = br#"{"access_token":"a","refresh_token":"r","expires_at":1,"user":{"id":"","email":"","name":"","country":""}}"#;
+        let u = decode_session(json, StoreFormat::ReferenceJson)
+            .unwrap()
+            .user;
+        assert_eq!((u.email, u.name, u.country), (None, None, None));
     }
 
     #[test]

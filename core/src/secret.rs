@@ -30,6 +30,14 @@ impl<const N: usize> Secret<N> {
         bounded(value, field).map(Secret)
     }
 
+    /// Empties the secret and lends its buffer, so decoders write a token
+    /// where it will live instead of returning 2 KiB values through several
+    /// stack frames (which costs tens of KiB of stack on a microcontroller).
+    pub(crate) fn refill(&mut self) -> &mut StringView {
+        self.0.clear();
+        self.0.as_mut_view()
+    }
+
     /// The secret itself. Call it only to put the value on the wire or on
     /// storage.
     pub fn expose(&self) -> &str {

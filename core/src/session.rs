@@ -65,6 +65,17 @@ pub struct Session {
 }
 
 impl Session {
+    /// An empty session to decode into (crate-internal: no caller should see
+    /// a session without tokens).
+    pub(crate) fn blank() -> Self {
+        Session {
+            access_token: Secret::default(),
+            refresh_token: Secret::default(),
+            expires_at: Instant(0),
+            user: User::default(),
+        }
+    }
+
     /// Whether the access token is still usable for `leeway_ms` from `now`
     /// (strictly more than the leeway left, as in the reference client).
     pub fn is_fresh(&self, now: Instant, leeway_ms: u64) -> bool {

@@ -28,7 +28,7 @@ use crate::error::{ApiError, CapacityError, DecodeError, Field};
 use crate::limits::{EMAIL_MAX, ERROR_CODE_MAX, ERROR_MESSAGE_MAX};
 use crate::request::Body;
 use crate::secret::{Secret, bounded, fill};
-use crate::session::{AccessToken, RefreshToken, User, UserMeta};
+use crate::session::{AccessToken, RefreshToken, Session, User, UserMeta};
 use crate::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
@@ -696,13 +696,23 @@ impl<'a> JsonStr<'a> {
         Ok(())
     }
 
-    /// Unescapes into a [`Secret`], or names `field` in the error.
-    pub(crate) fn to_secret<const N: usize>(
+    /// Unescapes into `dst` in place (its old content is gone either way).
+    pub(crate) fn unescape_to_secret<const N: usize>(
         self,
+        dst: &mut Secret<N>,
         field: Field,
-    ) -> Result<Secret<N>, CapacityError> {
-        let s: String<N> = self.to_bounded(field)?;
-        Secret::new(s.as_str(), field)
+    ) -> Result<(), CapacityError> {
+        self.unescape_into(dst.refill(), field)
+    }
+
+    /// Unescapes into `dst` in place (its old content is gone either way).
+    fn unescape_to<const N: usize>(
+        self,
+        dst: &mut String<N>,
+        field: Field,
+    ) -> Result<(), CapacityError> {
+        dst.clear();
+        self.unescape_into(dst.as_mut_view(), field)
     }
 }
 
@@ -940,26 +950,48 @@ impl UserParts<'_> {
     /// reference treats an empty email as missing); postcard keeps it, so
     /// its records round-trip exactly.
     pub(crate) fn build(self, empty_is_none: bool) -> Result<User, CapacityError> {
-        Ok(User {
-            id: self.id.to_bounded(Field::UserId)?,
-            email: opt_bounded(self.email, Field::Email, empty_is_none)?,
-            is_anonymous: self.is_anonymous,
-            name: opt_bounded(self.name, Field::Name, empty_is_none)?,
-            avatar: opt_bounded(self.avatar, Field::Avatar, empty_is_none)?,
-            country: opt_bounded(self.country, Field::Country, empty_is_none)?,
-        })
+        let mut user = User::default();
+        self.build_into(&mut user, empty_is_none)?;
+        Ok(user)
+    }
+
+    /// [`build`](Self::build) in place: `dst` is overwritten field by field
+    /// (and left half-written on error, so it must be scratch).
+    pub(crate) fn build_into(
+        self,
+        dst: &mut User,
+        empty_is_none: bool,
+    ) -> Result<(), CapacityError> {
+        self.id.unescape_to(&mut dst.id, Field::UserId)?;
+        opt_into(&mut dst.email, self.email, Field::Email, empty_is_none)?;
+        dst.is_anonymous = self.is_anonymous;
+        opt_into(&mut dst.name, self.name, Field::Name, empty_is_none)?;
+        opt_into(&mut dst.avatar, self.avatar, Field::Avatar, empty_is_none)?;
+        opt_into(
+            &mut dst.country,
+            self.country,
+            Field::Country,
+            empty_is_none,
+        )
     }
 }
 
-/// An optional string field; `""` gives `None` when `empty_is_none`.
-fn opt_bounded<const N: usize>(
+/// An optional string field copied into `dst`; `""` gives `None` when
+/// `empty_is_none`.
+fn opt_into<const N: usize>(
+    dst: &mut Option<String<N>>,
     s: Option<JsonStr<'_>>,
     field: Field,
     empty_is_none: bool,
-) -> Result<Option<String<N>>, CapacityError> {
+) -> Result<(), CapacityError> {
     match s {
-        Some(s) if !(empty_is_none && s.is_empty()) => s.to_bounded(field).map(Some),
-        _ => Ok(None),
+        Some(s) if !(empty_is_none && s.is_empty()) => {
+            s.unescape_to(dst.get_or_insert_with(String::new), field)
+        }
+        _ => {
+            *dst = None;
+            Ok(())
+        }
     }
 }
 
@@ -1017,33 +1049,58 @@ impl TokenResponse {
     /// `now`). Neither present → `MissingField { field: "expires_in" }`;
     /// present but unusable → `InvalidValue` naming the first bad one.
     pub fn expiry(&self, now: Instant) -> Result<Instant, DecodeError> {
-        let mut err = None;
-        if let Some(secs) = self.expires_in {
-            match secs_to_ms(secs) {
-                Some(ms) if ms <= MAX_LIFETIME_MS => return Ok(now + Duration::from_millis(ms)),
-                _ => {
-                    err = Some(DecodeError::InvalidValue {
-                        field: "expires_in",
-                    })
-                }
-            }
-        }
-        if let Some(secs) = self.expires_at {
-            match secs_to_ms(secs) {
-                Some(ms) if ms <= now.as_millis().saturating_add(MAX_LIFETIME_MS) => {
-                    return Ok(Instant(ms));
-                }
-                _ => {
-                    err.get_or_insert(DecodeError::InvalidValue {
-                        field: "expires_at",
-                    });
-                }
-            }
-        }
-        Err(err.unwrap_or(DecodeError::MissingField {
-            field: "expires_in",
-        }))
+        expiry(self.expires_in, self.expires_at, now)
     }
+}
+
+/// What a token reply says besides the tokens and the user, which
+/// [`decode_tokens_into`] writes into the session directly.
+pub(crate) struct TokenMeta {
+    pub(crate) expires_in: Option<Seconds>,
+    pub(crate) expires_at: Option<Seconds>,
+    /// The reply carried a user the core could hold (it is in the session).
+    pub(crate) user: bool,
+}
+
+impl TokenMeta {
+    /// See [`TokenResponse::expiry`].
+    pub(crate) fn expiry(&self, now: Instant) -> Result<Instant, DecodeError> {
+        expiry(self.expires_in, self.expires_at, now)
+    }
+}
+
+/// The body of [`TokenResponse::expiry`].
+fn expiry(
+    expires_in: Option<Seconds>,
+    expires_at: Option<Seconds>,
+    now: Instant,
+) -> Result<Instant, DecodeError> {
+    let mut err = None;
+    if let Some(secs) = expires_in {
+        match secs_to_ms(secs) {
+            Some(ms) if ms <= MAX_LIFETIME_MS => return Ok(now + Duration::from_millis(ms)),
+            _ => {
+                err = Some(DecodeError::InvalidValue {
+                    field: "expires_in",
+                })
+            }
+        }
+    }
+    if let Some(secs) = expires_at {
+        match secs_to_ms(secs) {
+            Some(ms) if ms <= now.as_millis().saturating_add(MAX_LIFETIME_MS) => {
+                return Ok(Instant(ms));
+            }
+            _ => {
+                err.get_or_insert(DecodeError::InvalidValue {
+                    field: "expires_at",
+                });
+            }
+        }
+    }
+    Err(err.unwrap_or(DecodeError::MissingField {
+        field: "expires_in",
+    }))
 }
 
 /// A field's number of seconds.
@@ -1081,6 +1138,21 @@ fn num_seconds(n: Option<&str>, field: &'static str) -> Result<Option<Seconds>, 
 /// body is `Malformed` even if an earlier field was too long; then an
 /// oversize field is `Capacity` naming it (e.g. [`Field::AccessToken`]).
 pub fn decode_tokens(body: &[u8]) -> Result<TokenResponse, DecodeError> {
+    let mut s = Session::blank();
+    let meta = decode_tokens_into(body, &mut s)?;
+    Ok(TokenResponse {
+        access_token: s.access_token,
+        refresh_token: s.refresh_token,
+        expires_in: meta.expires_in,
+        expires_at: meta.expires_at,
+        user: meta.user.then_some(s.user),
+    })
+}
+
+/// [`decode_tokens`] in place: the tokens and the user go straight into
+/// `out` (scratch: half-written on error, `expires_at` untouched), so a
+/// reply costs one session of stack, not several.
+pub(crate) fn decode_tokens_into(body: &[u8], out: &mut Session) -> Result<TokenMeta, DecodeError> {
     const WHAT: &str = "token response";
     let mut p = Parser::new(body, WHAT);
     let mut access = None;
@@ -1126,10 +1198,13 @@ pub fn decode_tokens(body: &[u8]) -> Result<TokenResponse, DecodeError> {
     // presented refresh token. A `user` the core cannot hold (an avatar URL
     // over its capacity, say) is dropped, and the machine learns the user
     // from the access token's claims instead.
-    let user = user_at.and_then(|at| read_user(&mut Parser::at(body, at, WHAT)).ok());
-    Ok(TokenResponse {
-        access_token: access.to_secret(Field::AccessToken)?,
-        refresh_token: refresh.to_secret(Field::RefreshToken)?,
+    let user = user_at.is_some_and(|at| {
+        read_user_parts(&mut Parser::at(body, at, WHAT))
+            .is_ok_and(|parts| parts.build_into(&mut out.user, true).is_ok())
+    });
+    access.unescape_to_secret(&mut out.access_token, Field::AccessToken)?;
+    refresh.unescape_to_secret(&mut out.refresh_token, Field::RefreshToken)?;
+    Ok(TokenMeta {
         expires_in: num_seconds(expires_in, "expires_in")?,
         expires_at: num_seconds(expires_at, "expires_at")?,
         user,

@@ -181,6 +181,19 @@ impl<const N: usize> OptStr for Option<heapless::String<N>> {
 ///
 /// Oversize fields are `Capacity` naming the field in both formats.
 pub fn decode_session(bytes: &[u8], format: StoreFormat) -> Result<Session, DecodeError> {
+    let mut session = Session::blank();
+    decode_session_into(bytes, format, &mut session)?;
+    Ok(session)
+}
+
+/// [`decode_session`] in place: `out` is overwritten (and half-written on
+/// error, so it must be scratch or a slot the caller empties on failure).
+/// Restore decodes straight into the machine's session slot this way.
+pub(crate) fn decode_session_into(
+    bytes: &[u8],
+    format: StoreFormat,
+    out: &mut Session,
+) -> Result<(), DecodeError> {
     let json = format == StoreFormat::ReferenceJson;
     let (access, refresh, expires_at, user) = if json {
         scan_session_json(bytes)?
@@ -208,19 +221,16 @@ pub fn decode_session(bytes: &[u8], format: StoreFormat) -> Result<Session, Deco
     };
     // Which oversize field is reported first differs by format, as it
     // always has: JSON copies the user before the tokens.
-    let early_user = if json { Some(user.build(true)?) } else { None };
-    let access_token = access.to_secret(Field::AccessToken)?;
-    let refresh_token = refresh.to_secret(Field::RefreshToken)?;
-    let user = match early_user {
-        Some(u) => u,
-        None => user.build(false)?,
-    };
-    Ok(Session {
-        access_token,
-        refresh_token,
-        expires_at: Instant(expires_at),
-        user,
-    })
+    if json {
+        user.build_into(&mut out.user, true)?;
+    }
+    access.unescape_to_secret(&mut out.access_token, Field::AccessToken)?;
+    refresh.unescape_to_secret(&mut out.refresh_token, Field::RefreshToken)?;
+    if !json {
+        user.build_into(&mut out.user, false)?;
+    }
+    out.expires_at = Instant(expires_at);
+    Ok(())
 }
 
 /// An optional postcard string, to be copied like a JSON one.

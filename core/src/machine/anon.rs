@@ -16,7 +16,7 @@
 use crate::command::{CommandId, SignInOptions};
 use crate::error::{Error, TransportError};
 use crate::output::AuthChange;
-use crate::session::User;
+use crate::session::{Session, User};
 use crate::storage::RecordKey;
 
 use super::{AnonOp, Done, Machine, Purpose, QueuedSignIn, Response, answer_error, api_error};
@@ -176,19 +176,17 @@ impl Machine {
                     is_anonymous: true,
                     ..User::default()
                 };
-                let session = match self.session_from(&resp, Some(&guest)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        if live {
-                            // The stored token is kept: the server may still
-                            // honour it within its reuse window.
-                            self.finish_anon(Err(e));
-                        } else {
-                            self.end_orphan(request);
-                        }
-                        return;
+                let mut session = Session::blank();
+                if let Err(e) = self.session_into(&resp, Some(&guest), &mut session) {
+                    if live {
+                        // The stored token is kept: the server may still
+                        // honour it within its reuse window.
+                        self.finish_anon(Err(e));
+                    } else {
+                        self.end_orphan(request);
                     }
-                };
+                    return;
+                }
                 self.remember_spent(presented);
                 if !live {
                     self.adopt_orphan_tokens(Some(guest_gen), &session);
@@ -288,17 +286,15 @@ impl Machine {
         let live = self.anon_is_live(request);
         match answer {
             Ok(resp) if resp.is_success() => {
-                let mut session = match self.session_from(&resp, None) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        if live {
-                            self.finish_anon(Err(e));
-                        } else {
-                            self.end_orphan(request);
-                        }
-                        return;
+                let mut session = Session::blank();
+                if let Err(e) = self.session_into(&resp, None, &mut session) {
+                    if live {
+                        self.finish_anon(Err(e));
+                    } else {
+                        self.end_orphan(request);
                     }
-                };
+                    return;
+                }
                 // The route only creates guests (reference behaviour).
                 session.user.is_anonymous = true;
                 if !live {

@@ -1,6 +1,6 @@
 //! Start-up from storage, and records changed by another process or tab.
 
-use crate::codec::record::{decode_anon_token, decode_session};
+use crate::codec::record::{decode_anon_token, decode_session_into};
 use crate::error::Field;
 use crate::output::{AuthChange, Notice};
 use crate::secret::bounded;
@@ -33,17 +33,22 @@ impl Machine {
             }
         }
         if let Some(bytes) = session {
-            match decode_session(bytes, format) {
-                Ok(session) => {
-                    self.slot = Some(repair_user(session));
+            // Straight into the slot: no session-sized value on the stack.
+            let slot = self.slot.insert(Session::blank());
+            match decode_session_into(bytes, format, slot) {
+                Ok(()) => {
+                    repair_user(slot);
                     self.retired = false;
                     self.stale_guest = false;
                     self.tokens_since = self.now;
                 }
-                Err(error) => self.push(Queued::Notice(Notice::CorruptRecord {
-                    key: RecordKey::Session,
-                    error,
-                })),
+                Err(error) => {
+                    self.slot = None;
+                    self.push(Queued::Notice(Notice::CorruptRecord {
+                        key: RecordKey::Session,
+                        error,
+                    }));
+                }
             }
         }
         self.visitor_id = visitor_id
@@ -107,14 +112,13 @@ impl Machine {
                     }
                     return;
                 };
-                let incoming = match decode_session(bytes, format) {
-                    Ok(s) => repair_user(s),
-                    Err(error) => {
-                        // Another writer's garbage never replaces a good session.
-                        self.push(Queued::Notice(Notice::CorruptRecord { key, error }));
-                        return;
-                    }
-                };
+                let mut incoming = Session::blank();
+                if let Err(error) = decode_session_into(bytes, format, &mut incoming) {
+                    // Another writer's garbage never replaces a good session.
+                    self.push(Queued::Notice(Notice::CorruptRecord { key, error }));
+                    return;
+                }
+                repair_user(&mut incoming);
                 let fingerprint = incoming.refresh_token.fingerprint();
                 if self.is_spent(fingerprint)
                     || self.was_written(fingerprint)
@@ -157,7 +161,7 @@ impl Machine {
 
 /// Sessions written by the reference client after a resume carry an empty
 /// user id (§12.1); the access token knows the real one.
-fn repair_user(mut session: Session) -> Session {
+fn repair_user(session: &mut Session) {
     if session.user.id.is_empty()
         && let Ok(claims) = crate::codec::jwt::decode_claims(session.access_token.expose())
     {
@@ -166,5 +170,4 @@ fn repair_user(mut session: Session) -> Session {
             session.user.email = claims.email;
         }
     }
-    session
 }

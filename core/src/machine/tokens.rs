@@ -1,7 +1,7 @@
 //! Refresh, access tokens and the upgrade to email: everything that uses or
 //! rotates the tokens of the current session.
 
-use crate::codec::json::{UpgradeResponse, decode_tokens, decode_upgrade};
+use crate::codec::json::{UpgradeResponse, decode_tokens_into, decode_upgrade};
 use crate::codec::jwt::decode_claims;
 use crate::command::{CommandId, UpgradeRequest};
 use crate::error::{DecodeError, Error, TransportError};
@@ -21,34 +21,39 @@ impl Machine {
     /// response's `user`, else from the access token's claims (so a resumed
     /// or refreshed session knows its real id and email, §12.1/§12.2), else
     /// `fallback`.
-    pub(super) fn session_from(
+    ///
+    /// Decodes into `out` (scratch, e.g. a [`Session::blank`]): one session
+    /// of stack per answer rather than one per frame it passes through.
+    #[inline(never)]
+    pub(super) fn session_into(
         &self,
         resp: &Response<'_>,
         fallback: Option<&User>,
-    ) -> Result<Session, Error> {
+        out: &mut Session,
+    ) -> Result<(), Error> {
         if !resp.content_type_json {
             return Err(DecodeError::NotJson.into());
         }
-        let tokens = decode_tokens(resp.body)?;
-        let expires_at = tokens.expiry(self.now)?;
-        let user = match tokens.user {
-            Some(mut user) => {
-                if let Some(old) = fallback.filter(|old| old.id == user.id) {
-                    // Keep profile fields the response left out.
-                    user.name = user.name.or_else(|| old.name.clone());
-                    user.avatar = user.avatar.or_else(|| old.avatar.clone());
-                    user.country = user.country.or_else(|| old.country.clone());
+        let meta = decode_tokens_into(resp.body, out)?;
+        out.expires_at = meta.expiry(self.now)?;
+        if meta.user {
+            let user = &mut out.user;
+            if let Some(old) = fallback.filter(|old| old.id == user.id) {
+                // Keep profile fields the response left out.
+                if user.name.is_none() {
+                    user.name.clone_from(&old.name);
                 }
-                user
+                if user.avatar.is_none() {
+                    user.avatar.clone_from(&old.avatar);
+                }
+                if user.country.is_none() {
+                    user.country.clone_from(&old.country);
+                }
             }
-            None => user_from_claims(&tokens.access_token, fallback)?,
-        };
-        Ok(Session {
-            access_token: tokens.access_token,
-            refresh_token: tokens.refresh_token,
-            expires_at,
-            user,
-        })
+        } else {
+            out.user = user_from_claims(&out.access_token, fallback)?;
+        }
+        Ok(())
     }
 
     pub(super) fn cmd_refresh(&mut self, for_token: bool) -> CommandId {
@@ -193,19 +198,17 @@ impl Machine {
         match answer {
             Ok(resp) if resp.is_success() => {
                 let fallback = if live {
-                    self.current().map(|s| s.user.clone())
+                    self.current().map(|s| &s.user)
                 } else {
                     None
                 };
-                let session = match self.session_from(&resp, fallback.as_ref()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        if live {
-                            self.fail_refresh(e);
-                        }
-                        return;
+                let mut session = Session::blank();
+                if let Err(e) = self.session_into(&resp, fallback, &mut session) {
+                    if live {
+                        self.fail_refresh(e);
                     }
-                };
+                    return;
+                }
                 self.remember_spent(presented);
                 if !live {
                     self.adopt_orphan_tokens(guest_gen, &session);
@@ -512,9 +515,10 @@ impl Machine {
         if !resp.is_success() || !resp.content_type_json {
             return;
         }
-        let Ok(tokens) = decode_tokens(resp.body) else {
+        let mut tokens = Session::blank();
+        if decode_tokens_into(resp.body, &mut tokens).is_err() {
             return;
-        };
+        }
         if let Some(retired) = self.slot.as_mut().filter(|_| self.retired) {
             retired.access_token = tokens.access_token;
             retired.refresh_token = tokens.refresh_token;

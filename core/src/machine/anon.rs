@@ -194,7 +194,7 @@ impl Machine {
                     return;
                 }
                 let anonymous = session.is_anonymous();
-                self.begin_epoch(Some(session));
+                self.begin_epoch(session);
                 // The anonymous record first (see `WRITE_ORDER`).
                 if anonymous {
                     self.anon_token = self.current().map(|s| s.refresh_token.clone());
@@ -312,7 +312,7 @@ impl Machine {
                 // A new guest replaces the resumable one (the user asked for
                 // it with force_new, or there was none).
                 self.guest_gen = self.guest_gen.wrapping_add(1);
-                self.begin_epoch(Some(session));
+                self.begin_epoch(session);
                 self.anon_token = self.current().map(|s| s.refresh_token.clone());
                 // The anonymous record first (see `WRITE_ORDER`).
                 self.store_put(RecordKey::AnonRefreshToken);

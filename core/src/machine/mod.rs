@@ -872,19 +872,31 @@ impl Machine {
 
     /// Installs `session` as the new signed-in session (a new epoch) and
     /// detaches every operation that belonged to the previous one.
-    fn begin_epoch(&mut self, session: Option<Session>) {
-        self.epoch = self.epoch.wrapping_add(1);
-        match session {
-            Some(s) => {
-                self.slot = Some(s);
-                self.retired = false;
-                self.stale_guest = false;
-                self.tokens_since = self.now;
-            }
-            // Signed out: the old session stays in the slot, retired, until
-            // something replaces it (its revocation may still need it).
-            None => self.retired = true,
+    ///
+    /// Takes the session by value but never wraps it in a temporary
+    /// `Option`: that would put a second ~3 KiB copy on the caller's stack.
+    fn begin_epoch(&mut self, session: Session) {
+        match &mut self.slot {
+            Some(slot) => *slot = session,
+            None => self.slot = Some(session),
         }
+        self.retired = false;
+        self.stale_guest = false;
+        self.tokens_since = self.now;
+        self.next_epoch();
+    }
+
+    /// Signs out into a new epoch: the old session stays in the slot,
+    /// retired, until something replaces it (its revocation may still need
+    /// it).
+    fn end_epoch(&mut self) {
+        self.retired = true;
+        self.next_epoch();
+    }
+
+    /// Detaches every operation that belonged to the previous epoch.
+    fn next_epoch(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
         self.pending_confirmation = None;
         self.refresh_retry_at = None;
         self.refresh_backoff = 0;

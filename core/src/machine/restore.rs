@@ -107,7 +107,7 @@ impl Machine {
                 let Some(bytes) = value else {
                     if self.current().is_some() {
                         self.detach_anon();
-                        self.begin_epoch(None);
+                        self.end_epoch();
                         self.change(AuthChange::SignedOut);
                     }
                     return;
@@ -150,7 +150,7 @@ impl Machine {
                     }
                     _ => {
                         self.detach_anon();
-                        self.begin_epoch(Some(incoming));
+                        self.begin_epoch(incoming);
                         self.change(AuthChange::SignedIn);
                     }
                 }

@@ -28,7 +28,7 @@ impl Machine {
         self.detach_anon();
         let old = self.current().map(|s| (s.is_anonymous(), s.expires_at));
         // The old session stays in the slot, retired, for its revocation.
-        self.begin_epoch(None);
+        self.end_epoch();
         if old.is_some() {
             self.store_remove(RecordKey::Session);
         }

@@ -275,7 +275,7 @@ impl Machine {
                     self.send_upgrade_if_waiting();
                     return;
                 }
-                self.begin_epoch(None);
+                self.end_epoch();
                 self.store_remove(RecordKey::Session);
                 self.change(AuthChange::SignedOut);
                 let error = answer_error(&Ok(resp));

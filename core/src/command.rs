@@ -28,7 +28,19 @@ pub enum Command {
     UpgradeToEmail(UpgradeRequest),
     /// Sign out, softly (keep the anonymous account resumable) or not.
     SignOut(SignOutOptions),
-    /// Rotate the tokens now.
+    /// Rotate the tokens now (callers that arrive while one refresh is in
+    /// flight share it). Completes with [`Outcome::Session`]; without a
+    /// session, with [`Error::NotAuthenticated`].
+    ///
+    /// When the server refuses the refresh token as dead (401
+    /// `invalid_refresh_token` and kin), the session is over: it is removed
+    /// from storage, `SIGNED_OUT` is emitted, and this command fails with
+    /// that server error. The reference client resolves `null` instead;
+    /// bindings that mirror its API (the wasm package) map the error to
+    /// `null`, while Rust callers keep the reason.
+    ///
+    /// [`Outcome::Session`]: crate::Outcome::Session
+    /// [`Error::NotAuthenticated`]: crate::Error::NotAuthenticated
     Refresh,
     /// A fresh access token: immediate when fresh, else after one shared
     /// refresh. `None` when signed out.

@@ -1,41 +1,5 @@
-//! The machine: inputs in, outputs out, time as an argument.
-//!
-//! # Driving it
-//!
-//! ```text
-//! loop {
-//!     while let Some(out) = machine.poll_output() { perform(out) }   // drain
-//!     wait for the first of: a response, a command, a storage ack, poll_timeout()
-//!     machine.handle_*(now, …)                                       // feed
-//! }
-//! ```
-//!
-//! # The drain invariant
-//!
-//! After every input, drain [`Machine::poll_output`] until it returns `None`
-//! before the next input; any `handle_*` call made with outputs still queued
-//! is refused with [`NotDrained`] and changes nothing. Outputs borrow the
-//! machine's state, which is why this matters: a request or a stored record
-//! is rendered from the state as it is *now*, and the invariant guarantees
-//! that "now" is the state the outputs were queued for.
-//!
-//! # Storage comes first
-//!
-//! A [`Output::Store`] stalls the queue: nothing after it is released until
-//! the adapter acknowledges the write with [`Machine::handle_stored`] (the
-//! only input accepted meanwhile). Events and completions that depend on a
-//! write are queued behind it, so no caller hears "success" before a rotated
-//! refresh token is durable; if the write fails, those completions turn into
-//! [`Error::Storage`] and the write is retried.
-//!
-//! # Epochs
-//!
-//! Every change of *who* is signed in (sign-in, sign-out, another process
-//! switching users) starts a new epoch. Each request remembers the epoch it
-//! was made in; a response from an older epoch is never applied to the
-//! current session (the reference client's resurrection bugs, §12.5/§12.6),
-//! but a refresh token it rotated is still saved if it belongs to the
-//! resumable anonymous account (§12.7: nothing is dropped on the floor).
+//! The machine: inputs in, outputs out, time as an argument. How to drive
+//! it is documented on [`Machine`], the public face of this module.
 
 mod anon;
 mod restore;
@@ -136,7 +100,7 @@ pub enum Input<'a> {
 }
 
 /// An input arrived while outputs were still queued (see the drain
-/// invariant in the [module docs](self)); the input was not applied.
+/// invariant on [`Machine`]); the input was not applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct NotDrained;
@@ -290,8 +254,52 @@ struct UpgradeOp {
 
 /// The deterministic, sans-IO anonymous-auth client.
 ///
-/// See the [module docs](self) for how to drive it, and the crate README for
-/// a complete loop.
+/// # Driving it
+///
+/// ```text
+/// loop {
+///     while let Some(out) = machine.poll_output() { perform(out) }   // drain
+///     wait for the first of: a response, a command, a storage ack, poll_timeout()
+///     machine.handle_*(now, …)                                       // feed
+/// }
+/// ```
+///
+/// # The drain invariant
+///
+/// After every input, drain [`Machine::poll_output`] until it returns `None`
+/// before the next input; any `handle_*` call made with outputs still queued
+/// is refused with [`NotDrained`] and changes nothing. Outputs borrow the
+/// machine's state, which is why this matters: a request or a stored record
+/// is rendered from the state as it is *now*, and the invariant guarantees
+/// that "now" is the state the outputs were queued for.
+///
+/// # Storage comes first
+///
+/// A [`Output::Store`] stalls the queue: nothing after it is released until
+/// the adapter acknowledges the write with [`Machine::handle_stored`] (the
+/// only input accepted meanwhile). Events and completions that depend on a
+/// write are queued behind it, so no caller hears "success" before a rotated
+/// refresh token is durable; if the write fails, those completions turn into
+/// [`Error::Storage`] and the write is retried.
+///
+/// # Epochs
+///
+/// Every change of *who* is signed in (sign-in, sign-out, another process
+/// switching users) starts a new epoch. Each request remembers the epoch it
+/// was made in; a response from an older epoch is never applied to the
+/// current session (the reference client's resurrection bugs, §12.5/§12.6),
+/// but a refresh token it rotated is still saved if it belongs to the
+/// resumable anonymous account (§12.7: nothing is dropped on the floor).
+///
+/// # Write order
+///
+/// A batch writes a guest's anonymous record before its session record,
+/// and a failed write holds back the batch's later writes until its retry:
+/// writes land in order or not at all. So after a crash or a failed write
+/// the anonymous record is never the older of the two, and restore trusts
+/// it when they disagree (the session record is set aside as a fallback).
+///
+/// The crate README has a complete loop.
 #[derive(Debug)]
 pub struct Machine {
     config: Config,

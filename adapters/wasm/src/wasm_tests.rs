@@ -150,14 +150,12 @@ async fn sign_in_sends_the_core_request_and_stores_both_records() {
         r#"{"method":"POST","headers":{"Accept":"application/json","X-SDK-Version":"0.1.0","X-Paywall-Id":"pw_1","Content-Type":"application/json"},"credentials":"omit","body":"{}"}"#
     );
     let writes = json(&get(&e, "writes"));
+    // The guest record first (the core's write order), then the session.
     assert!(
-        writes.starts_with(r#"[["set","pw-pw_1-auth-v1","{\"access_token\":\"at-r1\""#),
+        writes.starts_with(r#"[["set","pw-pw_1-anon-rt-v1","r1"],["set","pw-pw_1-auth-v1","{\"access_token\":\"at-r1\""#),
         "{writes}"
     );
-    assert!(
-        writes.ends_with(r#"["set","pw-pw_1-anon-rt-v1","r1"]]"#),
-        "{writes}"
-    );
+    assert!(writes.ends_with("}}\"]]"), "{writes}");
     assert_eq!(json(&c.get_cached_session()), json(&session));
     assert_eq!(
         json(&c.get_cached_user()),

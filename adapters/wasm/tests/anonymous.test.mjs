@@ -503,10 +503,10 @@ describe('storage', () => {
     timeline.push(['resolved']);
     assert.deepEqual(timeline.map((e) => e.slice(0, 2)), [
       ['INITIAL_SESSION', null],
-      ['set', KEYS.session],
-      ['written', KEYS.session],
       ['set', KEYS.anon],
       ['written', KEYS.anon],
+      ['set', KEYS.session],
+      ['written', KEYS.session],
       ['SIGNED_IN', 'u1'],
       ['resolved'],
     ]);

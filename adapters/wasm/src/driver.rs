@@ -86,6 +86,11 @@ pub enum Pending {
     Timeout,
     /// Deliver `INITIAL_SESSION` to a new listener.
     Initial(u32),
+    /// Re-read a record before the command queued behind it, when there is
+    /// no session (PROTOCOL.md §6.4 "pull"): another tab or process may
+    /// have signed in, or rotated the guest record, without a `watch`
+    /// callback telling us (storages without `watch`, or a missed event).
+    Pull(RecordKey),
 }
 
 struct Listener {
@@ -139,6 +144,8 @@ pub struct Driver {
     next_listener: u32,
     ready_waiters: Vec<Function>,
     restoring: bool,
+    /// An asynchronous pull is reading storage; the queue waits for it.
+    pulling: bool,
     pumping: bool,
     storing: bool,
     pub destroyed: bool,
@@ -181,6 +188,7 @@ impl Driver {
             next_listener: 1,
             ready_waiters: Vec::new(),
             restoring: true,
+            pulling: false,
             pumping: false,
             storing: false,
             destroyed: false,
@@ -445,7 +453,7 @@ pub fn pump(shared: &Shared) {
         let Ok(mut d) = shared.try_borrow_mut() else {
             return;
         };
-        if d.pumping || d.storing || d.restoring || d.destroyed {
+        if d.pumping || d.storing || d.restoring || d.pulling || d.destroyed {
             return;
         }
         d.pumping = true;
@@ -463,7 +471,11 @@ pub fn pump(shared: &Shared) {
             // The write is asynchronous: its completion resumes the pump.
             return;
         }
-        let next = shared.borrow_mut().queue.pop_front();
+        let next = {
+            let mut d = shared.borrow_mut();
+            // An asynchronous pull holds the queue until it is read.
+            if d.pulling { None } else { d.queue.pop_front() }
+        };
         match next {
             Some(input) => feed(shared, input),
             None => break,
@@ -525,6 +537,43 @@ fn feed(shared: &Shared, input: Pending) {
             let _ = d.machine.handle_timeout(t);
             None
         }
+        Pending::Pull(key) => {
+            if d.machine.session().is_some() {
+                return;
+            }
+            let name = d.keys.get(key_index(key)).cloned().unwrap_or_default();
+            // A read that fails says nothing about the record: it must not
+            // pass for "absent" (that would forget the guest record).
+            let Ok(read) = d.storage().get_item(&name) else {
+                return;
+            };
+            if js::is_thenable(&read) {
+                // Hold the queue: the command behind the pull must see it.
+                d.pulling = true;
+                drop(d);
+                let weak = Rc::downgrade(shared);
+                spawn_local(async move {
+                    let read = JsFuture::from(Promise::resolve(&read)).await;
+                    if let Some(shared) = weak.upgrade() {
+                        {
+                            let mut d = shared.borrow_mut();
+                            d.pulling = false;
+                            if let Some(value) = read.ok().and_then(|v| record_value(&v)) {
+                                d.queue.push_front(Pending::External { key, value });
+                            }
+                        }
+                        pump(&shared);
+                    }
+                });
+                return;
+            }
+            if let Some(value) = record_value(&read) {
+                let _ =
+                    d.machine
+                        .handle_external_change(t, key, value.as_deref().map(str::as_bytes));
+            }
+            None
+        }
         Pending::Initial(listener) => {
             let Driver {
                 listeners,
@@ -553,6 +602,16 @@ fn feed(shared: &Shared, input: Pending) {
             .make("busy", "the client was not ready for this call", None);
         drop(d);
         let _ = reject.call1(&JsValue::UNDEFINED, &error);
+    }
+}
+
+/// What a storage read says about a record: `Some(None)` absent, `Some(text)`
+/// present, `None` unusable (not a string: says nothing).
+fn record_value(v: &JsValue) -> Option<Option<String>> {
+    if v.is_null() || v.is_undefined() {
+        Some(None)
+    } else {
+        v.as_string().map(Some)
     }
 }
 

@@ -106,7 +106,13 @@ impl AuthClient {
     /// Options: `{ userMeta?, forceNewAnon?, captchaToken? }`.
     #[wasm_bindgen(js_name = signInAnonymously)]
     pub fn sign_in_anonymously(&self, options: JsValue) -> Promise {
-        self.command(js::sign_in_command(&options), Reply::Session)
+        // The guest record is read fresh before a resume, as the reference
+        // does (another tab may have rotated it).
+        self.command_after_pull(
+            RecordKey::AnonRefreshToken,
+            js::sign_in_command(&options),
+            Reply::Session,
+        )
     }
 
     /// Attaches an email and password to the anonymous account. Options:
@@ -134,7 +140,12 @@ impl AuthClient {
     /// signed out.
     #[wasm_bindgen(js_name = getAccessToken)]
     pub fn get_access_token(&self) -> Promise {
-        self.command(Ok(Command::AccessToken), Reply::AccessToken)
+        // Signed out here? Another tab may have signed in (§6.4 "pull").
+        self.command_after_pull(
+            RecordKey::Session,
+            Ok(Command::AccessToken),
+            Reply::AccessToken,
+        )
     }
 
     /// The current session, or `null`. Synchronous.
@@ -212,6 +223,20 @@ impl Drop for AuthClient {
 impl AuthClient {
     /// Queues a command (its arguments already converted) and pumps; the
     /// Promise settles when the core completes it.
+    /// [`command`](Self::command), with `key` re-read first when there is
+    /// no session (see `Pending::Pull`).
+    fn command_after_pull(
+        &self,
+        key: RecordKey,
+        command: Result<Command, js::ArgError>,
+        reply: Reply,
+    ) -> Promise {
+        if command.is_ok() && !self.shared.borrow().destroyed {
+            self.shared.borrow_mut().enqueue(Pending::Pull(key));
+        }
+        self.command(command, reply)
+    }
+
     fn command(&self, command: Result<Command, js::ArgError>, reply: Reply) -> Promise {
         let (promise, resolve, reject) = deferred();
         let refusal = {

@@ -545,6 +545,53 @@ describe('storage', () => {
     }
   });
 
+  it('pull: signed out here, getAccessToken re-reads the session key and adopts another context\'s sign-in', async () => {
+    for (const async of [false, true]) {
+      const timeline = [];
+      const storage = recordingStorage({}, { timeline, async, delay: 2 }); // no watch
+      const backend = new Backend();
+      const c = client(backend, storage);
+      listen(c, timeline);
+      await c.ready();
+      await settle();
+      const reply = tokens({ sub: 'u7', refresh: 'r7' });
+      storage.data.set(KEYS.session, storedSession(reply, anonUser('u7'))); // nobody told us
+      assert.equal(await c.getAccessToken(), reply.access_token, `async ${async}`);
+      // Adopted without a request and without writing it back.
+      assert.deepEqual(timeline, [['INITIAL_SESSION', null], ['SIGNED_IN', 'u7']], `async ${async}`);
+      assert.equal(backend.requests.length, 0);
+      assert.equal(c.getCachedUser().id, 'u7');
+    }
+  });
+
+  it('pull: a sign-in reads the guest record fresh and resumes the token another context rotated', async () => {
+    const storage = recordingStorage({ [KEYS.anon]: 'r1' }); // no watch
+    const backend = new Backend().on(REFRESH, { body: tokens({ sub: 'u1', refresh: 'r3', user: anonUser('u1') }) });
+    const c = client(backend, storage);
+    await c.ready();
+    storage.data.set(KEYS.anon, 'r2'); // another tab rotated r1 -> r2 and did not tell us
+    const session = await c.signInAnonymously();
+    assert.equal(backend.requests[0].body, '{"refresh_token":"r2"}', 'the fresh token, not the spent r1');
+    assert.equal(session.user.id, 'u1');
+    assert.equal(storage.data.get(KEYS.anon), 'r3');
+  });
+
+  it('pull: a failed read is not an absent record (the guest is still resumed)', async () => {
+    for (const async of [false, true]) {
+      const storage = recordingStorage({ [KEYS.anon]: 'r1' }, { async });
+      const backend = new Backend().on(REFRESH, { body: tokens({ sub: 'u1', refresh: 'r2', user: anonUser('u1') }) });
+      const c = client(backend, storage);
+      await c.ready();
+      storage.getItem = () => {
+        if (async) return Promise.reject(new Error('quota'));
+        throw new Error('quota');
+      };
+      await c.signInAnonymously();
+      assert.deepEqual(backend.routes(), [REFRESH], `async ${async}: resumed, no new guest`);
+      assert.equal(backend.requests[0].body, '{"refresh_token":"r1"}');
+    }
+  });
+
   it('watch: another context signing in and out is reported', async () => {
     const storage = recordingStorage({}, { watch: true });
     const c = client(new Backend(), storage);

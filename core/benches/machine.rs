@@ -208,7 +208,7 @@ mod decoders {
     #[divan::bench]
     fn error_envelope(bencher: Bencher<'_, '_>) {
         let body = br#"{"error":"refresh_failed","code":"invalid_refresh_token","message":"Invalid Refresh Token: Already Used"}"#;
-        bencher.bench(|| decode_api_error(401, true, black_box(body)));
+        bencher.bench(|| decode_api_error(401, "Unauthorized", true, black_box(body)));
     }
 
     #[divan::bench(args = [StoreFormat::ReferenceJson, StoreFormat::Postcard])]

@@ -696,6 +696,7 @@ fn feed(m: &mut Machine, now: u64, input: &Fed) -> Result<Option<CommandId>, Not
                 status: *status,
                 content_type_json: *json,
                 body,
+                reason: "",
             },
         ),
         Fed::Transport(id, e) => Input::TransportFailed(*id, *e),

@@ -146,6 +146,7 @@ impl Device {
                 status: r.status,
                 content_type_json: r.content_type_json,
                 body: r.body,
+                reason: r.reason,
             };
             let _ = self.m.handle_response(Instant(self.now), id, resp);
         }

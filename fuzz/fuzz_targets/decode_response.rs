@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = decode_upgrade(body);
     let _ = decode_user(body);
 
-    let error = decode_api_error(status, json, body);
+    let error = decode_api_error(status, "Status Text", json, body);
     assert!(!error.code.is_empty(), "an error always has a code");
     assert_eq!(error.status, status);
 

@@ -616,6 +616,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
                     status: r.status,
                     content_type_json: r.content_type_json,
                     body: r.body,
+                    reason: r.reason,
                 };
                 self.machine.handle_response(now, id, response)
             }

@@ -234,6 +234,20 @@ async fn bad_bodies_in_good_frames_are_invalid_responses() {
 }
 
 #[tokio::test]
+async fn an_error_without_a_message_carries_the_servers_reason_phrase() {
+    let events = Recorder::default();
+    let bare = b"HTTP/1.1 503 Down For Maintenance\r\nContent-Length: 0\r\n\r\n".to_vec();
+    let mut client = signed_in(&events, Reply::bytes(bare)).await;
+    let Error::Api(api) = client.refresh().await.unwrap_err() else {
+        panic!("an API error")
+    };
+    assert_eq!(
+        (api.code.as_str(), api.message.as_str()),
+        ("http_503", "Down For Maintenance")
+    );
+}
+
+#[tokio::test]
 async fn requests_are_plain_http11_with_the_core_headers() {
     let events = Recorder::default();
     let mut client = signed_in(&events, Reply::bytes(tokens("a.b.c", "r2"))).await;

@@ -379,6 +379,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
                         status: response.status,
                         content_type_json: response.content_type_json,
                         body: &response.body,
+                        reason: &response.reason,
                     },
                 )
             }

@@ -1,6 +1,7 @@
 //! How requests reach the backend: the [`Transport`] trait and the default
 //! [`ReqwestTransport`] (rustls with the ring provider, no OpenSSL).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -70,6 +71,9 @@ pub struct HttpResponse {
     pub content_type_json: bool,
     /// The whole body.
     pub body: Bytes,
+    /// The status text (the HTTP/1.1 reason phrase; `""` when unknown). The
+    /// error message when the body carries none (PROTOCOL.md §1.5).
+    pub reason: Cow<'static, str>,
 }
 
 impl fmt::Debug for HttpResponse {
@@ -79,6 +83,7 @@ impl fmt::Debug for HttpResponse {
             .field("status", &self.status)
             .field("content_type_json", &self.content_type_json)
             .field("body_len", &self.body.len())
+            .field("reason", &self.reason)
             .finish()
     }
 }
@@ -177,6 +182,9 @@ impl ReqwestTransport {
         }
         let mut response = builder.send().await.map_err(|e| map_reqwest_error(&e))?;
         let status = response.status().as_u16();
+        // reqwest does not expose the server's own phrase; the standard one
+        // is what a browser's `statusText` shows for these statuses.
+        let reason = Cow::Borrowed(response.status().canonical_reason().unwrap_or(""));
         let content_type_json = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
@@ -199,6 +207,7 @@ impl ReqwestTransport {
             status,
             content_type_json,
             body: body.freeze(),
+            reason,
         })
     }
 }

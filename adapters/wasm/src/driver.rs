@@ -72,6 +72,8 @@ pub enum Pending {
     Response {
         id: RequestId,
         status: u16,
+        /// `statusText` (`""` when absent or not a string).
+        status_text: String,
         json: bool,
         body: Vec<u8>,
     },
@@ -512,6 +514,7 @@ fn feed(shared: &Shared, input: Pending) {
         Pending::Response {
             id,
             status,
+            status_text,
             json,
             body,
         } => {
@@ -519,6 +522,7 @@ fn feed(shared: &Shared, input: Pending) {
                 status,
                 content_type_json: json,
                 body: &body,
+                reason: &status_text,
             };
             let _ = d.machine.handle_response(t, id, response);
             None
@@ -753,6 +757,7 @@ async fn answer(id: RequestId, pending: JsValue) -> Pending {
             error: TransportError::BadFraming,
         };
     };
+    let status_text = resp.status_text().as_string().unwrap_or_default();
     let headers: FetchHeaders = resp.headers().unchecked_into();
     let content_type = headers.get("content-type").ok().and_then(|v| v.as_string());
     let json = buf::is_json_content_type(content_type.as_deref());
@@ -764,6 +769,7 @@ async fn answer(id: RequestId, pending: JsValue) -> Pending {
         Ok(bytes) => Pending::Response {
             id,
             status: status as u16,
+            status_text,
             json,
             body: Uint8Array::new(&bytes).to_vec(),
         },

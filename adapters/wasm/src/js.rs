@@ -32,6 +32,9 @@ extern "C" {
     #[wasm_bindgen(method, getter)]
     pub fn status(this: &FetchResponse) -> JsValue;
 
+    #[wasm_bindgen(method, getter, js_name = statusText)]
+    pub fn status_text(this: &FetchResponse) -> JsValue;
+
     #[wasm_bindgen(method, getter)]
     pub fn headers(this: &FetchResponse) -> JsValue;
 

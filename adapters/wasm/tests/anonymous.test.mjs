@@ -158,6 +158,17 @@ describe('signInAnonymously', () => {
     assert.equal(c.getCachedSession(), null);
   });
 
+  it('without a message in the body, the message is the response\'s statusText, as in the reference', async () => {
+    const backend = new Backend().on(
+      ANON_SIGNIN,
+      { status: 503, body: '', contentType: null, statusText: 'Down For Maintenance' },
+      { status: 503, body: '', contentType: null }, // HTTP/2: no status text
+    );
+    const c = client(backend, recordingStorage());
+    await assert.rejects(c.signInAnonymously(), { code: 'http_503', message: 'Down For Maintenance' });
+    await assert.rejects(c.signInAnonymously(), { code: 'http_503', message: 'Request failed' });
+  });
+
   it('a fetch that rejects is a network_error', async () => {
     const backend = new Backend().on(ANON_SIGNIN, new TypeError('fetch failed'));
     const c = client(backend, recordingStorage());

@@ -96,10 +96,11 @@ export class Backend {
     if (typeof reply === 'function') reply = await reply(req);
     if (reply === undefined) throw new TypeError(`stub backend: no reply queued for ${req.route}`);
     if (reply instanceof Error) throw reply;
-    const { status = 200, body = null, contentType = 'application/json' } = reply;
+    const { status = 200, body = null, contentType = 'application/json', statusText } = reply;
     const text = typeof body === 'string' ? body : JSON.stringify(body);
     return new Response(status === 204 ? null : text, {
       status,
+      statusText,
       headers: contentType ? { 'content-type': contentType } : {},
     });
   }

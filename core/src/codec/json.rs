@@ -1348,73 +1348,6 @@ fn is_slug(s: &JsonStr<'_>) -> bool {
     n > 0
 }
 
-/// The standard reason phrase of an HTTP status, for the statuses a backend
-/// plausibly returns (the reference uses `response.statusText`).
-pub fn reason_phrase(status: u16) -> Option<&'static str> {
-    // One packed string and a byte per status (its offset from 400) rather
-    // than a `match`: a table of 37 string slices costs 8 bytes of pointer
-    // and length each, and the jump table more.
-    const STATUSES: [u8; 37] = [
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 21, 22, 23, 24, 25, 26, 28,
-        29, 31, 51, 100, 101, 102, 103, 104, 105, 107, 108, 111,
-    ];
-    const PHRASES: &str = concat!(
-        "Bad Request|",
-        "Unauthorized|",
-        "Payment Required|",
-        "Forbidden|",
-        "Not Found|",
-        "Method Not Allowed|",
-        "Not Acceptable|",
-        "Proxy Authentication Required|",
-        "Request Timeout|",
-        "Conflict|",
-        "Gone|",
-        "Length Required|",
-        "Precondition Failed|",
-        "Content Too Large|",
-        "URI Too Long|",
-        "Unsupported Media Type|",
-        "Range Not Satisfiable|",
-        "Expectation Failed|",
-        "Misdirected Request|",
-        "Unprocessable Entity|",
-        "Locked|",
-        "Failed Dependency|",
-        "Too Early|",
-        "Upgrade Required|",
-        "Precondition Required|",
-        "Too Many Requests|",
-        "Request Header Fields Too Large|",
-        "Unavailable For Legal Reasons|",
-        "Internal Server Error|",
-        "Not Implemented|",
-        "Bad Gateway|",
-        "Service Unavailable|",
-        "Gateway Timeout|",
-        "HTTP Version Not Supported|",
-        "Insufficient Storage|",
-        "Loop Detected|",
-        "Network Authentication Required",
-    );
-    let offset = u8::try_from(status.checked_sub(400)?).ok()?;
-    let at = STATUSES.iter().position(|&s| s == offset)?;
-    // The `at`-th `|`-separated phrase (bytes, not `str::split`: the
-    // pattern searcher is code this would be alone in linking).
-    let mut start = 0;
-    let mut seen = 0;
-    for (i, b) in PHRASES.bytes().enumerate() {
-        if b == b'|' {
-            if seen == at {
-                return PHRASES.get(start..i);
-            }
-            seen += 1;
-            start = i + 1;
-        }
-    }
-    PHRASES.get(start..)
-}
-
 fn http_code(status: u16) -> String<ERROR_CODE_MAX> {
     // Decimal digits by hand rather than `write!`, which would pull
     // `core::fmt` into firmware for this one string.
@@ -1504,14 +1437,19 @@ fn cut_message(chars: impl Iterator<Item = char>) -> String<ERROR_MESSAGE_MAX> {
     s
 }
 
-fn pick_message(status: u16, env: &Envelope<'_>) -> String<ERROR_MESSAGE_MAX> {
+fn pick_message(reason: &str, env: &Envelope<'_>) -> String<ERROR_MESSAGE_MAX> {
     if let Some(m) = env.message.filter(|m| !m.is_empty()) {
         return cut_message(m.chars());
     }
     if let Some(e) = env.error.filter(|e| !e.is_empty() && !is_slug(e)) {
         return cut_message(e.chars());
     }
-    cut_message(reason_phrase(status).unwrap_or("Request failed").chars())
+    let text = if reason.is_empty() {
+        "Request failed"
+    } else {
+        reason
+    };
+    cut_message(text.chars())
 }
 
 /// Maps a non-2xx response to an [`ApiError`] exactly as PROTOCOL.md §1.5.
@@ -1523,14 +1461,20 @@ fn pick_message(status: u16, env: &Envelope<'_>) -> String<ERROR_MESSAGE_MAX> {
 /// `http_<status>`: a cut code would be a different code.
 ///
 /// `message`: body `message` if a non-empty string; else body `error` if a
-/// non-empty non-slug string (a sentence); else the reason phrase of the
-/// status ([`reason_phrase`]); else `Request failed`. A longer message than
+/// non-empty non-slug string (a sentence); else `reason`, the status text
+/// the transport reported (the reference's `response.statusText`: the HTTP/1
+/// reason phrase, empty over HTTP/2); else `Request failed`. A longer message than
 /// [`ERROR_MESSAGE_MAX`] is cut at a char boundary and ends with `…`.
 ///
 /// The body is read only when `content_type_json` (§1.4); a body that is not
 /// valid JSON counts as no body at all, like `JSON.parse` failing. Never
 /// panics, whatever the bytes.
-pub fn decode_api_error(status: u16, content_type_json: bool, body: &[u8]) -> ApiError {
+pub fn decode_api_error(
+    status: u16,
+    reason: &str,
+    content_type_json: bool,
+    body: &[u8],
+) -> ApiError {
     let env = if content_type_json {
         scan_envelope(body).unwrap_or_default()
     } else {
@@ -1539,7 +1483,7 @@ pub fn decode_api_error(status: u16, content_type_json: bool, body: &[u8]) -> Ap
     ApiError {
         status,
         code: pick_code(status, &env),
-        message: pick_message(status, &env),
+        message: pick_message(reason, &env),
     }
 }
 
@@ -2306,8 +2250,22 @@ mod tests {
 
     // --- error envelope -----------------------------------------------------
 
+    /// The status text an HTTP/1.1 server (or `fetch`) would report.
+    fn status_text(status: u16) -> &'static str {
+        match status {
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            422 => "Unprocessable Entity",
+            429 => "Too Many Requests",
+            500 => "Internal Server Error",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            _ => "",
+        }
+    }
+
     fn err(status: u16, body: &str) -> (StdString, StdString) {
-        let e = decode_api_error(status, true, body.as_bytes());
+        let e = decode_api_error(status, status_text(status), true, body.as_bytes());
         assert_eq!(e.status, status);
         (e.code.as_str().into(), e.message.as_str().into())
     }
@@ -2432,28 +2390,30 @@ mod tests {
     }
 
     #[test]
-    fn reason_phrase_table_lines_up() {
-        assert_eq!(reason_phrase(400), Some("Bad Request"));
-        assert_eq!(reason_phrase(418), None);
-        assert_eq!(reason_phrase(422), Some("Unprocessable Entity"));
-        assert_eq!(reason_phrase(451), Some("Unavailable For Legal Reasons"));
-        assert_eq!(reason_phrase(511), Some("Network Authentication Required"));
-        assert_eq!(reason_phrase(200), None);
-        // 400 + 256: the offset must not wrap to 400's byte.
-        assert_eq!(reason_phrase(656), None);
-        let known = (0..=u16::MAX).filter_map(reason_phrase).count();
-        assert_eq!(known, 37);
-        assert!(
-            (0..=u16::MAX)
-                .filter_map(reason_phrase)
-                .all(|p| !p.is_empty() && !p.contains('|'))
+    fn api_error_message_falls_back_to_the_transports_status_text() {
+        // The server's own reason phrase, verbatim (the reference's
+        // `statusText`), not a table of standard ones.
+        let e = decode_api_error(503, "Down For Maintenance", false, b"");
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("http_503", "Down For Maintenance")
         );
+        // No status text (HTTP/2, or an HTTP/1.1 status line without one).
+        let e = decode_api_error(503, "", false, b"");
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("http_503", "Request failed")
+        );
+        // A body message still wins over it.
+        let e = decode_api_error(503, "Service Unavailable", true, br#"{"message":"later"}"#);
+        assert_eq!(e.message.as_str(), "later");
     }
 
     #[test]
     fn api_error_ignores_body_unless_json() {
         let e = decode_api_error(
             401,
+            "Unauthorized",
             false,
             br#"{"code":"invalid_refresh_token","message":"x"}"#,
         );
@@ -2476,7 +2436,7 @@ mod tests {
             err(502, "<html>Bad gateway</html>"),
             pair("http_502", "Bad Gateway")
         );
-        let e = decode_api_error(400, true, br#"{"error":"invalid_grant"}"#);
+        let e = decode_api_error(400, "", true, br#"{"error":"invalid_grant"}"#);
         assert!(e.is_dead_token());
     }
 
@@ -2519,7 +2479,7 @@ mod tests {
             let _ = decode_tokens(&bytes);
             let _ = decode_upgrade(&bytes);
             let _ = decode_user(&bytes);
-            let e = decode_api_error(status, json, &bytes);
+            let e = decode_api_error(status, "Whatever", json, &bytes);
             prop_assert!(e.message.len() <= ERROR_MESSAGE_MAX);
             prop_assert!(!e.code.is_empty());
         }
@@ -2529,7 +2489,7 @@ mod tests {
             let _ = decode_tokens(&bytes);
             let _ = decode_upgrade(&bytes);
             let _ = decode_user(&bytes);
-            let _ = decode_api_error(status, true, &bytes);
+            let _ = decode_api_error(status, "", true, &bytes);
         }
 
         #[test]

@@ -52,16 +52,27 @@ pub struct Response<'a> {
     pub content_type_json: bool,
     /// The complete body (de-chunked).
     pub body: &'a [u8],
+    /// The status text as the transport reports it: the HTTP/1.1 reason
+    /// phrase, `fetch`'s `statusText`; `""` when there is none (HTTP/2).
+    /// It becomes the error message when the body carries none, as the
+    /// reference's `response.statusText` does (§1.5).
+    pub reason: &'a str,
 }
 
 impl<'a> Response<'a> {
-    /// A JSON response.
+    /// A JSON response without a status text.
     pub const fn json(status: u16, body: &'a [u8]) -> Self {
         Response {
             status,
             content_type_json: true,
             body,
+            reason: "",
         }
+    }
+
+    /// The same response with the transport's status text.
+    pub const fn with_reason(self, reason: &'a str) -> Self {
+        Response { reason, ..self }
     }
 
     fn is_success(&self) -> bool {
@@ -1211,5 +1222,10 @@ fn answer_error(answer: &Result<Response<'_>, TransportError>) -> Error {
 }
 
 fn api_error(resp: &Response<'_>) -> ApiError {
-    crate::codec::json::decode_api_error(resp.status, resp.content_type_json, resp.body)
+    crate::codec::json::decode_api_error(
+        resp.status,
+        resp.reason,
+        resp.content_type_json,
+        resp.body,
+    )
 }

@@ -766,6 +766,7 @@ fn success_payloads_are_validated_and_bad_ones_change_nothing() {
             status: 200,
             content_type_json: false,
             body: b"{}",
+            reason: "OK",
         },
     ));
     assert_eq!(h.take(), [done_err(r, "invalid_response")]);

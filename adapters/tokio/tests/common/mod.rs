@@ -158,6 +158,7 @@ pub fn json(status: u16, body: &str) -> Result<HttpResponse, TransportError> {
         status,
         content_type_json: true,
         body: body.as_bytes().to_vec().into(),
+        reason: "".into(),
     })
 }
 

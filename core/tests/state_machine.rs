@@ -794,6 +794,10 @@ enum Step {
     /// Another process sharing the storage rotates the session.
     ExternalRefresh {
         notify_anon: bool,
+        /// It writes the session record first, as the reference client
+        /// does, and dies before the guest record: the records disagree,
+        /// with the session record the newer one.
+        dies_before_anon: bool,
     },
     /// Another process signs out softly.
     ExternalSignOut,
@@ -1022,9 +1026,10 @@ fn step(mode: Mode) -> BoxedStrategy<Step> {
         (1, (0u8..3).prop_map(Step::CrashBeforeWrite).boxed()),
         (
             1,
-            any::<bool>()
-                .prop_map(|notify_anon| Step::ExternalRefresh {
+            (any::<bool>(), proptest::bool::weighted(0.3))
+                .prop_map(|(notify_anon, dies_before_anon)| Step::ExternalRefresh {
                     notify_anon: notify_anon || B1_STALE_ANON_MIRROR_OPEN,
+                    dies_before_anon,
                 })
                 .boxed(),
         ),
@@ -1673,7 +1678,10 @@ impl Sim {
                 self.crash_in = Some(*n);
                 true
             }
-            Step::ExternalRefresh { notify_anon } => self.external_refresh(*notify_anon)?,
+            Step::ExternalRefresh {
+                notify_anon,
+                dies_before_anon,
+            } => self.external_refresh(*notify_anon, *dies_before_anon)?,
             Step::ExternalSignOut if self.dirty.iter().any(Option::is_some) => true,
             Step::ExternalSignOut => {
                 let stored = self.stored_session(self.store[0].as_ref());
@@ -1792,7 +1800,11 @@ impl Sim {
     /// notifies this machine. A token the backend refuses is left alone: a
     /// peer that then wipes the shared records (§12.10) is not this machine's
     /// doing.
-    fn external_refresh(&mut self, notify_anon: bool) -> Result<bool, String> {
+    fn external_refresh(
+        &mut self,
+        notify_anon: bool,
+        dies_before_anon: bool,
+    ) -> Result<bool, String> {
         if self.dirty.iter().any(Option::is_some) {
             // Storage lags this machine after a failed write; a peer acting
             // on it would revive what this process already replaced.
@@ -1835,7 +1847,7 @@ impl Sim {
             .to_vec();
         self.store[0] = Some(bytes.clone());
         let mut anon = None;
-        if old.user.is_anonymous {
+        if old.user.is_anonymous && !dies_before_anon {
             let bytes = RecordValue::AnonRefreshToken(&session.refresh_token)
                 .encode(self.format(), &mut buf)
                 .expect("fits")
@@ -2216,7 +2228,10 @@ fn a_guest_session_rotated_by_a_peer_stays_resumable_after_a_soft_sign_out() {
             captcha: false,
         },
         Step::Deliver(first()),
-        Step::ExternalRefresh { notify_anon: false },
+        Step::ExternalRefresh {
+            notify_anon: false,
+            dies_before_anon: false,
+        },
         Step::Refresh,
         Step::SignOut { hard: false },
         Step::Deliver(first()),
@@ -2265,7 +2280,10 @@ fn an_orphaned_refresh_inside_the_reuse_window_never_revokes_the_resumable_guest
         },
         Step::Deliver(first()),
         Step::Tick { spurious: false },
-        Step::ExternalRefresh { notify_anon: true },
+        Step::ExternalRefresh {
+            notify_anon: true,
+            dies_before_anon: false,
+        },
         Step::SignOut { hard: false },
         Step::Deliver(first()),
         Step::Deliver(first()),

@@ -129,13 +129,21 @@ impl Machine {
                     return;
                 }
                 if incoming.is_anonymous() {
-                    // The peer that wrote a guest session keeps the guest
-                    // record in step with it; so does our mirror.
                     if let Some(current) = self.current() {
                         let spent = current.refresh_token.fingerprint();
                         self.remember_spent(spent);
                     }
-                    self.anon_token = Some(incoming.refresh_token.clone());
+                    // A peer that wrote a guest session keeps the guest
+                    // record in step, unless it died between its two writes
+                    // (the reference writes the session first): then the
+                    // session record would be the only durable copy of the
+                    // live token, and a soft sign-out would delete it. So
+                    // the mirror is written too; when the peer's own write
+                    // landed, this one rewrites the same token.
+                    if self.anon_fingerprint() != fingerprint {
+                        self.anon_token = Some(incoming.refresh_token.clone());
+                        self.store_put(RecordKey::AnonRefreshToken);
+                    }
                 }
                 match self.current() {
                     Some(current) if current.user.id == incoming.user.id => {

@@ -309,6 +309,8 @@ struct UpgradeOp {
 /// writes land in order or not at all. So after a crash or a failed write
 /// the anonymous record is never the older of the two, and restore trusts
 /// it when they disagree (the session record is set aside as a fallback).
+/// A guest session written by another process (which may have died before
+/// its own guest record) is mirrored into the guest record when adopted.
 ///
 /// The crate README has a complete loop.
 #[derive(Debug)]

@@ -55,6 +55,39 @@ pub enum Outcome<'a> {
     AccessToken(Option<&'a AccessToken>),
 }
 
+/// What an [`Outcome`] was, without its borrow of the machine: for drivers
+/// that must feed the next input before they can act on a completion (the
+/// session or token is then read back from [`Machine::session`]).
+///
+/// [`Machine::session`]: crate::Machine::session
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OutcomeKind {
+    /// [`Outcome::Session`].
+    Session,
+    /// [`Outcome::Upgraded`].
+    Upgraded,
+    /// [`Outcome::ConfirmationRequired`].
+    ConfirmationRequired,
+    /// [`Outcome::SignedOut`].
+    SignedOut,
+    /// [`Outcome::AccessToken`]; whether it carried a token.
+    AccessToken(bool),
+}
+
+impl Outcome<'_> {
+    /// The kind of this outcome.
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Session(_) => OutcomeKind::Session,
+            Outcome::Upgraded(_) => OutcomeKind::Upgraded,
+            Outcome::ConfirmationRequired { .. } => OutcomeKind::ConfirmationRequired,
+            Outcome::SignedOut => OutcomeKind::SignedOut,
+            Outcome::AccessToken(token) => OutcomeKind::AccessToken(token.is_some()),
+        }
+    }
+}
+
 /// Things worth telling the application that are not command results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -8,9 +8,9 @@ use heapless::Vec;
 use paywall_auth::codec::http1::{self, HeaderLine, Http1ReadError};
 use paywall_auth::limits::{REFRESH_TOKEN_MAX, REQUESTS_IN_FLIGHT};
 use paywall_auth::{
-    AccessToken, Command, CommandId, Config, Error, Instant, Machine, Outcome, Output, RecordKey,
-    Request, RequestId, Response, Session, SignInOptions, SignOutOptions, StorageError, StoreId,
-    TransportError, UpgradeRequest,
+    AccessToken, Command, CommandId, Config, Error, Instant, Machine, Outcome, OutcomeKind, Output,
+    RecordKey, Request, RequestId, Response, Session, SignInOptions, SignOutOptions, StorageError,
+    StoreId, TransportError, UpgradeRequest,
 };
 
 use crate::connect::Connect;
@@ -49,28 +49,6 @@ pub enum Upgrade<'a> {
         /// Where the confirmation mail went.
         email: &'a str,
     },
-}
-
-/// What a completion said, without the borrow of the machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Done {
-    Session,
-    Upgraded,
-    ConfirmationRequired,
-    SignedOut,
-    AccessToken(bool),
-}
-
-impl Done {
-    fn of(outcome: &Outcome<'_>) -> Self {
-        match outcome {
-            Outcome::Session(_) => Done::Session,
-            Outcome::Upgraded(_) => Done::Upgraded,
-            Outcome::ConfirmationRequired { .. } => Done::ConfirmationRequired,
-            Outcome::SignedOut => Done::SignedOut,
-            Outcome::AccessToken(token) => Done::AccessToken(token.is_some()),
-        }
-    }
 }
 
 /// A request rendered into the front of the buffer, waiting for its turn.
@@ -327,7 +305,9 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     /// `NotAnonymous` when a named account is signed in.
     pub async fn sign_in_anonymously(&mut self, options: SignInOptions) -> Result<&Session, Error> {
         match self.run(Command::SignInAnonymously(options)).await? {
-            Done::Session | Done::Upgraded => self.machine.session().ok_or(Error::Superseded),
+            OutcomeKind::Session | OutcomeKind::Upgraded => {
+                self.machine.session().ok_or(Error::Superseded)
+            }
             _ => Err(Error::Superseded),
         }
     }
@@ -343,12 +323,12 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
         request: UpgradeRequest,
     ) -> Result<Upgrade<'_>, Error> {
         match self.run(Command::UpgradeToEmail(request)).await? {
-            Done::Upgraded | Done::Session => self
+            OutcomeKind::Upgraded | OutcomeKind::Session => self
                 .machine
                 .session()
                 .map(Upgrade::Updated)
                 .ok_or(Error::Superseded),
-            Done::ConfirmationRequired => Ok(Upgrade::ConfirmationRequired {
+            OutcomeKind::ConfirmationRequired => Ok(Upgrade::ConfirmationRequired {
                 email: self.machine.pending_confirmation().unwrap_or(""),
             }),
             _ => Err(Error::Superseded),
@@ -374,7 +354,9 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     /// errors otherwise (a dead refresh token signs the client out).
     pub async fn refresh(&mut self) -> Result<&Session, Error> {
         match self.run(Command::Refresh).await? {
-            Done::Session | Done::Upgraded => self.machine.session().ok_or(Error::Superseded),
+            OutcomeKind::Session | OutcomeKind::Upgraded => {
+                self.machine.session().ok_or(Error::Superseded)
+            }
             _ => Err(Error::Superseded),
         }
     }
@@ -386,7 +368,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     /// A refresh was needed and failed while the token had already expired.
     pub async fn access_token(&mut self) -> Result<Option<&AccessToken>, Error> {
         match self.run(Command::AccessToken).await? {
-            Done::AccessToken(true) | Done::Session => {
+            OutcomeKind::AccessToken(true) | OutcomeKind::Session => {
                 Ok(self.machine.session().map(|s| &s.access_token))
             }
             _ => Ok(None),
@@ -445,7 +427,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     // ----- the drive loop -------------------------------------------------
 
     /// Feeds `command` and drives until it completes.
-    async fn run(&mut self, command: Command) -> Result<Done, Error> {
+    async fn run(&mut self, command: Command) -> Result<OutcomeKind, Error> {
         self.service_timers().await;
         let id = match self.machine.handle_command(self.now(), command) {
             Ok(id) => id,
@@ -487,7 +469,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
 
     /// Drains, sends, handles due deadlines, until nothing is left; returns
     /// the completion of `waiting` if it arrived.
-    async fn drive(&mut self, waiting: Option<CommandId>) -> Option<Result<Done, Error>> {
+    async fn drive(&mut self, waiting: Option<CommandId>) -> Option<Result<OutcomeKind, Error>> {
         let mut result = None;
         let mut timer_rounds = 0;
         loop {
@@ -514,7 +496,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     async fn drain(
         &mut self,
         waiting: Option<CommandId>,
-        result: &mut Option<Result<Done, Error>>,
+        result: &mut Option<Result<OutcomeKind, Error>>,
     ) {
         let format = self.machine.config().store_format;
         let offset = self.unix_offset_ms;
@@ -569,7 +551,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
                 Output::Notice(notice) => self.events.publish(Event::Notice(notice)),
                 Output::Complete { id, result: r } => {
                     if Some(id) == waiting {
-                        *result = Some(r.as_ref().map(Done::of).map_err(Clone::clone));
+                        *result = Some(r.as_ref().map(Outcome::kind).map_err(Clone::clone));
                     }
                 }
             }

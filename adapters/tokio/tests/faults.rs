@@ -246,63 +246,18 @@ async fn faults_on_a_hard_sign_out_still_sign_out_for_good() {
     }
 }
 
-/// A refresh still in flight when the user signs out must not bring the
-/// session back (PROTOCOL.md §12.5); after a soft sign-out the rotated
-/// tokens it brings keep the guest resumable.
-#[tokio::test]
-async fn a_refresh_landing_after_a_soft_sign_out_resurrects_nothing() {
-    let emu = emulator().await;
-    let store = MemoryStore::new();
-    let client = client(&emu, store.clone()).await;
-    let guest = client
-        .sign_in_anonymously(SignInOptions::default())
-        .await
-        .unwrap();
-    let mut events = client.subscribe();
-    next(&mut events).await.unwrap();
-    emu.inject(
-        Route::Refresh,
-        Fault::Latency(Duration::from_millis(500)),
-        1,
-    );
-
-    let refreshing = tokio::spawn({
-        let client = client.clone();
-        async move { client.refresh().await }
-    });
-    eventually("the refresh to reach the backend", || {
-        emu.count(Route::Refresh) == 1
-    })
-    .await;
-    client.sign_out(SignOutOptions::default()).await.unwrap();
-    let err = guard("the refresh", refreshing).await.unwrap().unwrap_err();
-    assert_eq!(err.code(), "superseded");
-    eventually("the refresh answer", || {
-        emu.requests().iter().all(|r| r.status.is_some())
-    })
-    .await;
-    // Let the driver process the answer: any call goes after it.
-    assert_eq!(client.access_token().await.unwrap(), None);
-
-    assert_eq!(client.session(), None);
-    assert_eq!(store.get_now(&session_key()), None);
-    let seen = queued(&mut events);
-    assert_eq!(change_names(&seen), ["SIGNED_OUT"]);
-
-    let resumed = client
-        .sign_in_anonymously(SignInOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(resumed.user.id, guest.user.id);
-    assert_eq!(emu.users().len(), 1);
-    client.shutdown().await;
-}
-
-#[tokio::test]
-async fn a_refresh_landing_after_a_hard_sign_out_resurrects_nothing() {
-    let emu = emulator().await;
-    let store = MemoryStore::new();
-    let client = client(&emu, store.clone()).await;
+/// Signs a guest in, holds its next refresh at the backend, signs out
+/// (`forget_anonymous` as given) while that refresh is in flight, and
+/// waits until the late answer has been processed. Returns the guest and
+/// the events that followed the sign-in.
+async fn sign_out_during_a_refresh(
+    emu: &Emulator,
+    client: &AuthClient,
+    forget_anonymous: bool,
+) -> (
+    paywall_auth_tokio::Session,
+    Vec<paywall_auth_tokio::AuthEvent>,
+) {
     let guest = client
         .sign_in_anonymously(SignInOptions::default())
         .await
@@ -324,9 +279,7 @@ async fn a_refresh_landing_after_a_hard_sign_out_resurrects_nothing() {
     })
     .await;
     client
-        .sign_out(SignOutOptions {
-            forget_anonymous: true,
-        })
+        .sign_out(SignOutOptions { forget_anonymous })
         .await
         .unwrap();
     let err = guard("the refresh", refreshing).await.unwrap().unwrap_err();
@@ -335,12 +288,45 @@ async fn a_refresh_landing_after_a_hard_sign_out_resurrects_nothing() {
         emu.requests().iter().all(|r| r.status.is_some())
     })
     .await;
+    // Let the driver process the answer: any call goes after it.
     assert_eq!(client.access_token().await.unwrap(), None);
+    (guest, queued(&mut events))
+}
+
+/// A refresh still in flight when the user signs out must not bring the
+/// session back (PROTOCOL.md §12.5); after a soft sign-out the rotated
+/// tokens it brings keep the guest resumable.
+#[tokio::test]
+async fn a_refresh_landing_after_a_soft_sign_out_resurrects_nothing() {
+    let emu = emulator().await;
+    let store = MemoryStore::new();
+    let client = client(&emu, store.clone()).await;
+    let (guest, seen) = sign_out_during_a_refresh(&emu, &client, false).await;
+
+    assert_eq!(client.session(), None);
+    assert_eq!(store.get_now(&session_key()), None);
+    assert_eq!(change_names(&seen), ["SIGNED_OUT"]);
+
+    let resumed = client
+        .sign_in_anonymously(SignInOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(resumed.user.id, guest.user.id);
+    assert_eq!(emu.users().len(), 1);
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refresh_landing_after_a_hard_sign_out_resurrects_nothing() {
+    let emu = emulator().await;
+    let store = MemoryStore::new();
+    let client = client(&emu, store.clone()).await;
+    let (guest, seen) = sign_out_during_a_refresh(&emu, &client, true).await;
 
     assert_eq!(client.session(), None);
     assert!(store.keys().is_empty());
     assert!(!client.has_resumable_anonymous());
-    assert_eq!(change_names(&queued(&mut events)), ["SIGNED_OUT"]);
+    assert_eq!(change_names(&seen), ["SIGNED_OUT"]);
 
     let next_guest = client
         .sign_in_anonymously(SignInOptions::default())

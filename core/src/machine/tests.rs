@@ -248,6 +248,17 @@ impl Harness {
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
+    /// Upgrades the guest to `a@b.c` and answers the upgrade request with a
+    /// 200 `reply`; returns the command id (its completion is in the log).
+    fn upgrade_answered(&mut self, reply: &str) -> CommandId {
+        let id = self.cmd(Command::UpgradeToEmail(
+            UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
+        ));
+        let (req, _, _) = Self::one_send(&self.take());
+        self.respond(req, 200, reply);
+        id
+    }
+
     /// Signs in a fresh guest `sub` with refresh token `rt`.
     fn guest(sub: &str, rt: &str) -> Self {
         let mut h = Harness::started();
@@ -856,13 +867,7 @@ fn sign_in_landing_after_soft_sign_out_keeps_the_new_account_resumable() {
 
 fn upgraded() -> Harness {
     let mut h = Harness::guest("u1", "r1");
-    let id = h.cmd(Command::UpgradeToEmail(
-        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
-    ));
-    let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(
-        req,
-        200,
+    let id = h.upgrade_answered(
         r#"{"status":"updated","user":{"id":"u1","email":"a@b.c","is_anonymous":false}}"#,
     );
     assert!(
@@ -915,15 +920,7 @@ fn upgrade_updated_keeps_the_id_flips_the_session_and_forgets_the_guest_key() {
 #[test]
 fn confirmation_required_changes_nothing_until_a_refresh_shows_the_confirmed_email() {
     let mut h = Harness::guest("u1", "r1");
-    let id = h.cmd(Command::UpgradeToEmail(
-        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
-    ));
-    let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(
-        req,
-        200,
-        r#"{"status":"confirmation_required","email":"a@b.c"}"#,
-    );
+    let id = h.upgrade_answered(r#"{"status":"confirmation_required","email":"a@b.c"}"#);
     assert_eq!(h.take(), [done_ok(id, "confirm a@b.c")]);
     assert!(h.m.session().unwrap().is_anonymous());
     assert_eq!(h.m.pending_confirmation(), Some("a@b.c"));
@@ -1534,13 +1531,7 @@ fn a_resume_rejected_because_a_late_refresh_rotated_the_record_resumes_again() {
 #[test]
 fn an_upgrade_reply_naming_another_user_is_not_applied() {
     let mut h = Harness::guest("u1", "r1");
-    let id = h.cmd(Command::UpgradeToEmail(
-        UpgradeRequest::new("a@b.c", "pw", None).unwrap(),
-    ));
-    let (req, _, _) = Harness::one_send(&h.take());
-    h.respond(
-        req,
-        200,
+    let id = h.upgrade_answered(
         r#"{"status":"updated","user":{"id":"u2","email":"a@b.c","is_anonymous":false}}"#,
     );
     assert_eq!(h.take(), [done_err(id, "invalid_response")]);

@@ -23,11 +23,7 @@ async fn anonymous_lifecycle_survives_reboots() {
     let events = Recorder::default();
 
     // Boot 1: empty flash, fresh guest.
-    let mut client = client(
-        TokioConnector::new(&emulator),
-        RamFlash::new(FLASH_SIZE),
-        &events,
-    );
+    let mut client = emulator_client(&emulator, &events);
     client.start().await;
     assert_eq!(
         events.take(),
@@ -227,18 +223,7 @@ async fn anonymous_lifecycle_survives_reboots() {
 async fn hard_sign_out_of_a_guest_revokes_it_and_forgets_it() {
     let emulator = emulator().await;
     let events = Recorder::default();
-    let mut client = client(
-        TokioConnector::new(&emulator),
-        RamFlash::new(FLASH_SIZE),
-        &events,
-    );
-    let first = client
-        .sign_in_anonymously(SignInOptions::default())
-        .await
-        .unwrap()
-        .user
-        .id
-        .to_string();
+    let (mut client, first) = fresh_guest(&emulator, &events).await;
 
     client
         .sign_out(SignOutOptions {
@@ -269,18 +254,7 @@ async fn upgrade_awaiting_confirmation_keeps_the_guest() {
     let emulator = emulator().await;
     emulator.set_confirm_email(true);
     let events = Recorder::default();
-    let mut client = client(
-        TokioConnector::new(&emulator),
-        RamFlash::new(FLASH_SIZE),
-        &events,
-    );
-    let id = client
-        .sign_in_anonymously(SignInOptions::default())
-        .await
-        .unwrap()
-        .user
-        .id
-        .to_string();
+    let (mut client, id) = fresh_guest(&emulator, &events).await;
 
     let request = UpgradeRequest::new("later@example.com", "pw-pw-pw", None).unwrap();
     match client.upgrade_anonymous_to_email(request).await.unwrap() {
@@ -304,11 +278,7 @@ async fn proactive_refresh_runs_from_service_timers() {
     // Two-second tokens: the core refreshes them half-way through their life.
     emulator.set_access_ttl(2);
     let events = Recorder::default();
-    let mut client = client(
-        TokioConnector::new(&emulator),
-        RamFlash::new(FLASH_SIZE),
-        &events,
-    );
+    let mut client = emulator_client(&emulator, &events);
     let first = client
         .sign_in_anonymously(SignInOptions::default())
         .await
@@ -337,11 +307,7 @@ async fn backend_errors_come_back_typed_and_change_nothing() {
     let emulator = emulator().await;
     emulator.set_allow_anonymous(false);
     let events = Recorder::default();
-    let mut client = client(
-        TokioConnector::new(&emulator),
-        RamFlash::new(FLASH_SIZE),
-        &events,
-    );
+    let mut client = emulator_client(&emulator, &events);
     let error = client
         .sign_in_anonymously(SignInOptions::default())
         .await

@@ -144,18 +144,7 @@ impl Boot<'_> {
 /// Signs a guest in on an empty flash; returns its id and the flash.
 async fn signed_in(emulator: &Emulator) -> (String, Vec<u8>) {
     let events = Recorder::default();
-    let mut client = client(
-        TokioConnector::new(emulator),
-        RamFlash::new(FLASH_SIZE),
-        &events,
-    );
-    let id = client
-        .sign_in_anonymously(SignInOptions::default())
-        .await
-        .unwrap()
-        .user
-        .id
-        .to_string();
+    let (client, id) = fresh_guest(emulator, &events).await;
     (id, client.into_parts().1.bytes)
 }
 

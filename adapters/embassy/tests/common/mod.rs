@@ -470,6 +470,34 @@ pub fn client<'e, C: Connect>(
     AuthClient::new(config(), connector, store(flash), events)
 }
 
+/// A client of `emulator` on an empty flash.
+pub fn emulator_client<'e>(
+    emulator: &Emulator,
+    events: &'e Recorder,
+) -> Client<'e, TokioConnector> {
+    client(
+        TokioConnector::new(emulator),
+        RamFlash::new(FLASH_SIZE),
+        events,
+    )
+}
+
+/// [`emulator_client`] signed in as a new guest; returns the guest's id.
+pub async fn fresh_guest<'e>(
+    emulator: &Emulator,
+    events: &'e Recorder,
+) -> (Client<'e, TokioConnector>, String) {
+    let mut client = emulator_client(emulator, events);
+    let id = client
+        .sign_in_anonymously(paywall_auth::SignInOptions::default())
+        .await
+        .unwrap()
+        .user
+        .id
+        .to_string();
+    (client, id)
+}
+
 /// An emulator with its default settings (a 10 s refresh-token reuse window).
 pub async fn emulator() -> Emulator {
     Emulator::start(EmulatorConfig::default()).await.unwrap()

@@ -152,12 +152,49 @@ async fn signed_in(emulator: &Emulator) -> (String, Vec<u8>) {
 /// erases and the copying of live items are among the steps cut.
 const ROTATIONS: usize = 64;
 
+/// Power cuts made by a sweep, and how many of them hit a page erase.
+#[derive(Default)]
+struct Tally {
+    cuts: usize,
+    erases_cut: usize,
+}
+
+/// Boots over `bytes`, runs `refreshes` rotations with the power cut armed
+/// at `arm`, then reboots over what is left and proves the guest resumes;
+/// `bytes` becomes the flash after that. Returns whether the rotations
+/// finished before the cut.
+async fn rotate_with_cut(
+    emulator: &Emulator,
+    user_id: &str,
+    bytes: &mut Vec<u8>,
+    arm: Arm,
+    cut: Cut,
+    refreshes: usize,
+    tally: &mut Tally,
+) -> bool {
+    let events = Recorder::default();
+    let run = run_with_cut(emulator, bytes.clone(), arm, cut, async |c| {
+        for _ in 0..refreshes {
+            c.refresh().await.unwrap();
+        }
+    })
+    .await;
+    if let Run::Lost(_, erase) = run {
+        tally.cuts += 1;
+        tally.erases_cut += usize::from(erase);
+    }
+    *bytes = boot(emulator, run.bytes(), &events)
+        .await
+        .resume(user_id, emulator)
+        .await;
+    run.finished()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_during_refresh_rotations_never_loses_the_guest() {
     let emulator = emulator().await;
     let (user_id, mut bytes) = signed_in(&emulator).await;
-    let mut cuts = 0;
-    let mut erases_cut = 0;
+    let mut tally = Tally::default();
 
     // Enough rotations to fill the pages and force page recycling (erase +
     // copy of live items) several times; every step of every rotation is
@@ -165,45 +202,35 @@ async fn power_loss_during_refresh_rotations_never_loses_the_guest() {
     for _rotation in 0..ROTATIONS {
         for cut in [Cut::Before, Cut::Half] {
             let mut at = 0;
-            loop {
-                let events = Recorder::default();
-                let run = run_with_cut(&emulator, bytes.clone(), Arm::Op(at), cut, async |c| {
-                    c.refresh().await.unwrap();
-                })
-                .await;
-                if let Run::Lost(_, erase) = run {
-                    cuts += 1;
-                    erases_cut += usize::from(erase);
-                }
-                bytes = boot(&emulator, run.bytes(), &events)
-                    .await
-                    .resume(&user_id, &emulator)
-                    .await;
-                if run.finished() {
-                    break;
-                }
+            while !rotate_with_cut(
+                &emulator,
+                &user_id,
+                &mut bytes,
+                Arm::Op(at),
+                cut,
+                1,
+                &mut tally,
+            )
+            .await
+            {
                 at += 1;
             }
             // And once at the next page erase, wherever it falls: page
             // recycling comes every few rotations, at a step no op count
             // predicts, so rotate until it does.
-            let events = Recorder::default();
-            let run = run_with_cut(&emulator, bytes.clone(), Arm::NextErase, cut, async |c| {
-                for _ in 0..8 {
-                    c.refresh().await.unwrap();
-                }
-            })
+            rotate_with_cut(
+                &emulator,
+                &user_id,
+                &mut bytes,
+                Arm::NextErase,
+                cut,
+                8,
+                &mut tally,
+            )
             .await;
-            if let Run::Lost(_, erase) = run {
-                cuts += 1;
-                erases_cut += usize::from(erase);
-            }
-            bytes = boot(&emulator, run.bytes(), &events)
-                .await
-                .resume(&user_id, &emulator)
-                .await;
         }
     }
+    let Tally { cuts, erases_cut } = tally;
     println!(
         "{cuts} power cuts across {ROTATIONS} rotations, {erases_cut} of them during a page erase"
     );

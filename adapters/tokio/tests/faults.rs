@@ -48,6 +48,30 @@ async fn client_on(emu: &Emulator, store: MemoryStore) -> AuthClient {
         .unwrap()
 }
 
+/// A client on `store`, signed in as a new guest.
+async fn guest_on(emu: &Emulator, store: MemoryStore) -> (AuthClient, paywall_auth_tokio::Session) {
+    let client = client_on(emu, store).await;
+    let guest = client
+        .sign_in_anonymously(SignInOptions::default())
+        .await
+        .unwrap();
+    (client, guest)
+}
+
+/// A soft sign-out, then a sign-in, gives back the same guest.
+async fn assert_soft_sign_out_resumes(
+    client: &AuthClient,
+    guest: &paywall_auth_tokio::Session,
+    name: &str,
+) {
+    client.sign_out(SignOutOptions::default()).await.unwrap();
+    let resumed = client
+        .sign_in_anonymously(SignInOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(resumed.user.id, guest.user.id, "{name}");
+}
+
 #[tokio::test]
 async fn faults_on_the_first_sign_in() {
     for (name, fault, code) in faults() {
@@ -77,12 +101,7 @@ async fn faults_on_the_first_sign_in() {
             .sign_in_anonymously(SignInOptions::default())
             .await
             .unwrap();
-        client.sign_out(SignOutOptions::default()).await.unwrap();
-        let resumed = client
-            .sign_in_anonymously(SignInOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(resumed.user.id, guest.user.id, "{name}");
+        assert_soft_sign_out_resumes(&client, &guest, name).await;
         client.shutdown().await;
     }
 }
@@ -92,11 +111,7 @@ async fn faults_on_the_resume_never_create_a_new_guest() {
     for (name, fault, code) in faults() {
         let emu = emulator().await;
         let store = MemoryStore::new();
-        let client = client_on(&emu, store.clone()).await;
-        let guest = client
-            .sign_in_anonymously(SignInOptions::default())
-            .await
-            .unwrap();
+        let (client, guest) = guest_on(&emu, store.clone()).await;
         client.sign_out(SignOutOptions::default()).await.unwrap();
         let kept = store.get_now(&anon_key()).unwrap();
         emu.inject(Route::Refresh, fault, 1);
@@ -132,11 +147,7 @@ async fn faults_on_a_refresh_keep_the_session_and_the_account() {
     for (name, fault, code) in faults() {
         let emu = emulator().await;
         let store = MemoryStore::new();
-        let client = client_on(&emu, store.clone()).await;
-        let guest = client
-            .sign_in_anonymously(SignInOptions::default())
-            .await
-            .unwrap();
+        let (client, guest) = guest_on(&emu, store.clone()).await;
         let records = (store.get_now(&session_key()), store.get_now(&anon_key()));
         emu.inject(Route::Refresh, fault, 1);
 
@@ -160,12 +171,7 @@ async fn faults_on_a_refresh_keep_the_session_and_the_account() {
 
         let refreshed = client.refresh().await.unwrap();
         assert_eq!(refreshed.user.id, guest.user.id, "{name}");
-        client.sign_out(SignOutOptions::default()).await.unwrap();
-        let resumed = client
-            .sign_in_anonymously(SignInOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(resumed.user.id, guest.user.id, "{name}");
+        assert_soft_sign_out_resumes(&client, &guest, name).await;
         assert_eq!(emu.users().len(), 1, "{name}");
         client.shutdown().await;
     }
@@ -176,11 +182,7 @@ async fn faults_on_an_upgrade_are_retried_safely_with_the_same_key() {
     for (name, fault, code) in faults() {
         let emu = emulator().await;
         let store = MemoryStore::new();
-        let client = client_on(&emu, store.clone()).await;
-        let guest = client
-            .sign_in_anonymously(SignInOptions::default())
-            .await
-            .unwrap();
+        let (client, guest) = guest_on(&emu, store.clone()).await;
         emu.inject(Route::Upgrade, fault, 1);
         let request = UpgradeRequest::new("carol@example.com", "pw-carol", Some("k-1")).unwrap();
 
@@ -219,11 +221,7 @@ async fn faults_on_a_hard_sign_out_still_sign_out_for_good() {
     for (name, fault, _) in faults() {
         let emu = emulator().await;
         let store = MemoryStore::new();
-        let client = client_on(&emu, store.clone()).await;
-        let guest = client
-            .sign_in_anonymously(SignInOptions::default())
-            .await
-            .unwrap();
+        let (client, guest) = guest_on(&emu, store.clone()).await;
         emu.inject(Route::SignOut, fault, 1);
 
         client

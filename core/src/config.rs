@@ -14,9 +14,10 @@ use crate::time::Duration;
 pub enum ConfigError {
     /// The paywall id is empty.
     EmptyPaywallId,
-    /// The paywall id has a byte outside `[A-Za-z0-9._~-]`; it is put in URL
-    /// paths and storage keys verbatim, so anything else is refused up front
-    /// (the reference client silently builds a broken URL, §12.23).
+    /// The paywall id has a byte outside `[A-Za-z0-9._~-]`, or is only dots
+    /// (`.`, `..`: path segments); it is put in URL paths and storage keys
+    /// verbatim, so anything else is refused up front (the reference client
+    /// silently builds a broken URL, §12.23).
     InvalidPaywallId,
     /// The paywall id is too long.
     Capacity(CapacityError),
@@ -27,7 +28,9 @@ impl core::fmt::Display for ConfigError {
         match self {
             ConfigError::EmptyPaywallId => f.write_str("invalid_config: paywall id is empty"),
             ConfigError::InvalidPaywallId => {
-                f.write_str("invalid_config: paywall id may only contain A-Z a-z 0-9 . _ ~ -")
+                f.write_str(
+                    "invalid_config: paywall id may only contain A-Z a-z 0-9 . _ ~ - and must not be only dots",
+                )
             }
             ConfigError::Capacity(c) => write!(f, "invalid_config: {c}"),
         }
@@ -74,6 +77,7 @@ impl Config {
     /// assert_eq!(c.paywall_id(), "pw_demo");
     /// assert!(paywall_auth::Config::new("").is_err());
     /// assert!(paywall_auth::Config::new("a/b").is_err());
+    /// assert!(paywall_auth::Config::new("..").is_err());
     /// ```
     pub fn new(paywall_id: &str) -> Result<Self, ConfigError> {
         if paywall_id.is_empty() {
@@ -82,6 +86,9 @@ impl Config {
         if !paywall_id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+            // `.` and `..` are path segments: `/paywall/../auth` would
+            // reach another route.
+            || paywall_id.bytes().all(|b| b == b'.')
         {
             return Err(ConfigError::InvalidPaywallId);
         }

@@ -15,6 +15,7 @@ mod config;
 mod error;
 pub mod limits;
 mod machine;
+pub mod origin;
 mod output;
 mod request;
 mod secret;

@@ -67,6 +67,16 @@ pub struct Config {
     /// acknowledged write, in order, and ignores them, so a late echo of a
     /// removal cannot sign a newer session out (§12.9).
     pub echoes_own_writes: bool,
+    /// Before a request that rotates a refresh token (a refresh, a resume),
+    /// rewrite the record its answer will update and send the request only
+    /// once the store has acknowledged it ([`StoreOp::verify_only`]). A
+    /// read-only or full store then fails the command with
+    /// `storage_failed` and nothing spent, instead of rotating a token on
+    /// the server that cannot be saved. On by default; a store that cannot
+    /// fail (memory) may turn it off to save the write.
+    ///
+    /// [`StoreOp::verify_only`]: crate::StoreOp::verify_only
+    pub verify_storage_before_rotation: bool,
 }
 
 impl Config {
@@ -101,6 +111,7 @@ impl Config {
             store_format: StoreFormat::ReferenceJson,
             request_timeout: None,
             echoes_own_writes: false,
+            verify_storage_before_rotation: true,
         })
     }
 

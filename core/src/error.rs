@@ -163,18 +163,33 @@ pub struct ApiError {
     /// Body `message`, else a sentence-like body `error`, else the status
     /// text, else `Request failed`. Cut at [`ERROR_MESSAGE_MAX`] bytes.
     pub message: String<ERROR_MESSAGE_MAX>,
+    /// The body was the backend's JSON error envelope (a JSON object with a
+    /// `code` or `error`), not a proxy's or captive portal's page.
+    pub from_backend: bool,
 }
 
 impl ApiError {
-    /// Whether this status means "the refresh token is dead" (§4.3, and the
-    /// fix of §12.11: GoTrue-style 400 `invalid_grant` counts too).
+    /// Whether the backend said "this refresh token is dead" (§4.3): a 401,
+    /// or GoTrue's 400 `invalid_grant` (the fix of §12.11) — and in both
+    /// cases only with the backend's JSON error envelope. A captive portal
+    /// or proxy answering 401 with an HTML page (`WWW-Authenticate: Basic`)
+    /// says nothing about our token; treating it as dead would delete the
+    /// guest's only way back (docs/protocol.md §13.5).
     pub fn is_dead_token(&self) -> bool {
-        self.status == 401
-            || (self.status == 400
-                && matches!(
-                    self.code.as_str(),
-                    "invalid_grant" | "invalid_refresh_token" | "refresh_token_not_found"
-                ))
+        self.from_backend
+            && (self.status == 401
+                || (self.status == 400
+                    && matches!(
+                        self.code.as_str(),
+                        "invalid_grant" | "invalid_refresh_token" | "refresh_token_not_found"
+                    )))
+    }
+
+    /// Whether the answer was a redirect, which this client never follows
+    /// (it would re-send refresh tokens and passwords to wherever it
+    /// points, possibly over plain http).
+    pub fn is_redirect(&self) -> bool {
+        (300..400).contains(&self.status)
     }
 }
 
@@ -195,7 +210,8 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    fn describe(self) -> &'static str {
+    /// A short description, for messages.
+    pub const fn describe(self) -> &'static str {
         match self {
             TransportError::Connect => "could not connect",
             TransportError::Timeout => "request deadline exceeded",

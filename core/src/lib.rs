@@ -27,7 +27,7 @@ pub use command::{Command, CommandId, SignInOptions, SignOutOptions, UpgradeRequ
 pub use config::{Config, ConfigError};
 pub use error::{ApiError, CapacityError, DecodeError, Error, Field, StorageError, TransportError};
 pub use machine::{Input, Machine, NotDrained, Response};
-pub use output::{AuthChange, Notice, Outcome, OutcomeKind, Output};
+pub use output::{AuthChange, Notice, Outcome, OutcomeKind, Output, Revocation};
 pub use request::{Body, Header, PATH_MAX, Request, RequestId, Route, SDK_VERSION};
 pub use secret::{Secret, bounded};
 pub use session::{AccessToken, Password, RefreshToken, Session, User, UserMeta};

@@ -48,11 +48,48 @@ pub enum Outcome<'a> {
         /// Where the confirmation mail went.
         email: &'a str,
     },
-    /// Sign-out finished locally (any server call continues on its own).
-    SignedOut,
+    /// Signed out. Everything local (records, `SIGNED_OUT`) happened at
+    /// once; the completion waits for the server's answer to
+    /// `/auth/signout`, when one was sent, so it can say truthfully whether
+    /// the session was revoked.
+    SignedOut(Revocation<'a>),
     /// The answer to [`Command::AccessToken`](crate::Command::AccessToken):
     /// a fresh token, or `None` when signed out.
     AccessToken(Option<&'a AccessToken>),
+}
+
+/// Whether the server revoked the session a sign-out ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation<'a> {
+    /// No server call was made: a soft sign-out of a guest (revoking would
+    /// kill the very token kept to resume it), or nothing was signed in.
+    NotNeeded,
+    /// The server answered `/auth/signout` with success (or refused the
+    /// session's refresh token as dead while a stale bearer was renewed
+    /// for it: the session can no longer be renewed either way).
+    Revoked,
+    /// The server did not confirm. The local sign-out happened anyway (the
+    /// user asked for it); the session lives on server-side until its
+    /// tokens expire.
+    Failed {
+        /// The error code (`http_503`, `network_error`, …).
+        code: &'a str,
+        /// A human-readable reason.
+        message: &'a str,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+    },
+}
+
+impl Revocation<'_> {
+    /// Whether the server confirmed the revocation (`None`: none was needed).
+    pub fn revoked(&self) -> Option<bool> {
+        match self {
+            Revocation::NotNeeded => None,
+            Revocation::Revoked => Some(true),
+            Revocation::Failed { .. } => Some(false),
+        }
+    }
 }
 
 /// What an [`Outcome`] was, without its borrow of the machine: for drivers
@@ -69,8 +106,9 @@ pub enum OutcomeKind {
     Upgraded,
     /// [`Outcome::ConfirmationRequired`].
     ConfirmationRequired,
-    /// [`Outcome::SignedOut`].
-    SignedOut,
+    /// [`Outcome::SignedOut`]; whether the server confirmed a revocation
+    /// (`None`: none was needed).
+    SignedOut(Option<bool>),
     /// [`Outcome::AccessToken`]; whether it carried a token.
     AccessToken(bool),
 }
@@ -82,7 +120,7 @@ impl Outcome<'_> {
             Outcome::Session(_) => OutcomeKind::Session,
             Outcome::Upgraded(_) => OutcomeKind::Upgraded,
             Outcome::ConfirmationRequired { .. } => OutcomeKind::ConfirmationRequired,
-            Outcome::SignedOut => OutcomeKind::SignedOut,
+            Outcome::SignedOut(r) => OutcomeKind::SignedOut(r.revoked()),
             Outcome::AccessToken(token) => OutcomeKind::AccessToken(token.is_some()),
         }
     }
@@ -107,6 +145,14 @@ pub enum Notice {
         /// Which record.
         key: RecordKey,
     },
+    /// The stored guest account has become a named account (its email was
+    /// confirmed, here or on another device) and was about to be resumed
+    /// by an anonymous sign-in. A guest sign-in never hands out a named
+    /// account — on a shared device the next visitor would be in the
+    /// previous user's account — so that session was revoked, the guest
+    /// record forgotten and a new guest created (docs/protocol.md §13.1).
+    /// The named account is intact; its owner signs in with their email.
+    GuestAccountClaimed,
 }
 
 /// One output of the machine. Drain with

@@ -98,6 +98,13 @@ pub struct StoreOp<'a> {
     pub key: RecordKey,
     /// `None` removes the record.
     pub value: Option<RecordValue<'a>>,
+    /// The value is the one the record already holds: the write is asked
+    /// for only to prove the store can take it before a request rotates a
+    /// refresh token (docs/protocol.md §13.2). Write it like any other
+    /// value (durably: that is the proof); an adapter that can prove the
+    /// same without writing (reserved space on flash) may do that instead.
+    /// A failure cancels the request with nothing spent.
+    pub verify_only: bool,
 }
 
 /// The value of a record to write.

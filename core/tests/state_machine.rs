@@ -527,7 +527,9 @@ enum Effect {
         value: Option<Vec<u8>>,
     },
     Event(AuthChange, Option<SessionView>),
-    Done(CommandId, bool),
+    /// The command, whether it succeeded, and whether it completed with a
+    /// named (non-anonymous) session.
+    Done(CommandId, bool, bool),
     Other,
 }
 
@@ -588,7 +590,7 @@ fn describe(out: Output<'_>, format: StoreFormat) -> (String, Effect) {
         }
         Output::Complete { id, result } => {
             let ok = result.is_ok();
-            let text = match result {
+            let text = match &result {
                 Ok(Outcome::Session(s)) => {
                     format!("DONE {} session {:?}", id.0, SessionView::of(s))
                 }
@@ -598,7 +600,7 @@ fn describe(out: Output<'_>, format: StoreFormat) -> (String, Effect) {
                 Ok(Outcome::ConfirmationRequired { email }) => {
                     format!("DONE {} confirm {email}", id.0)
                 }
-                Ok(Outcome::SignedOut) => format!("DONE {} signed out", id.0),
+                Ok(Outcome::SignedOut(r)) => format!("DONE {} signed out {r:?}", id.0),
                 Ok(Outcome::AccessToken(t)) => {
                     format!(
                         "DONE {} token {:?}",
@@ -608,7 +610,8 @@ fn describe(out: Output<'_>, format: StoreFormat) -> (String, Effect) {
                 }
                 Err(e) => format!("DONE {} error {} / {e} / {:?}", id.0, e.code(), e),
             };
-            (text, Effect::Done(id, ok))
+            let named = matches!(&result, Ok(Outcome::Session(s)) if !s.is_anonymous());
+            (text, Effect::Done(id, ok, named))
         }
         Output::Notice(n) => (format!("NOTICE {n:?}"), Effect::Other),
     }
@@ -1147,6 +1150,11 @@ struct Sim {
     force_cmd: Option<CommandId>,
     /// The id the last command input returned.
     last_cmd: Option<CommandId>,
+    /// Ids handed to anonymous sign-ins, and ids that completed with a
+    /// named session: an id in both breaks "an anonymous sign-in only ever
+    /// completes with an anonymous session" (docs/protocol.md §13.1).
+    sign_in_cmds: Vec<CommandId>,
+    named_done: Vec<CommandId>,
     /// A forced sign-in was asked for and its request not yet answered
     /// (steering around B5).
     force_in_flight: bool,
@@ -1184,6 +1192,8 @@ impl Sim {
             force_floor: None,
             force_cmd: None,
             last_cmd: None,
+            sign_in_cmds: Vec::new(),
+            named_done: Vec::new(),
             force_in_flight: false,
             forbid_signout: false,
             delivered_now: Vec::new(),
@@ -1289,7 +1299,16 @@ impl Sim {
                     };
                     return Ok(Next::Ack(Fed::Stored(id, result)));
                 }
-                Effect::Done(id, ok) => {
+                Effect::Done(id, ok, named) => {
+                    if named {
+                        if self.sign_in_cmds.contains(&id) {
+                            return Err(
+                                "GUEST-NAMED: an anonymous sign-in completed with a named session"
+                                    .into(),
+                            );
+                        }
+                        self.named_done.push(id);
+                    }
                     if self.force_cmd == Some(id) {
                         self.force_in_flight = false;
                     }
@@ -1302,6 +1321,19 @@ impl Sim {
             }
         }
         Ok(Next::Done)
+    }
+
+    /// The session record holds a guest whose token is not the one the
+    /// guest record holds.
+    fn guest_records_disagree(&self) -> bool {
+        let session = self.stored_session(self.store[0].as_ref());
+        let anon = self.store[1]
+            .as_ref()
+            .and_then(|b| decode_anon_token(b, self.format()).ok().flatten());
+        match (session, anon) {
+            (Some(s), Some(a)) => s.user.is_anonymous && s.refresh_token != a,
+            _ => false,
+        }
     }
 
     fn stored_session(&self, bytes: Option<&Vec<u8>>) -> Option<Session> {
@@ -1321,9 +1353,13 @@ impl Sim {
             AuthChange::SignedOut => {
                 self.cov.signed_out += 1;
                 // Or its removal waits behind a failed guest-record write.
+                // Or the two guest records disagree (a crash between two
+                // writes): a soft sign-out then keeps the session record,
+                // which may hold the newer token (docs/protocol.md §13.7).
                 let removed = self.store[0].is_none()
                     || matches!(self.dirty[0], Some(None))
-                    || self.dirty[1].is_some();
+                    || self.dirty[1].is_some()
+                    || self.guest_records_disagree();
                 if !removed {
                     return Err(
                         "STORAGE-FIRST: SIGNED_OUT while the session record is still on storage"
@@ -1456,6 +1492,9 @@ impl Sim {
         self.shadow = Machine::new(config);
         self.dirty = [None, None];
         self.echoes.clear();
+        // Command ids start over in a new process.
+        self.sign_in_cmds.clear();
+        self.named_done.clear();
         self.force_in_flight = false;
         self.settle_force_window();
         self.log.push("--- restart ---".into());
@@ -1544,6 +1583,15 @@ impl Sim {
                         .expect("captcha fits");
                 }
                 let alive = self.command(Command::SignInAnonymously(options))?;
+                if let Some(id) = self.last_cmd {
+                    if self.named_done.contains(&id) {
+                        return Err(
+                            "GUEST-NAMED: an anonymous sign-in completed with a named session"
+                                .into(),
+                        );
+                    }
+                    self.sign_in_cmds.push(id);
+                }
                 if *force {
                     self.force_cmd = self.last_cmd;
                 }
@@ -1732,6 +1780,8 @@ impl Sim {
                 self.shadow = Machine::new(config);
                 self.dirty = [None, None];
                 self.echoes.clear();
+                self.sign_in_cmds.clear();
+                self.named_done.clear();
                 self.log.push("--- restart over junk ---".into());
                 self.run(Fed::Restored {
                     session: self.store[0].clone(),

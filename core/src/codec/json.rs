@@ -1480,10 +1480,27 @@ pub fn decode_api_error(
     } else {
         Envelope::default()
     };
+    let from_backend = env.code.is_some() || env.error.is_some();
+    if (300..400).contains(&status) {
+        // Never followed (docs/protocol.md §13.3): say so rather than pass
+        // off a `Location` as the server's answer.
+        return ApiError {
+            status,
+            code: bounded("redirect_refused", Field::Buffer).unwrap_or_default(),
+            // Fits ERROR_MESSAGE_MAX's smallest sensible setting.
+            message: bounded(
+                "redirect refused: the auth client never follows redirects",
+                Field::Buffer,
+            )
+            .unwrap_or_default(),
+            from_backend,
+        };
+    }
     ApiError {
         status,
         code: pick_code(status, &env),
         message: pick_message(reason, &env),
+        from_backend,
     }
 }
 
@@ -2421,7 +2438,23 @@ mod tests {
             (e.code.as_str(), e.message.as_str()),
             ("http_401", "Unauthorized")
         );
-        assert!(e.is_dead_token());
+        // Not the backend's envelope (a proxy, a captive portal): says
+        // nothing about the token (§13.5).
+        assert!(!e.is_dead_token());
+        let backend = decode_api_error(401, "", true, br#"{"error":"invalid_token"}"#);
+        assert!(backend.is_dead_token());
+        let portal = decode_api_error(401, "Unauthorized", true, br#"{"login":"required"}"#);
+        assert!(!portal.is_dead_token(), "JSON, but no error envelope");
+    }
+
+    #[test]
+    fn a_redirect_is_refused_with_a_message_that_says_so() {
+        for status in [301, 302, 303, 307, 308] {
+            let e = decode_api_error(status, "Moved", false, b"");
+            assert_eq!(e.code.as_str(), "redirect_refused");
+            assert!(e.message.contains("redirect"), "{}", e.message);
+            assert!(e.is_redirect() && !e.is_dead_token());
+        }
     }
 
     #[test]

@@ -15,11 +15,13 @@
 
 use crate::command::{CommandId, SignInOptions};
 use crate::error::{Error, TransportError};
-use crate::output::AuthChange;
+use crate::output::{AuthChange, Notice};
 use crate::session::{Session, User};
 use crate::storage::RecordKey;
 
-use super::{AnonOp, Done, Machine, Purpose, QueuedSignIn, Response, answer_error, api_error};
+use super::{
+    AnonOp, Done, Machine, Purpose, Queued, QueuedSignIn, Response, answer_error, api_error,
+};
 
 impl Machine {
     pub(super) fn cmd_sign_in(&mut self, options: SignInOptions) -> CommandId {
@@ -43,6 +45,10 @@ impl Machine {
         let id = self.command_id();
         if !options.force_new {
             match self.current() {
+                // An unsettled guest (records that disagreed at restore) is
+                // settled by resuming the newer anonymous record, so a
+                // sign-in never hands back a guest the user gave up.
+                Some(s) if s.is_anonymous() && self.stale_guest && self.anon_token.is_some() => {}
                 // Idempotent: already a guest, nothing to do.
                 Some(s) if s.is_anonymous() => {
                     self.complete(id, Ok(Done::Session));
@@ -121,7 +127,14 @@ impl Machine {
             resuming,
             request: crate::request::RequestId(0),
         });
-        match self.send(purpose) {
+        // A resume rotates the stored token: prove its record can be
+        // rewritten first (docs/protocol.md §13.2).
+        let sent = if resuming {
+            self.send_guarded(purpose, RecordKey::AnonRefreshToken)
+        } else {
+            self.send(purpose)
+        };
+        match sent {
             Ok(request) => {
                 if let Some(op) = self.anon.as_mut() {
                     op.request = request;
@@ -129,6 +142,11 @@ impl Machine {
             }
             Err(e) => self.finish_anon(Err(e)),
         }
+    }
+
+    /// Fails the operation in flight before its request went out.
+    pub(super) fn cancel_anon(&mut self, error: Error) {
+        self.finish_anon(Err(error));
     }
 
     /// Ends the operation (completing it unless detached) and starts the
@@ -188,25 +206,52 @@ impl Machine {
                     return;
                 }
                 self.remember_spent(presented);
+                if !session.is_anonymous() {
+                    // The guest was upgraded and its email confirmed (here
+                    // or on another device): the record now opens a named
+                    // account. A guest sign-in never hands one out — on a
+                    // shared device the next visitor would be in the
+                    // previous user's account (docs/protocol.md §13.1).
+                    self.give_up_claimed_guest(presented, &session);
+                    if !live {
+                        self.end_orphan(request);
+                        return;
+                    }
+                    self.push(Queued::Notice(Notice::GuestAccountClaimed));
+                    if let Some(op) = self.anon.as_mut() {
+                        op.resuming = false;
+                    }
+                    match self.send(Purpose::AnonCreate { guest_gen }) {
+                        Ok(req) => {
+                            if let Some(op) = self.anon.as_mut() {
+                                op.request = req;
+                            }
+                        }
+                        Err(e) => self.finish_anon(Err(e)),
+                    }
+                    return;
+                }
                 if !live {
                     self.adopt_orphan_tokens(Some(guest_gen), &session);
                     self.end_orphan(request);
                     return;
                 }
-                let anonymous = session.is_anonymous();
+                // Settling an unsettled session of the same guest only
+                // renews its tokens.
+                let change = match self.current() {
+                    Some(cur) if cur.user.id == session.user.id => AuthChange::TokenRefreshed,
+                    _ => AuthChange::SignedIn,
+                };
                 self.begin_epoch(session);
                 // The anonymous record first (see `WRITE_ORDER`).
-                if anonymous {
-                    self.anon_token = self.current().map(|s| s.refresh_token.clone());
-                    self.store_put(RecordKey::AnonRefreshToken);
-                } else {
-                    // The guest account was upgraded and confirmed elsewhere:
-                    // it is a named account now and must not be resumed as a
-                    // guest again (§12.2). The caller gets the same account.
-                    self.anon_token = None;
-                    self.store_remove(RecordKey::AnonRefreshToken);
-                }
+                self.anon_token = self.current().map(|s| s.refresh_token.clone());
+                self.store_put(RecordKey::AnonRefreshToken);
                 self.store_put(RecordKey::Session);
+                if change == AuthChange::TokenRefreshed {
+                    self.change(change);
+                    self.finish_anon(Ok(Done::Session));
+                    return;
+                }
                 self.change(AuthChange::SignedIn);
                 self.finish_anon(Ok(Done::Session));
             }
@@ -221,10 +266,13 @@ impl Machine {
                     self.end_orphan(request);
                     return;
                 }
-                // Restore set aside an older guest session: its token is the
-                // last way back into an account before minting a new one.
+                // The session of an unsettled guest (signed in or signed out
+                // since): its token is the last way back into an account
+                // before minting a new one.
                 if let Some(token) = self
-                    .stale_guest()
+                    .slot
+                    .as_ref()
+                    .filter(|_| self.stale_guest)
                     .map(|s| s.refresh_token.clone())
                     .filter(|t| t.fingerprint() != presented && !self.is_spent(t.fingerprint()))
                 {
@@ -328,6 +376,18 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// A resume answered with a named account: the guest record that led
+    /// there belongs to that account's owner now. It is forgotten (never
+    /// presented again) and the fresh session the resume minted is revoked
+    /// (best effort: nobody here may use it).
+    fn give_up_claimed_guest(&mut self, presented: u64, session: &Session) {
+        if self.anon_fingerprint() == presented {
+            self.anon_token = None;
+            self.store_remove(RecordKey::AnonRefreshToken);
+        }
+        self.revoke_orphan(session);
     }
 
     /// The request of a detached operation has been answered: release the

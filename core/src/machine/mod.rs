@@ -15,7 +15,7 @@ use crate::command::{Command, CommandId, SignInOptions, UpgradeRequest};
 use crate::config::Config;
 use crate::error::{ApiError, CapacityError, DecodeError, Error, StorageError, TransportError};
 use crate::limits::{EMAIL_MAX, OUTPUT_QUEUE, REQUESTS_IN_FLIGHT};
-use crate::output::{AuthChange, Notice, Outcome, Output};
+use crate::output::{AuthChange, Notice, Outcome, Output, Revocation};
 use crate::request::{Body, Request, RequestId, Route};
 use crate::session::{RefreshToken, Session};
 use crate::storage::{RecordKey, RecordValue, StoreId, StoreOp};
@@ -131,9 +131,24 @@ enum Done {
     Session,
     Upgraded,
     ConfirmationRequired,
-    SignedOut,
+    SignedOut(Revoke),
     AccessToken,
     NoAccessToken,
+}
+
+/// What became of a sign-out's revocation; see [`Revocation`]. Two bytes,
+/// so a queued completion stays as small as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revoke {
+    NotNeeded,
+    Revoked,
+    /// The server's error waits in [`Machine::api_error`].
+    FailedApi,
+    FailedNetwork(TransportError),
+    /// The reply renewing a stale bearer was unusable.
+    FailedInvalid,
+    /// No request slot.
+    FailedBusy,
 }
 
 /// One queued output. Small on purpose: the payloads are borrowed from the
@@ -141,7 +156,14 @@ enum Done {
 #[derive(Debug, Clone)]
 enum Queued {
     Send(RequestId),
-    Store { key: RecordKey, put: bool },
+    Store {
+        key: RecordKey,
+        put: bool,
+    },
+    /// Rewrites `key` with the value it already holds, to prove the store
+    /// can take the write that answering request `.1` will need; the
+    /// request follows it and is cancelled if it fails (nothing spent).
+    Guard(RecordKey, RequestId),
     Change(AuthChange),
     Complete(CommandId, Result<Done, Failure>),
     Notice(Notice),
@@ -150,7 +172,7 @@ enum Queued {
 /// An [`Error`] as queued: the one large variant, the server's
 /// [`ApiError`], waits in [`Machine::api_error`] (one response per input, so
 /// one per batch), keeping every queue slot small.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     Api,
     Network(TransportError),
@@ -199,9 +221,11 @@ enum Purpose {
     Upgrade { epoch: u32, refresh_fp: u64 },
     /// `/auth/refresh` of a session that was signed out with a stale access
     /// token, to get a bearer that `/auth/signout` will accept (§12.14).
-    SignOutRefresh,
-    /// `/auth/signout`, fire and forget.
-    SignOut,
+    /// `caller` is the sign-out waiting to learn whether it revoked.
+    SignOutRefresh { caller: Option<CommandId> },
+    /// `/auth/signout`; `caller` as above (`None` for orphans revoked on
+    /// the machine's own initiative).
+    SignOut { caller: Option<CommandId> },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -215,6 +239,18 @@ struct InFlight {
     /// Its caller was already told `Timeout`; only a late answer's side
     /// effects (rotated tokens) still matter.
     timed_out: bool,
+}
+
+/// A storage operation handed out and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct AwaitingStore {
+    id: StoreId,
+    key: RecordKey,
+    /// Fingerprint of the refresh token written (0 for a removal), for the
+    /// echo queue.
+    written: u64,
+    /// The request this write guards (see [`Queued::Guard`]).
+    guards: Option<RequestId>,
 }
 
 /// The anonymous sign-in in flight (at most one: never two sign-ups).
@@ -326,9 +362,12 @@ pub struct Machine {
     /// revocation request has been rendered (saves a second token buffer).
     slot: Option<Session>,
     retired: bool,
-    /// The retired slot holds a guest session record that restore found
-    /// older than the anonymous record: not signed in, but its token is the
-    /// fallback if the anonymous record's token turns out dead.
+    /// The slot holds a guest session record that restore found to
+    /// disagree with the anonymous record (a crash between the two
+    /// writes). Signed in but *unsettled*: not trusted as fresh, and its
+    /// next refresh presents the anonymous record's (newer) token first,
+    /// its own only if that one is dead. Once retired by a sign-out, its
+    /// token is still the fallback of the next resume.
     stale_guest: bool,
     /// When the current tokens were received (bounds proactive refresh of
     /// short-lived tokens).
@@ -364,7 +403,7 @@ pub struct Machine {
     /// The server error the queued completions of this batch refer to.
     api_error: Option<ApiError>,
     /// The store operation handed out and not yet acknowledged.
-    awaiting_store: Option<(StoreId, RecordKey, u64)>,
+    awaiting_store: Option<AwaitingStore>,
     /// Own writes whose echo is still to come (with `echoes_own_writes`):
     /// the record and the fingerprint of the refresh token written, 0 for a
     /// removal.
@@ -441,11 +480,6 @@ impl Machine {
     /// A signed-out session kept for its revocation.
     fn retired_session(&self) -> Option<&Session> {
         self.slot.as_ref().filter(|_| self.retired)
-    }
-
-    /// The stale guest session restore set aside (see `stale_guest`).
-    fn stale_guest(&self) -> Option<&Session> {
-        self.retired_session().filter(|_| self.stale_guest)
     }
 
     /// Whether storage has been restored (and `INITIAL_SESSION` emitted).
@@ -600,8 +634,13 @@ impl Machine {
             self.run_early_command();
         }
         let item = self.outputs.pop_front()?;
+        let (item, guards) = match item {
+            Queued::Guard(key, request) => (Queued::Store { key, put: true }, Some(request)),
+            other => (other, None),
+        };
         Some(match item {
             Queued::Send(id) => Output::Send(self.render_request(id)),
+            Queued::Guard(..) => return None,
             Queued::Store { key, put } => {
                 let id = StoreId(self.fresh_id());
                 if put && key == RecordKey::Session {
@@ -615,7 +654,12 @@ impl Machine {
                     }
                     (true, RecordKey::AnonRefreshToken) => self.anon_fingerprint(),
                 };
-                self.awaiting_store = Some((id, key, written));
+                self.awaiting_store = Some(AwaitingStore {
+                    id,
+                    key,
+                    written,
+                    guards,
+                });
                 let value = if put {
                     match key {
                         RecordKey::Session => self.current().map(RecordValue::Session),
@@ -626,7 +670,12 @@ impl Machine {
                 } else {
                     None
                 };
-                Output::Store(StoreOp { id, key, value })
+                Output::Store(StoreOp {
+                    id,
+                    key,
+                    value,
+                    verify_only: guards.is_some(),
+                })
             }
             Queued::Change(change) => Output::AuthChange {
                 change,
@@ -671,7 +720,42 @@ impl Machine {
             },
             // Batches never end a session after completing a sign-in or an
             // upgrade with it, so the remaining cases are "signed out".
-            (Done::SignedOut, _) | (_, None) => Outcome::SignedOut,
+            (Done::SignedOut(revoke), _) => Outcome::SignedOut(self.revocation(revoke)),
+            (_, None) => Outcome::SignedOut(Revocation::NotNeeded),
+        }
+    }
+
+    fn revocation(&self, revoke: Revoke) -> Revocation<'_> {
+        match revoke {
+            Revoke::NotNeeded => Revocation::NotNeeded,
+            Revoke::Revoked => Revocation::Revoked,
+            Revoke::FailedApi => match &self.api_error {
+                Some(api) => Revocation::Failed {
+                    code: &api.code,
+                    message: &api.message,
+                    status: Some(api.status),
+                },
+                None => Revocation::Failed {
+                    code: "busy",
+                    message: "no answer to keep",
+                    status: None,
+                },
+            },
+            Revoke::FailedNetwork(t) => Revocation::Failed {
+                code: "network_error",
+                message: t.describe(),
+                status: None,
+            },
+            Revoke::FailedInvalid => Revocation::Failed {
+                code: "invalid_response",
+                message: "the bearer could not be renewed for /auth/signout",
+                status: None,
+            },
+            Revoke::FailedBusy => Revocation::Failed {
+                code: "busy",
+                message: "no request slot for /auth/signout",
+                status: None,
+            },
         }
     }
 
@@ -715,17 +799,22 @@ impl Machine {
                     };
                 }
             }
-            Some(Purpose::Refresh { .. }) => {
-                // Rendered in the batch that sent it: the session still holds
-                // the token being presented.
-                if let Some(session) = self.current() {
+            Some(Purpose::Refresh { presented, .. }) => {
+                // Rendered in the batch that sent it: the session (or, for an
+                // unsettled one, the anonymous record) still holds the token
+                // being presented.
+                let anon = self
+                    .anon_token
+                    .as_ref()
+                    .filter(|t| t.fingerprint() == presented);
+                if let Some(token) = anon.or(self.current().map(|s| &s.refresh_token)) {
                     req.route = Route::Refresh;
                     req.body = Body::Refresh {
-                        refresh_token: &session.refresh_token,
+                        refresh_token: token,
                     };
                 }
             }
-            Some(Purpose::SignOutRefresh) => {
+            Some(Purpose::SignOutRefresh { .. }) => {
                 if let Some(retired) = self.retired_session() {
                     req.route = Route::Refresh;
                     req.body = Body::Refresh {
@@ -745,7 +834,7 @@ impl Machine {
                     };
                 }
             }
-            Some(Purpose::SignOut) | None => {
+            Some(Purpose::SignOut { .. }) | None => {
                 req.bearer = self.retired_session().map(|s| &s.access_token);
             }
         }
@@ -824,6 +913,70 @@ impl Machine {
         self.push(Queued::Send(id));
         trace!("send request {}", id.0);
         Ok(id)
+    }
+
+    /// Registers a request that will rotate a refresh token, and queues it
+    /// behind a rewrite of `key` (the record its answer will update) with
+    /// the value it holds: if the store cannot take that write, the request
+    /// is cancelled before anything is spent (docs/protocol.md §13.2). A
+    /// token rotated on the server that cannot be saved is an account lost
+    /// once the reuse window closes.
+    fn send_guarded(&mut self, purpose: Purpose, key: RecordKey) -> Result<RequestId, Error> {
+        let has_value = match key {
+            RecordKey::Session => self.current().is_some(),
+            RecordKey::AnonRefreshToken => self.anon_token.is_some(),
+        };
+        if !self.config.verify_storage_before_rotation || !has_value {
+            return self.send(purpose);
+        }
+        let id = RequestId(self.fresh_id());
+        let deadline = self.config.request_timeout.map_or(NEVER, |t| self.now + t);
+        self.in_flight
+            .push(InFlight {
+                id,
+                purpose,
+                deadline,
+                timed_out: false,
+            })
+            .map_err(|_| Error::Busy)?;
+        self.push(Queued::Guard(key, id));
+        self.push(Queued::Send(id));
+        Ok(id)
+    }
+
+    /// A guard write failed: the request it guarded is taken back unsent
+    /// and its operation fails with `storage_failed`.
+    fn cancel_guarded(&mut self, request: RequestId, error: StorageError) {
+        for _ in 0..self.outputs.len() {
+            match self.outputs.pop_front() {
+                Some(Queued::Send(id)) if id == request => {}
+                Some(other) => {
+                    let _ = self.outputs.push_back(other);
+                }
+                None => break,
+            }
+        }
+        let Some(purpose) = self.take_in_flight(request) else {
+            return;
+        };
+        let error = Error::Storage(error);
+        match purpose {
+            Purpose::AnonResume { .. } => {
+                if self.anon.as_ref().is_some_and(|op| op.request == request) {
+                    self.cancel_anon(error);
+                }
+            }
+            Purpose::Refresh { .. } => {
+                if self
+                    .refresh
+                    .as_ref()
+                    .is_some_and(|op| op.request == request)
+                {
+                    self.fail_refresh(error);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn take_in_flight(&mut self, id: RequestId) -> Option<Purpose> {
@@ -1069,13 +1222,19 @@ impl Machine {
             Purpose::Upgrade { epoch, refresh_fp } => {
                 self.on_upgrade(id, epoch, refresh_fp, answer)
             }
-            Purpose::SignOutRefresh => self.on_signout_refresh(answer),
-            Purpose::SignOut => {}
+            Purpose::SignOutRefresh { caller } => self.on_signout_refresh(caller, answer),
+            Purpose::SignOut { caller } => self.on_signout(caller, answer),
         }
     }
 
     fn on_stored(&mut self, id: StoreId, result: Result<(), StorageError>) {
-        let Some((waiting, key, written)) = self.awaiting_store else {
+        let Some(AwaitingStore {
+            id: waiting,
+            key,
+            written,
+            guards,
+        }) = self.awaiting_store
+        else {
             return;
         };
         if waiting != id {
@@ -1103,6 +1262,9 @@ impl Machine {
             }
             Err(_) => {
                 warn!("storage write failed; keeping state in memory and retrying");
+                if let Some(request) = guards {
+                    self.cancel_guarded(request, StorageError { key });
+                }
                 if let Some(d) = self.dirty.get_mut(slot) {
                     *d = true;
                 }

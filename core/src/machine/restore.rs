@@ -57,14 +57,18 @@ impl Machine {
 
         // The two records of a guest disagree when a crash or a failed
         // write came between them. Writes land in order and the anonymous
-        // record goes first (`WRITE_ORDER`), so it is the newer one: it may
-        // hold a guest the user asked for with `force_new` while the session
-        // record still holds the one given up, or the successor of a spent
-        // token. Signing in the session record (or refreshing it, which
-        // would copy its guest over the record) could lose that account, so
-        // the session is set aside instead: the next sign-in resumes the
-        // anonymous record and falls back to the set-aside token only if
-        // that one is dead. Neither record is touched until then.
+        // record goes first (`WRITE_ORDER`), so it is usually the newer
+        // one: the successor of the token a refresh spent just before a
+        // crash (the common case), or a guest the user asked for with
+        // `force_new` while the session record still holds the one given
+        // up. Either way the session is the guest's and stays signed in —
+        // a crash must not read as a sign-out (docs/protocol.md §13.7) —
+        // but it is *unsettled*: its access token is not trusted as fresh,
+        // and its next refresh presents the anonymous record's token first
+        // (which also settles who the user is), falling back to the
+        // session record's own token only if that one is dead (records
+        // written session-first, as the reference client does). Neither
+        // record is touched until then, so nothing is lost either way.
         let guest_token = self
             .current()
             .filter(|s| s.is_anonymous())
@@ -75,8 +79,7 @@ impl Machine {
                 self.store_put(RecordKey::AnonRefreshToken);
             }
             (Some(token), Some(stored)) if token != *stored => {
-                debug!("guest records disagree; the anonymous record wins");
-                self.retired = true;
+                debug!("guest records disagree; the session is unsettled");
                 self.stale_guest = true;
             }
             _ => {}
@@ -153,6 +156,8 @@ impl Machine {
                             AuthChange::UserUpdated
                         };
                         self.slot = Some(incoming);
+                        // A peer's newer write settles an unsettled session.
+                        self.stale_guest = false;
                         self.tokens_since = self.now;
                         self.change(change);
                     }

@@ -13,8 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::{
     AuthChange, Command, CommandId, Config, Error, Input, Instant, Machine, NotDrained, Notice,
-    Outcome, Output, RecordKey, RequestId, Response, SignInOptions, SignOutOptions, StorageError,
-    StoreFormat, TransportError, UpgradeRequest,
+    Outcome, Output, RecordKey, RequestId, Response, Revocation, SignInOptions, SignOutOptions,
+    StorageError, StoreFormat, TransportError, UpgradeRequest,
 };
 
 const PID: &str = "pw_1";
@@ -74,6 +74,8 @@ struct Harness {
     log: Vec<Rec>,
     /// Storage writes to fail, by key.
     fail_writes: Vec<RecordKey>,
+    /// Keys of verify-only writes (the check before a token is spent).
+    verified: Vec<String>,
 }
 
 impl Harness {
@@ -88,6 +90,7 @@ impl Harness {
             store: BTreeMap::new(),
             log: Vec::new(),
             fail_writes: Vec::new(),
+            verified: Vec::new(),
         }
     }
 
@@ -166,33 +169,56 @@ impl Harness {
                 Some(Output::Store(op)) => {
                     let key = Self::key(op.key);
                     let failed = self.fail_writes.contains(&op.key);
-                    match op.value {
-                        Some(v) => {
+                    if op.verify_only {
+                        // Not logged: the scenarios assert the writes that
+                        // change records; `verified` counts these.
+                        self.verified.push(key.clone());
+                        if let (false, Some(v)) = (failed, op.value) {
                             let mut buf = [0u8; 4096];
                             let bytes = v.encode(format, &mut buf).unwrap().to_vec();
-                            self.log.push(Rec::Put(
-                                key.clone(),
-                                String::from_utf8_lossy(&bytes).into_owned(),
-                            ));
-                            if !failed {
-                                self.store.insert(key, bytes);
+                            assert_eq!(
+                                self.store.get(&key),
+                                Some(&bytes),
+                                "a verify-only write must rewrite the value the record holds"
+                            );
+                        }
+                        ack = Some((
+                            op.id,
+                            if failed {
+                                Err(StorageError { key: op.key })
+                            } else {
+                                Ok(())
+                            },
+                        ));
+                    } else {
+                        match op.value {
+                            Some(v) => {
+                                let mut buf = [0u8; 4096];
+                                let bytes = v.encode(format, &mut buf).unwrap().to_vec();
+                                self.log.push(Rec::Put(
+                                    key.clone(),
+                                    String::from_utf8_lossy(&bytes).into_owned(),
+                                ));
+                                if !failed {
+                                    self.store.insert(key, bytes);
+                                }
+                            }
+                            None => {
+                                self.log.push(Rec::Remove(key.clone()));
+                                if !failed {
+                                    self.store.remove(&key);
+                                }
                             }
                         }
-                        None => {
-                            self.log.push(Rec::Remove(key.clone()));
-                            if !failed {
-                                self.store.remove(&key);
-                            }
-                        }
+                        ack = Some((
+                            op.id,
+                            if failed {
+                                Err(StorageError { key: op.key })
+                            } else {
+                                Ok(())
+                            },
+                        ));
                     }
-                    ack = Some((
-                        op.id,
-                        if failed {
-                            Err(StorageError { key: op.key })
-                        } else {
-                            Ok(())
-                        },
-                    ));
                 }
                 Some(Output::AuthChange { change, session }) => {
                     self.log
@@ -206,7 +232,13 @@ impl Harness {
                                 format!("upgraded {} {:?}", s.user.id, s.user.email)
                             }
                             Outcome::ConfirmationRequired { email } => format!("confirm {email}"),
-                            Outcome::SignedOut => "signed out".to_string(),
+                            Outcome::SignedOut(r) => match r {
+                                Revocation::NotNeeded => "signed out".to_string(),
+                                Revocation::Revoked => "signed out revoked".to_string(),
+                                Revocation::Failed { code, .. } => {
+                                    format!("signed out unrevoked {code}")
+                                }
+                            },
                             Outcome::AccessToken(t) => {
                                 format!("token {}", t.map_or("none", |t| t.expose()))
                             }
@@ -596,7 +628,7 @@ fn soft_sign_out_of_a_guest_calls_no_server_and_keeps_the_account() {
 fn hard_sign_out_revokes_and_forgets_the_guest() {
     let mut h = Harness::guest("u1", "r1");
     let access = h.m.session().unwrap().access_token.expose().to_string();
-    h.cmd(Command::SignOut(SignOutOptions {
+    let id = h.cmd(Command::SignOut(SignOutOptions {
         forget_anonymous: true,
     }));
     let log = h.take();
@@ -607,14 +639,15 @@ fn hard_sign_out_revokes_and_forgets_the_guest() {
     );
     assert_eq!(log[2], Rec::Event(AuthChange::SignedOut, None));
     let Rec::Send {
+        id: req,
         path: p,
         headers,
         body,
-        ..
-    } = &log[4]
+    } = &log[3]
     else {
         panic!("{log:?}")
     };
+    assert_eq!(log.len(), 4, "the completion waits for the server: {log:?}");
     assert_eq!(p, &path("signout"));
     assert_eq!(body, "");
     assert!(headers.contains(&("Authorization".into(), format!("Bearer {access}"))));
@@ -622,6 +655,9 @@ fn hard_sign_out_revokes_and_forgets_the_guest() {
         !headers.iter().any(|(n, _)| n == "Content-Type"),
         "no body, no Content-Type"
     );
+    let req = *req;
+    h.respond(req, 200, r#"{"ok":true}"#);
+    assert_eq!(h.take(), [done_ok(id, "signed out revoked")]);
     assert_eq!(h.stored(RecordKey::AnonRefreshToken), None);
     // The next sign-in creates a new user.
     h.sign_in();
@@ -1103,26 +1139,55 @@ fn a_session_written_by_the_reference_client_is_restored_with_its_real_id() {
 }
 
 #[test]
-fn restore_trusts_the_guest_record_over_an_older_session_and_keeps_the_session_as_fallback() {
-    // The guest record is newer (written first; the session write failed or
-    // a crash came between): the session record is set aside, nothing is
-    // sent or written, and the next sign-in resumes the guest record.
+fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_the_newer_token() {
+    // The guest record is newer (written first; a crash or a failed write
+    // came before the session record): the session stays signed in — a
+    // crash must not read as a sign-out (§13.7) — but unsettled: nothing is
+    // written at restore, and its next refresh presents the guest record.
     let mut h = Harness::guest("u1", "r1");
     h.store
         .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
     h.restart();
     assert_eq!(
         h.take(),
-        [Rec::Event(AuthChange::InitialSession, None)],
-        "the older session is not signed in (refreshing it would copy its guest over the record)"
+        [Rec::Event(AuthChange::InitialSession, Some("u1".into()))],
+        "signed in, and neither record is touched"
     );
-    assert_eq!(h.m.poll_timeout(), None, "nothing is sent on its own");
-    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r5"));
+    assert_eq!(
+        h.m.poll_timeout(),
+        Some(Instant(h.now)),
+        "settled at once by a proactive refresh"
+    );
+    // Its access token is not handed out as fresh: a token request refreshes
+    // with the guest record's (newer) token.
+    let id = h.cmd(Command::AccessToken);
+    let (req, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r5"}"#);
+    h.respond(req, 200, &tokens("u1", "r6", Some(("u1", None, true))));
+    let log = h.take();
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r6".into())
+    );
     assert!(
-        h.stored(RecordKey::Session)
-            .unwrap()
-            .contains(r#""refresh_token":"r1""#)
+        matches!(&log[1], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""refresh_token":"r6""#))
     );
+    assert_eq!(
+        log[2],
+        Rec::Event(AuthChange::TokenRefreshed, Some("u1".into()))
+    );
+    assert!(matches!(&log[3], Rec::Done(i, Ok(t)) if *i == id && t.starts_with("token ")));
+    // Settled: the next token comes from memory.
+    h.cmd(Command::AccessToken);
+    assert!(Harness::sends(&h.take()).is_empty());
+
+    // A plain sign-in settles it the same way (resume), never handing back
+    // the session record's guest unverified.
+    let mut h = Harness::guest("u1", "r1");
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
+    h.restart();
+    h.take();
     let id = h.sign_in();
     let (req, _, body) = Harness::one_send(&h.take());
     assert_eq!(body, r#"{"refresh_token":"r5"}"#);
@@ -1132,21 +1197,18 @@ fn restore_trusts_the_guest_record_over_an_older_session_and_keeps_the_session_a
         log[0],
         Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r6".into())
     );
-    assert!(
-        matches!(&log[1], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""refresh_token":"r6""#))
-    );
     assert_eq!(log[2], Rec::Event(AuthChange::SignedIn, Some("u5".into())));
     assert_eq!(log[3], done_ok(id, "session u5"));
 
     // The guest record's token is dead (a record written by a client that
-    // writes the session first, caught between its writes): the set-aside
-    // session's token is tried before any new guest is minted.
+    // writes the session first, caught between its writes): the session's
+    // own token is tried before the session is given up.
     let mut h = Harness::guest("u1", "r1");
     h.store
         .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
     h.restart();
     h.take();
-    let id = h.sign_in();
+    let id = h.cmd(Command::Refresh);
     let (req, _, body) = Harness::one_send(&h.take());
     assert_eq!(body, r#"{"refresh_token":"r0"}"#);
     h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
@@ -1159,7 +1221,7 @@ fn restore_trusts_the_guest_record_over_an_older_session_and_keeps_the_session_a
     assert_eq!(
         (p, body),
         (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string()),
-        "the fallback, not /auth/anonymous/signin"
+        "the fallback, not a sign-out"
     );
     h.respond(req, 200, &tokens("u1", "r2", Some(("u1", None, true))));
     let log = h.take();
@@ -1168,6 +1230,26 @@ fn restore_trusts_the_guest_record_over_an_older_session_and_keeps_the_session_a
         Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r2".into())
     );
     assert!(log.contains(&done_ok(id, "session u1")));
+
+    // After a soft sign-out, the next sign-in also falls back to it.
+    let mut h = Harness::guest("u1", "r1");
+    h.store
+        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
+    h.restart();
+    h.cmd(Command::SignOut(SignOutOptions::default()));
+    h.take();
+    let id = h.sign_in();
+    let (req, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r0"}"#);
+    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
+    let log = h.take();
+    let (req, p, body) = Harness::one_send(&log);
+    assert_eq!(
+        (p, body),
+        (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string())
+    );
+    h.respond(req, 200, &tokens("u1", "r2", Some(("u1", None, true))));
+    assert!(h.take().contains(&done_ok(id, "session u1")));
 
     // Both dead: only then a new guest.
     let mut h = Harness::guest("u1", "r1");
@@ -1205,7 +1287,10 @@ fn a_failed_session_write_after_force_new_never_hands_the_account_back_to_the_ol
     );
     h.fail_writes.clear();
     h.restart();
-    assert_eq!(h.take(), [Rec::Event(AuthChange::InitialSession, None)]);
+    assert_eq!(
+        h.take(),
+        [Rec::Event(AuthChange::InitialSession, Some("u0".into()))]
+    );
     h.sign_in();
     let (_, _, body) = Harness::one_send(&h.take());
     assert_eq!(
@@ -1487,7 +1572,7 @@ fn a_refresh_refused_for_lack_of_request_slots_backs_off_instead_of_spinning() {
                 deadline: super::NEVER,
                 timed_out: false,
                 id,
-                purpose: super::Purpose::SignOut,
+                purpose: super::Purpose::SignOut { caller: None },
             })
             .unwrap();
     }
@@ -1536,4 +1621,217 @@ fn an_upgrade_reply_naming_another_user_is_not_applied() {
     );
     assert_eq!(h.take(), [done_err(id, "invalid_response")]);
     assert!(h.m.session().unwrap().is_anonymous());
+}
+
+// ----- field safety (docs/protocol.md §13) --------------------------------
+
+#[test]
+fn a_resume_that_answers_with_a_named_account_never_completes_the_guest_sign_in() {
+    // Guest u1 upgraded; the email was confirmed on another device; soft
+    // sign-out; the next visitor's anonymous sign-in resumes the record.
+    let mut h = Harness::guest("u1", "r1");
+    let id = h.upgrade_answered(r#"{"status":"confirmation_required","email":"a@b.c"}"#);
+    assert!(h.take().contains(&done_ok(id, "confirm a@b.c")));
+    h.cmd(Command::SignOut(SignOutOptions::default()));
+    h.take();
+    let id = h.sign_in();
+    let (req, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r1"}"#);
+    // The backend now says the account is named.
+    let named = tokens("u1", "r2", Some(("u1", Some("a@b.c"), false)));
+    h.respond(req, 200, &named);
+    let log = h.take();
+    // The guest record is forgotten first (it opens a named account now) ...
+    assert_eq!(
+        log[0],
+        Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))
+    );
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken), None);
+    // ... the named session the resume minted is revoked with its own bearer ...
+    let sends: Vec<_> = log
+        .iter()
+        .filter_map(|r| match r {
+            Rec::Send { path, headers, .. } => Some((path.clone(), headers.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends.len(), 2, "{log:#?}");
+    assert_eq!(sends[0].0, path("signout"));
+    let named_access = jwt("u1", Some("a@b.c"), false);
+    assert!(
+        sends[0]
+            .1
+            .contains(&("Authorization".into(), format!("Bearer {named_access}")))
+    );
+    // ... and a new guest is created, with a notice for the application.
+    assert_eq!(sends[1].0, path("anonymous/signin"));
+    assert!(log.contains(&Rec::Notice(Notice::GuestAccountClaimed)));
+    assert!(
+        !log.iter()
+            .any(|r| matches!(r, Rec::Done(..) | Rec::Event(..))),
+        "nothing completes with the named account: {log:#?}"
+    );
+    assert_eq!(h.stored(RecordKey::Session), None);
+    let create = Harness::sends(&log)[1].0;
+    h.respond(create, 200, &tokens("u9", "r9", Some(("u9", None, true))));
+    let log = h.take();
+    assert!(log.contains(&Rec::Event(AuthChange::SignedIn, Some("u9".into()))));
+    assert!(log.contains(&done_ok(id, "session u9")));
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r9"));
+    assert!(h.m.session().unwrap().is_anonymous());
+}
+
+#[test]
+fn a_store_that_cannot_be_written_refuses_the_refresh_before_any_token_is_spent() {
+    let mut h = Harness::guest("u1", "r1");
+    h.fail_writes.push(RecordKey::AnonRefreshToken);
+    let id = h.cmd(Command::Refresh);
+    let log = h.take();
+    assert!(
+        Harness::sends(&log).is_empty(),
+        "no request: the rotated token could not be saved: {log:#?}"
+    );
+    assert_eq!(h.verified, [Harness::key(RecordKey::AnonRefreshToken)]);
+    assert!(log.contains(&done_err(id, "storage_failed")));
+    assert!(log.contains(&Rec::Notice(Notice::StorageFailed {
+        key: RecordKey::AnonRefreshToken
+    })));
+    // The records are as they were, and the session is kept.
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+    assert_eq!(h.m.session().unwrap().refresh_token.expose(), "r1");
+    // Once the store works again, the refresh goes out behind a proof.
+    h.fail_writes.clear();
+    h.verified.clear();
+    h.cmd(Command::Refresh);
+    let (_, p, body) = Harness::one_send(&h.take());
+    assert_eq!(
+        (p, body),
+        (path("refresh"), r#"{"refresh_token":"r1"}"#.into())
+    );
+    assert_eq!(h.verified, [Harness::key(RecordKey::AnonRefreshToken)]);
+}
+
+#[test]
+fn a_stale_token_request_on_a_full_store_is_refused_with_nothing_spent() {
+    let mut h = Harness::guest("u1", "r1");
+    h.now += 3_600_000; // expired
+    h.fail_writes.push(RecordKey::AnonRefreshToken);
+    let id = h.cmd(Command::AccessToken);
+    let log = h.take();
+    assert!(Harness::sends(&log).is_empty(), "{log:#?}");
+    assert!(log.contains(&done_err(id, "storage_failed")));
+}
+
+#[test]
+fn a_resume_on_a_read_only_store_is_refused_with_nothing_spent() {
+    let mut h = Harness::guest("u1", "r1");
+    h.cmd(Command::SignOut(SignOutOptions::default()));
+    h.take();
+    h.fail_writes.push(RecordKey::AnonRefreshToken);
+    let id = h.sign_in();
+    let log = h.take();
+    assert!(Harness::sends(&log).is_empty(), "{log:#?}");
+    assert!(log.contains(&done_err(id, "storage_failed")));
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+    assert!(h.m.has_resumable_anonymous());
+}
+
+#[test]
+fn a_captive_portal_401_keeps_both_records() {
+    // An HTML 401 from a proxy: transient, not "dead".
+    let mut h = Harness::guest("u1", "r1");
+    let id = h.cmd(Command::Refresh);
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.input(Input::Response(
+        req,
+        Response {
+            status: 401,
+            content_type_json: false,
+            body: b"<html>Please log in to the hotel Wi-Fi</html>",
+            reason: "Unauthorized",
+        },
+    ));
+    let log = h.take();
+    assert!(!log.iter().any(|r| matches!(r, Rec::Remove(_))), "{log:#?}");
+    assert!(log.contains(&done_err(id, "http_401")));
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+    assert!(h.stored(RecordKey::Session).is_some());
+    assert!(h.m.session().is_some());
+
+    // The same on a resume: the guest record stays, no new guest is minted.
+    h.cmd(Command::SignOut(SignOutOptions::default()));
+    h.take();
+    let id = h.sign_in();
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.input(Input::Response(
+        req,
+        Response::json(401, br#"{"portal":"login required"}"#),
+    ));
+    let log = h.take();
+    assert!(Harness::sends(&log).is_empty(), "{log:#?}");
+    assert!(log.contains(&done_err(id, "http_401")));
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+}
+
+#[test]
+fn a_redirect_is_an_error_that_says_so_and_spends_nothing_locally() {
+    let mut h = Harness::guest("u1", "r1");
+    let id = h.cmd(Command::Refresh);
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.input(Input::Response(
+        req,
+        Response {
+            status: 307,
+            content_type_json: false,
+            body: b"",
+            reason: "Temporary Redirect",
+        },
+    ));
+    let log = h.take();
+    assert!(log.contains(&done_err(id, "redirect_refused")));
+    assert!(!log.iter().any(|r| matches!(r, Rec::Remove(_))));
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+}
+
+#[test]
+fn a_hard_sign_out_reports_a_revocation_the_server_did_not_confirm() {
+    for (answer, expected) in [
+        (Ok((503, "")), "signed out unrevoked http_503"),
+        (
+            Ok((429, r#"{"code":"rate_limited"}"#)),
+            "signed out unrevoked rate_limited",
+        ),
+        (Ok((403, "")), "signed out unrevoked http_403"),
+        (
+            Err(TransportError::ConnectionLost),
+            "signed out unrevoked network_error",
+        ),
+        (
+            Err(TransportError::Timeout),
+            "signed out unrevoked network_error",
+        ),
+        (Ok((200, r#"{"ok":true}"#)), "signed out revoked"),
+    ] {
+        let mut h = Harness::guest("u1", "r1");
+        let id = h.cmd(Command::SignOut(SignOutOptions {
+            forget_anonymous: true,
+        }));
+        let log = h.take();
+        // Local effects happen at once, whatever the server says.
+        assert!(log.contains(&Rec::Event(AuthChange::SignedOut, None)));
+        assert_eq!(h.stored(RecordKey::AnonRefreshToken), None);
+        let (req, p, _) = Harness::one_send(&log);
+        assert_eq!(p, path("signout"));
+        match answer {
+            Ok((status, body)) => h.respond(req, status, body),
+            Err(e) => h.fail(req, e),
+        }
+        assert_eq!(h.take(), [done_ok(id, expected)], "{expected}");
+    }
+    // A soft sign-out of a guest needs no revocation and says so.
+    let mut h = Harness::guest("u1", "r1");
+    let id = h.cmd(Command::SignOut(SignOutOptions::default()));
+    let log = h.take();
+    assert!(Harness::sends(&log).is_empty());
+    assert!(log.contains(&done_ok(id, "signed out")));
 }

@@ -12,8 +12,8 @@ use crate::storage::RecordKey;
 use crate::time::Instant;
 
 use super::{
-    Done, Machine, Purpose, Queued, RefreshOp, Response, UpgradeOp, UpgradeStage, answer_error,
-    api_error, next_backoff,
+    Done, Machine, Purpose, RefreshOp, Response, UpgradeOp, UpgradeStage, answer_error, api_error,
+    next_backoff,
 };
 
 impl Machine {
@@ -68,7 +68,7 @@ impl Machine {
             self.complete(id, result);
             return id;
         };
-        if for_token && session.is_fresh(self.now, leeway) {
+        if for_token && session.is_fresh(self.now, leeway) && !self.stale_guest {
             let id = self.command_id();
             self.complete(id, Ok(Done::AccessToken));
             return id;
@@ -113,12 +113,26 @@ impl Machine {
         if self.refresh.is_some() {
             return;
         }
+        // An unsettled session (see `stale_guest`) presents the anonymous
+        // record's newer token first.
+        let presented = match &self.anon_token {
+            Some(anon) if self.stale_guest => anon.fingerprint(),
+            _ => session.refresh_token.fingerprint(),
+        };
         let purpose = Purpose::Refresh {
             epoch: self.epoch,
-            presented: session.refresh_token.fingerprint(),
+            presented,
             guest_gen: session.is_anonymous().then_some(self.guest_gen),
         };
-        match self.send(purpose) {
+        // The answer rewrites the guest record first when it mirrors this
+        // session, else the session record: prove that one can be written
+        // before the token is spent (docs/protocol.md §13.2).
+        let guarded = if self.anon_fingerprint() == presented {
+            RecordKey::AnonRefreshToken
+        } else {
+            RecordKey::Session
+        };
+        match self.send_guarded(purpose, guarded) {
             Ok(request) => {
                 self.refresh = Some(RefreshOp {
                     request,
@@ -150,6 +164,10 @@ impl Machine {
         }
         if let Some(retry) = self.refresh_retry_at {
             return Some(retry);
+        }
+        if self.stale_guest {
+            // Settle it soon: until then its identity is a guess.
+            return Some(self.tokens_since);
         }
         let lead = self.config.proactive_refresh?.as_millis();
         // Tokens that live shorter than the lead are refreshed half-way, not
@@ -220,12 +238,17 @@ impl Machine {
                 let Some(cur) = self.current_mut() else {
                     return;
                 };
-                let change = if cur.user.same_identity(&session.user) {
+                let change = if cur.user.id != session.user.id {
+                    // Only an unsettled session can turn out to be another
+                    // account (the anonymous record held a newer guest).
+                    AuthChange::SignedIn
+                } else if cur.user.same_identity(&session.user) {
                     AuthChange::TokenRefreshed
                 } else {
                     AuthChange::UserUpdated
                 };
                 *cur = session;
+                self.stale_guest = false;
                 self.refresh_backoff = 0;
                 self.refresh_retry_at = None;
                 self.tokens_since = self.now;
@@ -265,6 +288,20 @@ impl Machine {
                 let Some(op) = self.refresh.take() else {
                     return;
                 };
+                if self.stale_guest
+                    && self.current().is_some_and(|s| {
+                        let own = s.refresh_token.fingerprint();
+                        own != presented && !self.is_spent(own)
+                    })
+                {
+                    // The anonymous record's token was the older one (written
+                    // session-first): the session's own is the way back.
+                    debug!("unsettled session: falling back to its own token");
+                    self.stale_guest = false;
+                    self.anon_token = None;
+                    self.start_refresh(op.refresh_id, op.token_id);
+                    return;
+                }
                 if self
                     .current()
                     .is_some_and(|s| s.refresh_token.fingerprint() != presented)
@@ -296,7 +333,7 @@ impl Machine {
 
     /// A refresh failed transiently: the session is kept, callers learn why,
     /// and proactive refresh backs off.
-    fn fail_refresh(&mut self, error: Error) {
+    pub(super) fn fail_refresh(&mut self, error: Error) {
         let Some(op) = self.refresh.take() else {
             return;
         };
@@ -333,7 +370,8 @@ impl Machine {
             return id;
         }
         let id = self.command_id();
-        let fresh = self.current().is_some_and(|s| s.is_fresh(self.now, leeway));
+        let fresh =
+            self.current().is_some_and(|s| s.is_fresh(self.now, leeway)) && !self.stale_guest;
         self.upgrade = Some(UpgradeOp {
             id,
             request,
@@ -466,63 +504,6 @@ impl Machine {
                 self.change(AuthChange::UserUpdated);
                 finish(self, Ok(Done::Upgraded));
             }
-        }
-    }
-
-    // ----- revocation ----------------------------------------------------
-
-    /// Fire-and-forget `/auth/signout` with the retired session's bearer.
-    pub(super) fn revoke_retired(&mut self) {
-        if self.retired_session().is_none() {
-            return;
-        }
-        let pending = self.outputs.iter().any(|q| match q {
-            Queued::Send(id) => self
-                .in_flight
-                .iter()
-                .any(|f| f.id == *id && f.purpose == Purpose::SignOut),
-            _ => false,
-        });
-        if pending {
-            // The retired slot holds one session; a second revocation in the
-            // same batch would render the wrong bearer. Not reachable through
-            // a single input today.
-            warn!("second revocation in one batch skipped");
-            return;
-        }
-        if self.send(Purpose::SignOut).is_err() {
-            warn!("no request slot for /auth/signout; session left to expire");
-        }
-    }
-
-    /// Revokes tokens nobody will use (an orphan the user asked to forget).
-    /// Needs the slot: skipped if a live session occupies it, in which case
-    /// the orphan simply expires unused on the server.
-    pub(super) fn revoke_orphan(&mut self, session: &Session) {
-        if self.current().is_some() {
-            debug!("orphaned session left to expire");
-            return;
-        }
-        self.slot = Some(session.clone());
-        self.retired = true;
-        self.stale_guest = false;
-        self.revoke_retired();
-    }
-
-    #[inline(never)]
-    pub(super) fn on_signout_refresh(&mut self, answer: Result<Response<'_>, TransportError>) {
-        let Ok(resp) = answer else { return };
-        if !resp.is_success() || !resp.content_type_json {
-            return;
-        }
-        let mut tokens = Session::blank();
-        if decode_tokens_into(resp.body, &mut tokens).is_err() {
-            return;
-        }
-        if let Some(retired) = self.slot.as_mut().filter(|_| self.retired) {
-            retired.access_token = tokens.access_token;
-            retired.refresh_token = tokens.refresh_token;
-            self.revoke_retired();
         }
     }
 }

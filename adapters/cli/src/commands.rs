@@ -14,8 +14,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use paywall_auth_tokio::{
-    AuthClient, AuthEvent, FileStore, Notice, SignInOptions, SignOutOptions, UpgradeOutcome,
-    UpgradeRequest, UserMeta,
+    AuthClient, AuthEvent, FileStore, Notice, Revocation, SignInOptions, SignOutOptions,
+    UpgradeOutcome, UpgradeRequest, UserMeta,
 };
 use serde_json::json;
 use tokio_stream::{Stream, StreamExt as _};
@@ -107,25 +107,42 @@ async fn with_client(
         }
         Cmd::SignOut(args) => {
             let was_signed_in = client.session().is_some();
-            client
+            let revocation = client
                 .sign_out(SignOutOptions {
                     forget_anonymous: args.forget,
                 })
                 .await?;
             let resumable = client.has_resumable_anonymous();
+            // The local sign-out stands either way; a revocation the server
+            // did not confirm is reported, never claimed (exit 4: retrying
+            // later cannot help this session, but the operator must know it
+            // lives on server-side until it expires).
+            let (revoked, reason) = match &revocation {
+                Revocation::NotNeeded => (None, None),
+                Revocation::Revoked => (Some(true), None),
+                Revocation::Failed { code, message, .. } => {
+                    (Some(false), Some(format!("{code}: {message}")))
+                }
+            };
             if ctx.json {
                 out::json_line(&json!({
                     "signed_out": true,
                     "was_signed_in": was_signed_in,
                     "forgot_anonymous": args.forget,
                     "resumable_anonymous": resumable,
+                    "revoked": revoked,
+                    "revocation_error": reason,
                 }));
             } else {
-                let what = match (was_signed_in, args.forget) {
-                    (false, false) => "already signed out",
-                    (false, true) => "already signed out; the anonymous account is forgotten",
-                    (true, true) => "signed out; the anonymous account is forgotten and revoked",
-                    (true, false) => "signed out",
+                let what = match (was_signed_in, args.forget, revoked) {
+                    (false, false, _) => "already signed out",
+                    (false, true, _) => "already signed out; the anonymous account is forgotten",
+                    (true, true, Some(true)) => {
+                        "signed out; the anonymous account is forgotten and revoked"
+                    }
+                    (true, true, _) => "signed out; the anonymous account is forgotten",
+                    (true, false, Some(true)) => "signed out; the session is revoked",
+                    (true, false, _) => "signed out",
                 };
                 let hint = if resumable {
                     "\nthe anonymous account stays resumable: `paywall-auth anon` signs it back in"
@@ -133,6 +150,12 @@ async fn with_client(
                     ""
                 };
                 out::line(&format!("{what}{hint}"));
+            }
+            if let Some(reason) = reason {
+                warn(&format!(
+                    "the server did not confirm the revocation ({reason}); the session stays valid there until it expires"
+                ));
+                return Ok(exit::TRANSIENT);
             }
             Ok(exit::OK)
         }
@@ -177,6 +200,10 @@ async fn anon(ctx: &Ctx, client: &AuthClient, args: &AnonArgs) -> Result<u8, Fai
     if let Some(captcha) = &args.captcha {
         options = options.with_captcha(captcha).map_err(capacity)?;
     }
+    // Subscribed before the call: a notice raised during it (a guest
+    // account claimed by an email) is for the operator to see.
+    let mut notices = client.notices();
+    tokio::task::yield_now().await;
     let session =
         client
             .sign_in_anonymously(options)
@@ -188,6 +215,14 @@ async fn anon(ctx: &Ctx, client: &AuthClient, args: &AnonArgs) -> Result<u8, Fai
                 },
                 f => f,
             })?;
+    for notice in ready_items(&mut notices).await {
+        if notice == Notice::GuestAccountClaimed {
+            warn(
+                "the stored guest account was claimed by an email address; \
+                 it was signed out and a new guest was created",
+            );
+        }
+    }
     print_session(ctx, "signed in", &Summary::of(&session));
     Ok(exit::OK)
 }
@@ -378,6 +413,12 @@ async fn warn_notices(client: &AuthClient) {
             }
             Notice::StorageFailed { key } => {
                 warn(&format!("could not write the {} record", key.name()));
+            }
+            Notice::GuestAccountClaimed => {
+                warn(
+                    "the stored guest account was claimed by an email address; \
+                     it was signed out and a new guest was created",
+                );
             }
         }
     }

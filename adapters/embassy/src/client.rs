@@ -337,14 +337,19 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
 
     /// Signs out. Soft (the default) keeps the anonymous account resumable
     /// and makes no request for it; `forget_anonymous` also forgets it and
-    /// revokes it on the server (the request is sent before this returns;
-    /// its failure is not reported, the local sign-out stands).
+    /// revokes it on the server. The local sign-out stands whatever the
+    /// server says; the result tells truthfully whether it revoked:
+    /// `Some(true)` confirmed, `Some(false)` not confirmed (an HTTP error,
+    /// a dropped connection), `None` no revocation was needed.
     ///
     /// # Errors
     /// `Storage` if the records could not be removed from flash (the core
     /// retries the removal).
-    pub async fn sign_out(&mut self, options: SignOutOptions) -> Result<(), Error> {
-        self.run(Command::SignOut(options)).await.map(drop)
+    pub async fn sign_out(&mut self, options: SignOutOptions) -> Result<Option<bool>, Error> {
+        match self.run(Command::SignOut(options)).await? {
+            OutcomeKind::SignedOut(revoked) => Ok(revoked),
+            _ => Ok(None),
+        }
     }
 
     /// Rotates the tokens now.

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_core::Stream;
+use paywall_auth::origin::InsecureHttp;
 use paywall_auth::{
     AccessToken, AuthChange, Command, Config, Notice, Session, SignInOptions, SignOutOptions,
     StoreFormat, UpgradeRequest, User,
@@ -142,6 +143,7 @@ impl AuthClient {
             store_format: StoreFormat::default(),
             proactive_refresh: None,
             leeway: None,
+            insecure_http: InsecureHttp::Refuse,
         }
     }
 
@@ -176,9 +178,13 @@ impl AuthClient {
     /// account resumable and calls nothing; a hard one
     /// ([`SignOutOptions::forget_anonymous`]) forgets it and revokes it on
     /// the server in the background, as does signing out a named account.
-    pub async fn sign_out(&self, options: SignOutOptions) -> Result<(), Error> {
+    ///
+    /// It returns once the server has answered `/auth/signout` (when one
+    /// is sent), saying truthfully whether the session was revoked there;
+    /// the local sign-out has happened either way.
+    pub async fn sign_out(&self, options: SignOutOptions) -> Result<Revocation, Error> {
         match self.call(Command::SignOut(options)).await? {
-            Reply::SignedOut => Ok(()),
+            Reply::SignedOut(revocation) => Ok(revocation),
             other => Err(unexpected(other)),
         }
     }
@@ -198,7 +204,7 @@ impl AuthClient {
     pub async fn access_token(&self) -> Result<Option<AccessToken>, Error> {
         match self.call(Command::AccessToken).await? {
             Reply::AccessToken(t) => Ok(t),
-            Reply::SignedOut => Ok(None),
+            Reply::SignedOut(_) => Ok(None),
             other => Err(unexpected(other)),
         }
     }
@@ -298,6 +304,10 @@ impl AuthClient {
         match rx.await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(Failure::Auth(e))) => Err(Error::from(e)),
+            Ok(Err(Failure::Storage(e, cause))) => Err(Error::StorageFailed {
+                core: Box::new(e),
+                cause: cause.to_string(),
+            }),
             Ok(Err(Failure::Internal(why))) => Err(Error::Internal(why)),
             Err(_) => Err(Error::Closed),
         }
@@ -319,6 +329,55 @@ fn default_transport(request_timeout: Duration) -> Result<ReqwestTransport, Erro
         .map_err(|e| Error::InvalidConfig(format!("cannot build the HTTP client: {e}")))
 }
 
+/// Whether the server revoked the session a sign-out ended (what
+/// [`AuthClient::sign_out`] returns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// No server call was needed: a soft sign-out of a guest (revoking
+    /// would kill the token kept to resume it), or nothing was signed in.
+    NotNeeded,
+    /// The server confirmed it.
+    Revoked,
+    /// The server did not confirm (an HTTP error, a dropped connection, a
+    /// timeout). Signed out locally all the same; the session lives on
+    /// server-side until its tokens expire.
+    Failed {
+        /// The error code (`http_503`, `network_error`, …).
+        code: String,
+        /// Why, for people.
+        message: String,
+        /// The HTTP status, when the server answered.
+        status: Option<u16>,
+    },
+}
+
+impl Revocation {
+    pub(crate) fn of(r: paywall_auth::Revocation<'_>) -> Self {
+        match r {
+            paywall_auth::Revocation::NotNeeded => Revocation::NotNeeded,
+            paywall_auth::Revocation::Revoked => Revocation::Revoked,
+            paywall_auth::Revocation::Failed {
+                code,
+                message,
+                status,
+            } => Revocation::Failed {
+                code: code.to_owned(),
+                message: message.to_owned(),
+                status,
+            },
+        }
+    }
+
+    /// `Some(true)` revoked, `Some(false)` not confirmed, `None` not needed.
+    pub fn revoked(&self) -> Option<bool> {
+        match self {
+            Revocation::NotNeeded => None,
+            Revocation::Revoked => Some(true),
+            Revocation::Failed { .. } => Some(false),
+        }
+    }
+}
+
 /// Configures an [`AuthClient`]; see [`AuthClient::builder`].
 pub struct AuthClientBuilder<S = MemoryStore, T = ReqwestTransport> {
     origin: String,
@@ -329,6 +388,7 @@ pub struct AuthClientBuilder<S = MemoryStore, T = ReqwestTransport> {
     store_format: StoreFormat,
     proactive_refresh: Option<Option<Duration>>,
     leeway: Option<Duration>,
+    insecure_http: InsecureHttp,
 }
 
 impl<S: fmt::Debug, T> fmt::Debug for AuthClientBuilder<S, T> {
@@ -355,6 +415,7 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
             store_format: self.store_format,
             proactive_refresh: self.proactive_refresh,
             leeway: self.leeway,
+            insecure_http: self.insecure_http,
         }
     }
 
@@ -370,7 +431,22 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
             store_format: self.store_format,
             proactive_refresh: self.proactive_refresh,
             leeway: self.leeway,
+            insecure_http: self.insecure_http,
         }
+    }
+
+    /// Allows a plain `http://` origin whose host is not loopback. Every
+    /// request carries a secret (refresh token, password, bearer), so
+    /// without this switch such an origin is refused by
+    /// [`build`](Self::build) before any network use; loopback hosts
+    /// (`localhost`, `127.0.0.0/8`, `[::1]`) are always allowed.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.insecure_http = if allow {
+            InsecureHttp::Allow
+        } else {
+            InsecureHttp::Refuse
+        };
+        self
     }
 
     /// Deadline of each request, connection to last byte (default 30 s).
@@ -414,7 +490,7 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
     /// # Panics
     /// Outside a tokio runtime (the driver is spawned on it).
     pub async fn build(self) -> Result<AuthClient, Error> {
-        let origin = parse_origin(&self.origin)?;
+        let origin = parse_origin(&self.origin, self.insecure_http)?;
         let mut config = Config::new(&self.paywall_id)
             .map_err(|e| Error::InvalidConfig(e.to_string()))?
             .with_store_format(self.store_format);
@@ -449,7 +525,11 @@ fn core_duration(d: Duration) -> paywall_auth::Duration {
 
 /// `scheme://host[:port]` of `origin`; everything after it is dropped
 /// (PROTOCOL.md §1.1).
-pub(crate) fn parse_origin(origin: &str) -> Result<String, Error> {
+pub(crate) fn parse_origin(origin: &str, insecure: InsecureHttp) -> Result<String, Error> {
+    // The core's rule first (https, or http to loopback, or opted in; no
+    // credentials), so every adapter refuses the same origins.
+    paywall_auth::origin::check(origin, insecure)
+        .map_err(|e| Error::InvalidConfig(format!("api origin {origin:?}: {}", e.message())))?;
     let url = url::Url::parse(origin)
         .map_err(|e| Error::InvalidConfig(format!("api origin {origin:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -477,7 +557,8 @@ mod tests {
 
     #[test]
     fn origin_keeps_scheme_host_and_port_only() {
-        let ok = |o: &str| parse_origin(o).unwrap_or_else(|e| panic!("{o}: {e}"));
+        let ok =
+            |o: &str| parse_origin(o, InsecureHttp::Refuse).unwrap_or_else(|e| panic!("{o}: {e}"));
         assert_eq!(ok("https://pay.vendor.com"), "https://pay.vendor.com");
         assert_eq!(ok("https://pay.vendor.com/"), "https://pay.vendor.com");
         assert_eq!(
@@ -486,20 +567,41 @@ mod tests {
         );
         assert_eq!(ok("http://127.0.0.1:8080/base"), "http://127.0.0.1:8080");
         assert_eq!(ok("https://pay.vendor.com:443/"), "https://pay.vendor.com");
-        assert_eq!(ok("http://user:pw@[::1]:9/x"), "http://[::1]:9");
+        assert_eq!(ok("http://[::1]:9/x"), "http://[::1]:9");
         for bad in [
             "",
             "pay.vendor.com",
             "ftp://pay.vendor.com",
             "file:///etc/passwd",
             "http://",
+            // Credentials in the origin end up in logs; never sent.
+            "http://user:pw@[::1]:9/x",
         ] {
-            let err = parse_origin(bad).err();
+            let err = parse_origin(bad, InsecureHttp::Allow).err();
             assert_eq!(
                 err.as_ref().map(Error::code),
                 Some("invalid_config"),
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_host_is_refused_unless_opted_in() {
+        let err = parse_origin("http://pay.vendor.com", InsecureHttp::Refuse)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("clear text") && err.contains("opt in"),
+            "{err}"
+        );
+        assert_eq!(
+            parse_origin("http://pay.vendor.com", InsecureHttp::Allow).unwrap(),
+            "http://pay.vendor.com"
+        );
+        assert_eq!(
+            parse_origin("http://localhost:8787", InsecureHttp::Refuse).unwrap(),
+            "http://localhost:8787"
+        );
     }
 }

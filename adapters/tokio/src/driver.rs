@@ -55,7 +55,7 @@ pub(crate) enum Reply {
     Session(Session),
     Upgraded(Session),
     ConfirmationRequired(String),
-    SignedOut,
+    SignedOut(crate::client::Revocation),
     AccessToken(Option<AccessToken>),
 }
 
@@ -63,6 +63,9 @@ pub(crate) enum Reply {
 #[derive(Debug, Clone)]
 pub(crate) enum Failure {
     Auth(paywall_auth::Error),
+    /// A `storage_failed` from the core, with the store's own account of
+    /// why (the OS error and the path, for a file store).
+    Storage(paywall_auth::Error, std::sync::Arc<str>),
     Internal(&'static str),
 }
 
@@ -150,6 +153,9 @@ pub(crate) struct Driver<S, T> {
     fired: Option<paywall_auth::Instant>,
     closing: bool,
     shutdown_acks: Vec<oneshot::Sender<()>>,
+    /// What the store said when a write last failed, for the message of a
+    /// `storage_failed` completion.
+    last_store_error: Option<Arc<str>>,
 }
 
 /// The caller's wall clock as the core's [`Instant`](paywall_auth::Instant),
@@ -203,6 +209,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
             fired: None,
             closing: false,
             shutdown_acks: Vec::new(),
+            last_store_error: None,
         };
         Ok((driver, inputs_tx))
     }
@@ -444,6 +451,15 @@ impl<S: Store, T: Transport> Driver<S, T> {
                     self.subscribers.retain(|s| s.send(event.clone()).is_ok());
                 }
                 Action::Complete(id, result) => {
+                    let result = match result {
+                        Err(Failure::Auth(e @ paywall_auth::Error::Storage(_))) => {
+                            match &self.last_store_error {
+                                Some(cause) => Err(Failure::Storage(e, cause.clone())),
+                                None => Err(Failure::Auth(e)),
+                            }
+                        }
+                        other => other,
+                    };
                     if let Err(e) = &result {
                         tracing::debug!(command_id = id.0, error = ?e, "command failed");
                     }
@@ -562,6 +578,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
             }
             Err(error) => {
                 tracing::warn!(key = key.name(), %error, "storage operation failed");
+                self.last_store_error = Some(error.to_string().into());
                 Err(StorageError { key })
             }
         };
@@ -607,7 +624,7 @@ fn reply_of(outcome: Outcome<'_>) -> Reply {
         Outcome::Session(s) => Reply::Session(s.clone()),
         Outcome::Upgraded(s) => Reply::Upgraded(s.clone()),
         Outcome::ConfirmationRequired { email } => Reply::ConfirmationRequired(email.to_owned()),
-        Outcome::SignedOut => Reply::SignedOut,
+        Outcome::SignedOut(r) => Reply::SignedOut(crate::client::Revocation::of(r)),
         Outcome::AccessToken(t) => Reply::AccessToken(t.cloned()),
     }
 }

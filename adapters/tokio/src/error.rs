@@ -21,6 +21,15 @@ pub enum Error {
     /// The store could not be opened or read while restoring (an unreadable
     /// store is reported, never taken for "signed out").
     Store(StoreError),
+    /// The core's `storage_failed`, with the store's own account of why: the
+    /// OS error and the path for a [`FileStore`](crate::FileStore), so an
+    /// operator can fix the disk or the permissions.
+    StorageFailed {
+        /// The core's error (which record).
+        core: Box<paywall_auth::Error>,
+        /// What the store reported.
+        cause: String,
+    },
     /// The origin or paywall id given to the builder is unusable.
     InvalidConfig(String),
     /// The client was shut down (or its driver task ended) before the call
@@ -38,6 +47,7 @@ impl Error {
     pub fn code(&self) -> &str {
         match self {
             Error::Auth(e) => e.code(),
+            Error::StorageFailed { .. } => "storage_failed",
             Error::Store(StoreError::Locked { .. }) => "store_locked",
             Error::Store(_) => "storage_failed",
             Error::InvalidConfig(_) => "invalid_config",
@@ -57,7 +67,7 @@ impl Error {
     /// The core error, if this is one.
     pub fn as_auth(&self) -> Option<&paywall_auth::Error> {
         match self {
-            Error::Auth(e) => Some(e.as_ref()),
+            Error::Auth(e) | Error::StorageFailed { core: e, .. } => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -67,6 +77,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Auth(e) => e.fmt(f),
+            Error::StorageFailed { core, cause } => write!(f, "{core}: {cause}"),
             Error::Store(e) => write!(f, "{}: {e}", self.code()),
             Error::InvalidConfig(why) => write!(f, "invalid_config: {why}"),
             Error::Closed => f.write_str("client_closed: the auth client was shut down"),

@@ -38,7 +38,9 @@ mod file_store;
 mod store;
 mod transport;
 
-pub use client::{AuthClient, AuthClientBuilder, AuthEvent, AuthEvents, Notices, UpgradeOutcome};
+pub use client::{
+    AuthClient, AuthClientBuilder, AuthEvent, AuthEvents, Notices, Revocation, UpgradeOutcome,
+};
 pub use error::Error;
 pub use file_store::{FileStore, LOCK_FILE};
 pub use paywall_auth;

@@ -145,18 +145,35 @@ impl ReqwestTransport {
 
     /// A transport with these deadlines: `connect` for TCP + TLS, `total`
     /// for the whole exchange.
+    ///
+    /// The TLS configuration carries its own `ring` provider: nothing is
+    /// installed process-wide, so an application that installs another
+    /// rustls provider (aws-lc-rs) before or after is not disturbed.
+    /// Redirects are never followed: a 3xx is answered to the core, which
+    /// refuses it by name (a redirect would re-send refresh tokens and
+    /// passwords to wherever it points, possibly over plain http).
     pub fn with_timeouts(connect: Duration, total: Duration) -> Result<Self, reqwest::Error> {
-        install_ring_provider();
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(connect.min(total))
             .timeout(total)
-            .build()?;
-        Ok(Self::from_client(client))
+            .redirect(reqwest::redirect::Policy::none());
+        let builder = match tls_config() {
+            Some(tls) => builder.use_preconfigured_tls(tls),
+            // No platform roots could be loaded: fall back to reqwest's own
+            // (it then needs a process default provider).
+            None => {
+                install_ring_provider();
+                builder
+            }
+        };
+        Ok(Self::from_client(builder.build()?))
     }
 
     /// Wraps a client configured elsewhere (proxies, extra roots …). If it
-    /// uses rustls, install a crypto provider first (see
-    /// [`install_ring_provider`]).
+    /// uses rustls without a preconfigured TLS config, install a crypto
+    /// provider first (see [`install_ring_provider`]). Give it
+    /// `.redirect(reqwest::redirect::Policy::none())`: this client's
+    /// requests carry secrets that must not follow a redirect.
     pub fn from_client(client: reqwest::Client) -> Self {
         ReqwestTransport {
             client,
@@ -238,9 +255,24 @@ pub fn map_reqwest_error(error: &reqwest::Error) -> TransportError {
     }
 }
 
+/// A rustls client config with its own `ring` provider and the platform's
+/// certificate verifier; `None` if the verifier cannot be set up.
+fn tls_config() -> Option<rustls::ClientConfig> {
+    use rustls_platform_verifier::BuilderVerifierExt as _;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_platform_verifier()
+        .ok()?
+        .with_no_client_auth();
+    Some(config)
+}
+
 /// Installs rustls' `ring` crypto provider as the process default, unless
-/// one is installed already. [`ReqwestTransport`] calls it; call it yourself
-/// before building your own rustls-based reqwest client.
+/// one is installed already. [`ReqwestTransport`] does not need it (its TLS
+/// config names its provider); call it before building your own
+/// rustls-based reqwest client without a preconfigured TLS config.
 pub fn install_ring_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // `Err` means another thread installed one meanwhile: just as good.

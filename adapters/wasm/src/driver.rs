@@ -313,6 +313,11 @@ impl Driver {
                         "paywall-auth: storage write failed; it will be retried",
                     ));
                 }
+                Output::Notice(Notice::GuestAccountClaimed) => {
+                    effects.push(Effect::Warn(
+                        "paywall-auth: the stored guest account was claimed by an email; a new guest was created",
+                    ));
+                }
             }
         }
         (effects, store)

@@ -204,9 +204,10 @@ pub enum TransportError {
     Timeout,
     /// The connection dropped after the request may have been sent.
     ConnectionLost,
-    /// The response could not be framed (bad status line, bad chunking, too
-    /// large for the adapter's buffer).
+    /// The response could not be framed (bad status line, bad chunking).
     BadFraming,
+    /// The response was larger than the adapter accepts; refused unread.
+    TooLarge,
 }
 
 impl TransportError {
@@ -217,6 +218,7 @@ impl TransportError {
             TransportError::Timeout => "request deadline exceeded",
             TransportError::ConnectionLost => "connection lost before the response completed",
             TransportError::BadFraming => "malformed HTTP response",
+            TransportError::TooLarge => "response too large",
         }
     }
 }

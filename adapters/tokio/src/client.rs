@@ -528,8 +528,13 @@ fn core_duration(d: Duration) -> paywall_auth::Duration {
 pub(crate) fn parse_origin(origin: &str, insecure: InsecureHttp) -> Result<String, Error> {
     // The core's rule first (https, or http to loopback, or opted in; no
     // credentials), so every adapter refuses the same origins.
-    paywall_auth::origin::check(origin, insecure)
-        .map_err(|e| Error::InvalidConfig(format!("api origin {origin:?}: {}", e.message())))?;
+    paywall_auth::origin::check(origin, insecure).map_err(|e| match e {
+        // Never echo credentials into an error message (or a log).
+        paywall_auth::origin::OriginError::Credentials => {
+            Error::InvalidConfig(format!("api origin: {}", e.message()))
+        }
+        _ => Error::InvalidConfig(format!("api origin {origin:?}: {}", e.message())),
+    })?;
     let url = url::Url::parse(origin)
         .map_err(|e| Error::InvalidConfig(format!("api origin {origin:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {

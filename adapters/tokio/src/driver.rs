@@ -476,7 +476,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
                     }
                 }
                 Action::Notice(notice) => {
-                    tracing::warn!(?notice, "storage notice");
+                    tracing::debug!(?notice, "storage notice");
                     self.state_dirty = true;
                     self.publish_state();
                     if !self.state.borrow().ready {

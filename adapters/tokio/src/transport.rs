@@ -118,7 +118,7 @@ pub trait Transport: Send + Sync + 'static {
 
 /// Largest response body [`ReqwestTransport`] reads by default. Token
 /// replies are a few KiB; anything bigger than this is refused as
-/// [`TransportError::BadFraming`] before it is buffered.
+/// [`TransportError::TooLarge`] before it is buffered.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 /// Default deadline to establish a connection (TCP + TLS).
@@ -210,13 +210,13 @@ impl ReqwestTransport {
             .content_length()
             .is_some_and(|len| len > self.max_response_bytes as u64)
         {
-            return Err(TransportError::BadFraming);
+            return Err(TransportError::TooLarge);
         }
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| map_reqwest_error(&e))? {
             if body.len() + chunk.len() > self.max_response_bytes {
                 // Too large for this adapter's buffer: refused unread.
-                return Err(TransportError::BadFraming);
+                return Err(TransportError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }

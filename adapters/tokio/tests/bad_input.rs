@@ -161,7 +161,7 @@ async fn missing_fields_and_odd_shapes_are_typed_errors() {
     for (name, reply, code) in replies {
         let store = MemoryStore::new();
         let transport = FakeTransport::new(move |_| reply.clone());
-        let client = AuthClient::builder("http://backend.invalid", PID)
+        let client = AuthClient::builder("https://backend.invalid", PID)
             .store(store.clone())
             .transport(transport.clone())
             .build()
@@ -191,7 +191,7 @@ async fn a_hung_transport_times_out() {
             std::future::pending().await
         }
     }
-    let client = AuthClient::builder("http://backend.invalid", PID)
+    let client = AuthClient::builder("https://backend.invalid", PID)
         .transport(Hung)
         .request_timeout(Duration::from_millis(200))
         .build()

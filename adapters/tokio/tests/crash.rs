@@ -5,6 +5,10 @@
 //!
 //! The child is this test binary re-executed with an environment variable
 //! (`crash_child` below), so no extra binary target is needed.
+//!
+//! A second variant fills the disk under the child (its store's writes
+//! fail with ENOSPC while a marker file exists) before the kill: no token
+//! may be spent that could not be saved (docs/protocol.md §13.2).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,11 +20,40 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use paywall_auth_emulator::Route;
-use paywall_auth_tokio::{AuthClient, FileStore, SignInOptions, StoreError};
+use paywall_auth_tokio::{AuthClient, FileStore, SignInOptions, Store, StoreError};
 
 const DIR_ENV: &str = "PAYWALL_AUTH_CRASH_DIR";
 const ORIGIN_ENV: &str = "PAYWALL_AUTH_CRASH_ORIGIN";
+const FULL_ENV: &str = "PAYWALL_AUTH_CRASH_FULL_MARKER";
 const KILLS: usize = 60;
+
+/// A [`FileStore`] on a disk that is full while `marker` exists.
+#[derive(Debug)]
+struct FullDisk {
+    inner: FileStore,
+    marker: std::path::PathBuf,
+}
+
+impl Store for FullDisk {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        if self.marker.exists() {
+            return Err(StoreError::Io {
+                op: "write",
+                path: self.marker.clone(),
+                source: std::io::Error::from_raw_os_error(28),
+            });
+        }
+        self.inner.set(key, value).await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.remove(key).await
+    }
+}
 
 /// The child: resume the guest stored in the directory, say "ready", then
 /// refresh forever (each refresh rotates the token and rewrites both
@@ -37,8 +70,12 @@ fn crash_child() {
         .unwrap();
     runtime.block_on(async {
         let store = FileStore::open_wait(&dir, GUARD).await.unwrap();
+        let full = std::env::var(FULL_ENV).ok();
         let client = AuthClient::builder(origin, PID)
-            .store(store)
+            .store(FullDisk {
+                inner: store,
+                marker: full.clone().unwrap_or_default().into(),
+            })
             .build()
             .await
             .unwrap();
@@ -48,7 +85,14 @@ fn crash_child() {
             .unwrap();
         println!("ready {}", session.user.id);
         loop {
-            client.refresh().await.unwrap();
+            match client.refresh().await {
+                Ok(_) => {}
+                // A full disk: refused before the request, nothing spent.
+                Err(e) if full.is_some() && e.code() == "storage_failed" => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
         }
     });
 }
@@ -79,6 +123,15 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_rotations_never_loses_the_account() {
+    sigkills(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_on_a_full_disk_spends_no_token_and_loses_no_account() {
+    sigkills(true).await;
+}
+
+async fn sigkills(full_disk: bool) {
     let emu = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let first = client(&emu, FileStore::open(dir.path()).unwrap()).await;
@@ -106,7 +159,13 @@ async fn sigkill_during_rotations_never_loses_the_account() {
 
     for kill in 0..KILLS {
         let rotations_before = emu.count(Route::Refresh);
-        let mut child = Command::new(&exe)
+        let marker = dir.path().with_extension("disk-full");
+        let _ = std::fs::remove_file(&marker);
+        let mut command = Command::new(&exe);
+        if full_disk {
+            command.env(FULL_ENV, &marker);
+        }
+        let mut child = command
             .args([
                 "crash_child",
                 "--exact",
@@ -155,8 +214,25 @@ async fn sigkill_during_rotations_never_loses_the_account() {
         // Let it rotate for a random while (0-40 ms: a few rotations), then
         // kill it wherever it is: mid-request, mid-write, between writes.
         tokio::time::sleep(Duration::from_micros(rng.next() % 40_000)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        if full_disk {
+            // The disk fills up; the child keeps trying to refresh.
+            std::fs::write(&marker, b"").unwrap();
+            let at_full = emu.count(Route::Refresh);
+            tokio::time::sleep(Duration::from_micros(rng.next() % 40_000)).await;
+            child.kill().unwrap();
+            child.wait().unwrap();
+            std::fs::remove_file(&marker).unwrap();
+            // At most the one refresh already past its check when the disk
+            // filled; none started after.
+            assert!(
+                emu.count(Route::Refresh) <= at_full + 1,
+                "kill {kill}: {} refreshes sent on a full disk",
+                emu.count(Route::Refresh) - at_full
+            );
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
 
         // Where did the kill land? (Only counted, to show the windows are
         // hit; every case must pass the checks below.)
@@ -186,22 +262,14 @@ async fn sigkill_during_rotations_never_loses_the_account() {
             .await
             .unwrap();
         assert!(client.has_resumable_anonymous(), "kill {kill}");
-        let refreshed = match client.session() {
-            Some(restored) => {
-                assert_eq!(restored.user.id, guest.user.id, "kill {kill}");
-                client.refresh().await
-            }
-            // Killed between the two writes: the guest record is newer, the
-            // session record is set aside and the guest is resumed.
-            None => {
-                assert_ne!(
-                    session_token, guest_token,
-                    "kill {kill}: records agree, yet no session"
-                );
-                client.sign_in_anonymously(SignInOptions::default()).await
-            }
-        }
-        .unwrap_or_else(|e| {
+        // Signed in after every kill, between the two writes too (the
+        // session is then unsettled and its refresh presents the newer
+        // guest record first): a crash never reads as a sign-out.
+        let restored = client
+            .session()
+            .unwrap_or_else(|| panic!("kill {kill}: signed out after a crash"));
+        assert_eq!(restored.user.id, guest.user.id, "kill {kill}");
+        let refreshed = client.refresh().await.unwrap_or_else(|e| {
             panic!(
                 "kill {kill}: the stored token is dead ({e}); rotations {} -> {}",
                 rotations_before,
@@ -217,7 +285,7 @@ async fn sigkill_during_rotations_never_loses_the_account() {
 
     let rotations = emu.count(Route::Refresh);
     println!(
-        "{KILLS} kills, {rotations} rotations, {:?}, no account lost; kills landed: {windows:?}",
+        "{KILLS} kills (full disk: {full_disk}), {rotations} rotations, {:?}, no account lost; kills landed: {windows:?}",
         started.elapsed()
     );
     assert!(

@@ -183,7 +183,7 @@ async fn an_oversize_body_is_refused_unread() {
     let err = guard("the failure", transport().send(request(url)))
         .await
         .unwrap_err();
-    assert_eq!(err, TransportError::BadFraming);
+    assert_eq!(err, TransportError::TooLarge);
 
     // Chunked, growing past the cap.
     let (url, _raw) = server(|mut s| async move {
@@ -203,7 +203,7 @@ async fn an_oversize_body_is_refused_unread() {
     let err = guard("the failure", small.send(request(url)))
         .await
         .unwrap_err();
-    assert_eq!(err, TransportError::BadFraming);
+    assert_eq!(err, TransportError::TooLarge);
 }
 
 #[test]

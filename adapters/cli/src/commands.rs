@@ -7,7 +7,7 @@
 //! default `watch` never build a client: they read the store through
 //! [`local::Observer`].
 
-use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
+use std::io::{self, BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::Poll;
@@ -20,6 +20,7 @@ use paywall_auth_tokio::{
 use serde_json::json;
 use tokio_stream::{Stream, StreamExt as _};
 
+use crate::binding::{self, Given, Need, Plan};
 use crate::cli::{AnonArgs, Cmd, Global, UpgradeArgs, WatchArgs};
 use crate::fail::{Failure, exit};
 use crate::local::{self, Event, Observer};
@@ -30,37 +31,68 @@ use crate::out::{self, Summary, session_json};
 /// failing with `store_locked`.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
+/// Longest password line `upgrade --password-stdin` reads (1 KiB; the
+/// core's own limit is lower): a stream without a newline must not grow
+/// the process without bound.
+pub const PASSWORD_MAX: usize = 1024;
+
 /// What every session command needs to know.
 #[derive(Debug)]
 pub struct Ctx {
-    pub api_origin: String,
-    pub paywall_id: String,
+    /// What the flags and the environment asked for.
+    given: Given,
+    /// The configuration, from what was given and what the store is bound
+    /// to (read without the lock; re-checked under it before any request).
+    plan: Plan,
     pub store: PathBuf,
     pub json: bool,
     pub timeout: Option<Duration>,
 }
 
 impl Ctx {
-    pub fn from_global(global: &Global) -> Result<Ctx, Failure> {
-        local::config(&global.paywall_id)?;
-        let store = local::store_dir(global.store.as_deref(), &global.paywall_id)?;
+    /// Resolves the configuration for a command that needs `need`, or
+    /// fails before anything is locked, read from stdin or sent.
+    pub fn new(global: &Global, need: Need) -> Result<Ctx, Failure> {
+        let given = Given::from_global(global)?;
+        let store = local::store_dir(global.store.as_deref())?;
+        let plan = binding::merge(&given, binding::read_unlocked(&store)?, need, &store)?;
         Ok(Ctx {
-            api_origin: global.api_origin.clone(),
-            paywall_id: global.paywall_id.clone(),
+            given,
+            plan,
             store,
             json: global.json,
             timeout: global.timeout,
         })
     }
 
-    /// A client on the store. One-shot commands do exactly what was asked:
-    /// no proactive refresh timer (`token` still refreshes a stale token).
+    pub fn paywall_id(&self) -> &str {
+        &self.plan.paywall_id
+    }
+
+    /// A client on the store, which this binds on first use (or
+    /// `--rebind`). One-shot commands do exactly what was asked: no
+    /// proactive refresh timer (`token` still refreshes a stale token).
     async fn client(&self, keep_alive: bool) -> Result<AuthClient, Failure> {
         let store = FileStore::open_wait(&self.store, LOCK_WAIT)
             .await
             .map_err(paywall_auth_tokio::Error::from)?;
-        let mut builder =
-            AuthClient::builder(self.api_origin.as_str(), self.paywall_id.as_str()).store(store);
+        // Under the lock: another process may have bound the store since.
+        let plan = binding::merge(
+            &self.given,
+            binding::read_locked(&store).await?,
+            Need::Backend,
+            &self.store,
+        )?;
+        binding::apply(&plan, &store).await?;
+        let Some(api_origin) = plan.api_origin.as_deref() else {
+            return Err(Failure::new("internal_error", "no API origin after merge"));
+        };
+        tracing::info!(
+            "store {}: paywall {} at {api_origin}",
+            self.store.display(),
+            plan.paywall_id
+        );
+        let mut builder = AuthClient::builder(api_origin, plan.paywall_id.as_str()).store(store);
         if let Some(timeout) = self.timeout {
             builder = builder.request_timeout(timeout);
         }
@@ -153,7 +185,7 @@ async fn with_client(
             None => Err(no_session()),
         },
         Cmd::Watch(_) => watch_client(ctx, client).await,
-        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo => Err(Failure::new(
+        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo | Cmd::Completions(_) => Err(Failure::new(
             "internal_error",
             "this command does not run on a client",
         )),
@@ -233,7 +265,8 @@ async fn upgrade(
 }
 
 fn status(ctx: &Ctx) -> Result<u8, Failure> {
-    let (mut observer, _) = Observer::open(&ctx.store, &ctx.paywall_id)?;
+    local::warn_if_shared(&ctx.store);
+    let (mut observer, _) = Observer::open(&ctx.store, ctx.paywall_id())?;
     for warning in observer.take_warnings() {
         warn(&warning);
     }
@@ -244,6 +277,8 @@ fn status(ctx: &Ctx) -> Result<u8, Failure> {
             "session": session_json(session.as_ref()),
             "resumable_anonymous": resumable,
             "store": ctx.store.display().to_string(),
+            "api_origin": ctx.plan.api_origin,
+            "paywall_id": ctx.paywall_id(),
         }));
     } else {
         let head = match &session {
@@ -256,8 +291,13 @@ fn status(ctx: &Ctx) -> Result<u8, Failure> {
             (false, _) => "no",
         };
         out::line(&format!(
-            "{head}\nresumable anonymous account: {resume}\nstore: {}",
-            ctx.store.display()
+            "{head}\nresumable anonymous account: {resume}\nstore: {} (paywall {} at {})",
+            ctx.store.display(),
+            ctx.paywall_id(),
+            ctx.plan
+                .api_origin
+                .as_deref()
+                .unwrap_or("an origin not bound yet"),
         ));
     }
     Ok(if session.is_some() {
@@ -271,7 +311,8 @@ fn status(ctx: &Ctx) -> Result<u8, Failure> {
 /// events the core derives from each change. Takes no lock.
 async fn watch_store(ctx: &Ctx, args: &WatchArgs) -> Result<u8, Failure> {
     let mut stop = crate::StopSignal::install();
-    let (mut observer, events) = Observer::open(&ctx.store, &ctx.paywall_id)?;
+    local::warn_if_shared(&ctx.store);
+    let (mut observer, events) = Observer::open(&ctx.store, ctx.paywall_id())?;
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = events;
@@ -359,7 +400,7 @@ fn capacity(e: paywall_auth::CapacityError) -> Failure {
 }
 
 fn warn(message: &str) {
-    let _ = writeln!(io::stderr().lock(), "warning: {message}");
+    tracing::warn!("{message}");
 }
 
 /// Prints the storage notices the client raised while restoring (a record
@@ -397,7 +438,9 @@ pub async fn ready_items<S: Stream + Unpin>(stream: &mut S) -> Vec<S::Item> {
 }
 
 /// The password for `upgrade --password-stdin`: the first line of stdin,
-/// without its line ending. On a terminal, a prompt goes to stderr first.
+/// without its line ending, at most [`PASSWORD_MAX`] bytes. On a terminal,
+/// a prompt goes to stderr first. Read before the store is locked, so
+/// nothing waits on stdin while holding the lock.
 fn read_password() -> Result<String, Failure> {
     let stdin = io::stdin();
     if stdin.is_terminal() {
@@ -407,19 +450,55 @@ fn read_password() -> Result<String, Failure> {
         );
         let _ = io::stderr().flush();
     }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Failure::usage(format!("cannot read the password from stdin: {e}")))?;
-    let password = line
-        .strip_suffix('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .unwrap_or(&line);
+    let password = read_password_line(&mut stdin.lock())?;
     if password.is_empty() {
         return Err(Failure::usage(
             "no password on stdin (pipe it: `printf '%s\\n' \"$PW\" | paywall-auth upgrade --email … --password-stdin`)",
         ));
     }
-    Ok(password.to_owned())
+    Ok(password)
+}
+
+/// The first line of `input` without `\n` or `\r\n`, reading at most
+/// [`PASSWORD_MAX`] bytes of it plus the line ending.
+fn read_password_line(input: &mut impl io::BufRead) -> Result<String, Failure> {
+    let mut line = Vec::new();
+    input
+        .take(PASSWORD_MAX as u64 + 2)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| Failure::usage(format!("cannot read the password from stdin: {e}")))?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    if line.len() > PASSWORD_MAX {
+        return Err(Failure::usage(format!(
+            "the password line on stdin is longer than {PASSWORD_MAX} bytes"
+        )));
+    }
+    String::from_utf8(line).map_err(|_| Failure::usage("the password on stdin is not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_line_is_capped() {
+        let read = |input: &[u8]| read_password_line(&mut io::Cursor::new(input.to_vec()));
+        assert_eq!(read(b"pw\r\nnext line").unwrap(), "pw");
+        assert_eq!(read(b"no newline").unwrap(), "no newline");
+        let max = "x".repeat(PASSWORD_MAX);
+        assert_eq!(read(format!("{max}\r\n").as_bytes()).unwrap(), max);
+        assert_eq!(read(max.as_bytes()).unwrap(), max);
+        let err = read(format!("{max}x\n").as_bytes()).unwrap_err();
+        assert_eq!(err.code, "usage");
+        assert!(err.message.contains("longer than 1024 bytes"), "{err}");
+        // An endless stream without a newline stops at the cap.
+        let err = read_password_line(&mut io::BufReader::new(io::repeat(b'x'))).unwrap_err();
+        assert!(err.message.contains("longer than"), "{err}");
+        assert_eq!(read(b"\xff\n").unwrap_err().code, "usage");
+    }
 }

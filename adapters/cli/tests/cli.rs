@@ -1147,19 +1147,27 @@ async fn no_core_dump_while_the_password_is_read() {
     use std::os::unix::fs::PermissionsExt as _;
     use std::os::unix::process::CommandExt as _;
     let env = Env::new().await;
-    // A child running as root owns /proc/<pid> either way: run it as
-    // nobody then, in a directory nobody can look into.
+    // Root owns /proc/<pid>/status of a root child either way: as root, run
+    // the child as nobody, from a copy of the binary in a directory nobody
+    // can enter (the build directory may be under a private home).
     let as_root = proc_owner(std::process::id()) == Some(0);
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = command(
+    let args = command(
         &env.emulator.origin(),
         &dir.path().join("store"),
         &["upgrade", "--email", "e@example.com", "--password-stdin"],
     );
-    if as_root {
-        cmd.uid(65_534).gid(65_534);
-    }
+    let mut cmd = if as_root {
+        let copy = dir.path().join("paywall-auth");
+        std::fs::copy(BIN, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = Command::new(copy);
+        cmd.args(args.get_args()).uid(65_534).gid(65_534);
+        cmd
+    } else {
+        args
+    };
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -45,9 +45,9 @@ pub struct Cli {
 /// Flags accepted before or after any subcommand.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Origin of the paywall API (scheme://host[:port]). Needed once per
-    /// store: the store remembers it. Also read from PAYWALL_API_ORIGIN (the
-    /// older name).
+    /// Origin of the paywall API (scheme://host, or scheme://host:port).
+    /// Needed once per store: the store remembers it. Also read from
+    /// PAYWALL_API_ORIGIN (the older name).
     #[arg(
         long,
         global = true,
@@ -159,7 +159,9 @@ pub enum Cmd {
     /// Walk through the whole anonymous flow against an in-process emulator,
     /// checking every step (exit 1 if one fails).
     Demo,
-    /// Print a shell completion script on stdout, e.g.
+    /// Print a shell completion script on stdout.
+    ///
+    /// For example:
     /// `paywall-auth completions bash > ~/.local/share/bash-completion/completions/paywall-auth`.
     Completions(CompletionsArgs),
 }

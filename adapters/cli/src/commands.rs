@@ -14,8 +14,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use paywall_auth_tokio::{
-    AuthClient, AuthEvent, FileStore, Notice, SignInOptions, SignOutOptions, UpgradeOutcome,
-    UpgradeRequest, UserMeta,
+    AuthClient, AuthEvent, FileStore, Notice, RecordKey, SignInOptions, SignOutOptions, Store as _,
+    UpgradeOutcome, UpgradeRequest, UserMeta,
 };
 use serde_json::json;
 use tokio_stream::{Stream, StreamExt as _};
@@ -72,7 +72,7 @@ impl Ctx {
     /// A client on the store, which this binds on first use (or
     /// `--rebind`). One-shot commands do exactly what was asked: no
     /// proactive refresh timer (`token` still refreshes a stale token).
-    async fn client(&self, keep_alive: bool) -> Result<AuthClient, Failure> {
+    async fn client(&self, keep_alive: bool) -> Result<(AuthClient, Plan), Failure> {
         let store = FileStore::open_wait(&self.store, LOCK_WAIT)
             .await
             .map_err(paywall_auth_tokio::Error::from)?;
@@ -99,9 +99,42 @@ impl Ctx {
         if !keep_alive {
             builder = builder.proactive_refresh(None);
         }
-        let client = builder.build().await?;
+        let client = match builder.build().await {
+            Ok(client) => client,
+            Err(e) => {
+                if plan.write.is_some() {
+                    self.unbind_if_unused(&plan).await;
+                }
+                return Err(e.into());
+            }
+        };
         warn_notices(&client).await;
-        Ok(client)
+        Ok((client, plan))
+    }
+
+    /// Takes back the binding this command wrote, after the command failed
+    /// without leaving a record of its paywall: a first try with a
+    /// mistyped paywall id or origin must not tie the store to it. Best
+    /// effort: if someone else holds the store by now, it stays bound.
+    async fn unbind_if_unused(&self, plan: &Plan) {
+        let Ok(store) = FileStore::open(&self.store) else {
+            return;
+        };
+        for key in [RecordKey::Session, RecordKey::AnonRefreshToken] {
+            let Ok(name) = key.storage_key(&plan.paywall_id) else {
+                return;
+            };
+            if !matches!(store.get(name.as_str()).await, Ok(None)) {
+                return;
+            }
+        }
+        match store.remove(binding::BINDING_KEY).await {
+            Ok(()) => tracing::info!(
+                "the command failed before anything was stored: {} is not bound",
+                self.store.display()
+            ),
+            Err(e) => tracing::warn!("could not take back the binding: {e}"),
+        }
     }
 }
 
@@ -117,9 +150,12 @@ pub async fn run(ctx: &Ctx, command: &Cmd) -> Result<u8, Failure> {
                 Cmd::Upgrade(_) => Some(read_password()?),
                 _ => None,
             };
-            let client = ctx.client(matches!(command, Cmd::Watch(_))).await?;
+            let (client, plan) = ctx.client(matches!(command, Cmd::Watch(_))).await?;
             let result = with_client(ctx, &client, command, password).await;
             client.shutdown().await;
+            if result.is_err() && plan.write.is_some() {
+                ctx.unbind_if_unused(&plan).await;
+            }
             result
         }
     }

@@ -883,6 +883,29 @@ async fn a_store_refuses_another_backend_unless_rebind() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_failed_first_use_leaves_the_store_unbound() {
+    let env = Env::new().await;
+    // A mistyped paywall id: the backend does not know it.
+    let run = env.run(&["--paywall-id", "pw_typo", "anon", "--json"]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        !env.store.join("binding.json").exists(),
+        "not bound to the typo"
+    );
+    let run = env.run(&["--paywall-id", "pw_typo", "token", "--json"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!env.store.join("binding.json").exists());
+    // The right one needs no --rebind.
+    env.anon_user();
+    assert_eq!(binding_of(&env.store)["paywall_id"], PID);
+    // Once bound, a failing command leaves the binding alone.
+    env.emulator
+        .inject(Route::Refresh, Fault::status(503, "upstream"), 1);
+    assert_eq!(env.run(&["refresh"]).code, 4);
+    assert_eq!(binding_of(&env.store)["paywall_id"], PID);
+}
+
 #[test]
 fn missing_configuration_is_a_usage_error_naming_flag_and_variable() {
     let dir = tempfile::tempdir().unwrap();

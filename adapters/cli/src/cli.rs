@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 /// Shown under every `--help`: what a script can rely on.
 pub const EXIT_CODES_HELP: &str = "\
@@ -16,8 +16,13 @@ Exit codes:
   5  storage failure (storage_failed, store_locked)
   6  anonymous sign-in is disabled for this paywall (anonymous_disabled)
 
-With --json every result or error is one JSON object per line on stdout;
-errors look like {\"error\":{\"code\":\"…\",\"message\":\"…\",\"status\":403}}.";
+With --json every result or error is one JSON object per line on stdout, with
+\"schema\":1; errors look like
+{\"schema\":1,\"error\":{\"code\":\"…\",\"message\":\"…\",\"status\":403}}.
+
+The store remembers the API origin and paywall id it was first used with:
+after `paywall-auth --api-origin URL --paywall-id ID anon`, later commands
+need no flags.";
 
 /// Sign in anonymously to a paywall backend, upgrade to an email account,
 /// and manage the stored session from a shell.
@@ -40,39 +45,46 @@ pub struct Cli {
 /// Flags accepted before or after any subcommand.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Origin of the paywall API (scheme://host[:port]).
+    /// Origin of the paywall API (scheme://host, or scheme://host:port).
+    /// Needed once per store: the store remembers it. Also read from
+    /// PAYWALL_API_ORIGIN (the older name).
     #[arg(
         long,
         global = true,
-        env = "PAYWALL_API_ORIGIN",
+        env = ENV_API_ORIGIN,
         hide_env_values = true,
-        default_value = "http://127.0.0.1:8787",
         value_name = "URL"
     )]
-    pub api_origin: String,
+    pub api_origin: Option<String>,
 
-    /// Paywall whose users sign in.
+    /// Paywall whose users sign in (letters, digits, `_` and `-`). Needed
+    /// once per store: the store remembers it. Also read from PAYWALL_ID
+    /// (the older name).
     #[arg(
         long,
         global = true,
-        env = "PAYWALL_ID",
+        env = ENV_PAYWALL_ID,
         hide_env_values = true,
-        default_value = "pw_demo",
         value_name = "ID"
     )]
-    pub paywall_id: String,
+    pub paywall_id: Option<String>,
 
-    /// Directory holding the session (default:
-    /// $XDG_STATE_HOME/paywall-auth/<paywall-id>, else
-    /// ~/.local/state/paywall-auth/<paywall-id>).
+    /// Directory holding the session and what it is bound to (default:
+    /// $XDG_STATE_HOME/paywall-auth/default, else
+    /// ~/.local/state/paywall-auth/default).
     #[arg(
         long,
         global = true,
-        env = "PAYWALL_AUTH_STORE",
+        env = ENV_STORE,
         hide_env_values = true,
         value_name = "DIR"
     )]
     pub store: Option<PathBuf>,
+
+    /// Bind the store to the given --api-origin/--paywall-id although it is
+    /// bound to others; the records of its previous binding are deleted.
+    #[arg(long, global = true)]
+    pub rebind: bool,
 
     /// Machine-readable output: one JSON object per line on stdout.
     #[arg(long, global = true)]
@@ -82,6 +94,43 @@ pub struct Global {
     /// 30).
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
+
+    /// More log lines on stderr: -v info, -vv debug, -vvv trace (warnings
+    /// are always shown). RUST_LOG, when set, decides instead.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Environment variable of `--api-origin`.
+pub const ENV_API_ORIGIN: &str = "PAYWALL_AUTH_API_ORIGIN";
+/// Older name of [`ENV_API_ORIGIN`], still read.
+pub const ENV_API_ORIGIN_OLD: &str = "PAYWALL_API_ORIGIN";
+/// Environment variable of `--paywall-id`.
+pub const ENV_PAYWALL_ID: &str = "PAYWALL_AUTH_PAYWALL_ID";
+/// Older name of [`ENV_PAYWALL_ID`], still read.
+pub const ENV_PAYWALL_ID_OLD: &str = "PAYWALL_ID";
+/// Environment variable of `--store`.
+pub const ENV_STORE: &str = "PAYWALL_AUTH_STORE";
+
+impl Global {
+    /// `--api-origin`, else its environment variable, else the older one.
+    pub fn api_origin(&self) -> Option<String> {
+        given(self.api_origin.as_deref(), ENV_API_ORIGIN_OLD)
+    }
+
+    /// `--paywall-id`, else its environment variable, else the older one.
+    pub fn paywall_id(&self) -> Option<String> {
+        given(self.paywall_id.as_deref(), ENV_PAYWALL_ID_OLD)
+    }
+}
+
+/// A value clap found (flag or new variable), else the old variable; empty
+/// counts as unset.
+fn given(parsed: Option<&str>, old_env: &str) -> Option<String> {
+    parsed
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .or_else(|| std::env::var(old_env).ok().filter(|v| !v.is_empty()))
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +159,18 @@ pub enum Cmd {
     /// Walk through the whole anonymous flow against an in-process emulator,
     /// checking every step (exit 1 if one fails).
     Demo,
+    /// Print a shell completion script on stdout.
+    ///
+    /// For example:
+    /// `paywall-auth completions bash > ~/.local/share/bash-completion/completions/paywall-auth`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +201,8 @@ pub struct UpgradeArgs {
     pub password_stdin: bool,
 
     /// Makes a retried upgrade safe: the backend answers a repeated key with
-    /// its first answer.
-    #[arg(long, value_name = "KEY")]
+    /// its first answer. Printable ASCII (it is sent as a header).
+    #[arg(long, value_name = "KEY", value_parser = parse_header_value)]
     pub idempotency_key: Option<String>,
 }
 
@@ -198,6 +259,22 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A value sent as an HTTP header: printable ASCII only. A CR or LF would
+/// split the header (and the HTTP stack refuses it only once the request is
+/// being sent, as an opaque network error), so it is a usage error here.
+fn parse_header_value(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if let Some(c) = s.chars().find(|c| !(' '..='~').contains(c)) {
+        return Err(format!(
+            "must be printable ASCII (it is sent as an HTTP header); found {:?}",
+            c
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 fn parse_meta(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -233,11 +310,27 @@ mod tests {
     }
 
     #[test]
+    fn header_values_are_printable_ascii() {
+        assert_eq!(parse_header_value("k-1 2~"), Ok("k-1 2~".to_owned()));
+        for bad in [
+            "",
+            "a\r\nX-Evil: 1",
+            "a\nb",
+            "tab\there",
+            "nul\0",
+            "del\u{7f}",
+            "é",
+        ] {
+            assert!(parse_header_value(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn global_flags_work_after_the_subcommand() {
         let cli =
             Cli::try_parse_from(["paywall-auth", "emulator", "--paywall-id", "pw_x", "--json"])
                 .unwrap();
-        assert_eq!(cli.global.paywall_id, "pw_x");
+        assert_eq!(cli.global.paywall_id.as_deref(), Some("pw_x"));
         assert!(cli.global.json);
     }
 }

@@ -7,19 +7,20 @@
 //! default `watch` never build a client: they read the store through
 //! [`local::Observer`].
 
-use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
+use std::io::{self, BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use paywall_auth_tokio::{
-    AuthClient, AuthEvent, FileStore, Notice, Revocation, SignInOptions, SignOutOptions,
-    UpgradeOutcome, UpgradeRequest, UserMeta,
+    AuthClient, AuthEvent, FileStore, Notice, RecordKey, Revocation, SignInOptions,
+    SignOutOptions, Store as _, UpgradeOutcome, UpgradeRequest, UserMeta,
 };
 use serde_json::json;
 use tokio_stream::{Stream, StreamExt as _};
 
+use crate::binding::{self, Given, Need, Plan};
 use crate::cli::{AnonArgs, Cmd, Global, UpgradeArgs, WatchArgs};
 use crate::fail::{Failure, exit};
 use crate::local::{self, Event, Observer};
@@ -30,46 +31,110 @@ use crate::out::{self, Summary, session_json};
 /// failing with `store_locked`.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
+/// Longest password line `upgrade --password-stdin` reads (1 KiB; the
+/// core's own limit is lower): a stream without a newline must not grow
+/// the process without bound.
+pub const PASSWORD_MAX: usize = 1024;
+
 /// What every session command needs to know.
 #[derive(Debug)]
 pub struct Ctx {
-    pub api_origin: String,
-    pub paywall_id: String,
+    /// What the flags and the environment asked for.
+    given: Given,
+    /// The configuration, from what was given and what the store is bound
+    /// to (read without the lock; re-checked under it before any request).
+    plan: Plan,
     pub store: PathBuf,
     pub json: bool,
     pub timeout: Option<Duration>,
 }
 
 impl Ctx {
-    pub fn from_global(global: &Global) -> Result<Ctx, Failure> {
-        local::config(&global.paywall_id)?;
-        let store = local::store_dir(global.store.as_deref(), &global.paywall_id)?;
+    /// Resolves the configuration for a command that needs `need`, or
+    /// fails before anything is locked, read from stdin or sent.
+    pub fn new(global: &Global, need: Need) -> Result<Ctx, Failure> {
+        let given = Given::from_global(global)?;
+        let store = local::store_dir(global.store.as_deref())?;
+        let plan = binding::merge(&given, binding::read_unlocked(&store)?, need, &store)?;
         Ok(Ctx {
-            api_origin: global.api_origin.clone(),
-            paywall_id: global.paywall_id.clone(),
+            given,
+            plan,
             store,
             json: global.json,
             timeout: global.timeout,
         })
     }
 
-    /// A client on the store. One-shot commands do exactly what was asked:
-    /// no proactive refresh timer (`token` still refreshes a stale token).
-    async fn client(&self, keep_alive: bool) -> Result<AuthClient, Failure> {
+    pub fn paywall_id(&self) -> &str {
+        &self.plan.paywall_id
+    }
+
+    /// A client on the store, which this binds on first use (or
+    /// `--rebind`). One-shot commands do exactly what was asked: no
+    /// proactive refresh timer (`token` still refreshes a stale token).
+    async fn client(&self, keep_alive: bool) -> Result<(AuthClient, Plan), Failure> {
         let store = FileStore::open_wait(&self.store, LOCK_WAIT)
             .await
             .map_err(paywall_auth_tokio::Error::from)?;
-        let mut builder =
-            AuthClient::builder(self.api_origin.as_str(), self.paywall_id.as_str()).store(store);
+        // Under the lock: another process may have bound the store since.
+        let plan = binding::merge(
+            &self.given,
+            binding::read_locked(&store).await?,
+            Need::Backend,
+            &self.store,
+        )?;
+        binding::apply(&plan, &store).await?;
+        let Some(api_origin) = plan.api_origin.as_deref() else {
+            return Err(Failure::new("internal_error", "no API origin after merge"));
+        };
+        tracing::info!(
+            "store {}: paywall {} at {api_origin}",
+            self.store.display(),
+            plan.paywall_id
+        );
+        let mut builder = AuthClient::builder(api_origin, plan.paywall_id.as_str()).store(store);
         if let Some(timeout) = self.timeout {
             builder = builder.request_timeout(timeout);
         }
         if !keep_alive {
             builder = builder.proactive_refresh(None);
         }
-        let client = builder.build().await?;
+        let client = match builder.build().await {
+            Ok(client) => client,
+            Err(e) => {
+                if plan.write.is_some() {
+                    self.unbind_if_unused(&plan).await;
+                }
+                return Err(e.into());
+            }
+        };
         warn_notices(&client).await;
-        Ok(client)
+        Ok((client, plan))
+    }
+
+    /// Takes back the binding this command wrote, after the command failed
+    /// without leaving a record of its paywall: a first try with a
+    /// mistyped paywall id or origin must not tie the store to it. Best
+    /// effort: if someone else holds the store by now, it stays bound.
+    async fn unbind_if_unused(&self, plan: &Plan) {
+        let Ok(store) = FileStore::open(&self.store) else {
+            return;
+        };
+        for key in [RecordKey::Session, RecordKey::AnonRefreshToken] {
+            let Ok(name) = key.storage_key(&plan.paywall_id) else {
+                return;
+            };
+            if !matches!(store.get(name.as_str()).await, Ok(None)) {
+                return;
+            }
+        }
+        match store.remove(binding::BINDING_KEY).await {
+            Ok(()) => tracing::info!(
+                "the command failed before anything was stored: {} is not bound",
+                self.store.display()
+            ),
+            Err(e) => tracing::warn!("could not take back the binding: {e}"),
+        }
     }
 }
 
@@ -85,9 +150,12 @@ pub async fn run(ctx: &Ctx, command: &Cmd) -> Result<u8, Failure> {
                 Cmd::Upgrade(_) => Some(read_password()?),
                 _ => None,
             };
-            let client = ctx.client(matches!(command, Cmd::Watch(_))).await?;
+            let (client, plan) = ctx.client(matches!(command, Cmd::Watch(_))).await?;
             let result = with_client(ctx, &client, command, password).await;
             client.shutdown().await;
+            if result.is_err() && plan.write.is_some() {
+                ctx.unbind_if_unused(&plan).await;
+            }
             result
         }
     }
@@ -176,7 +244,7 @@ async fn with_client(
             None => Err(no_session()),
         },
         Cmd::Watch(_) => watch_client(ctx, client).await,
-        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo => Err(Failure::new(
+        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo | Cmd::Completions(_) => Err(Failure::new(
             "internal_error",
             "this command does not run on a client",
         )),
@@ -268,7 +336,8 @@ async fn upgrade(
 }
 
 fn status(ctx: &Ctx) -> Result<u8, Failure> {
-    let (mut observer, _) = Observer::open(&ctx.store, &ctx.paywall_id)?;
+    local::warn_if_shared(&ctx.store);
+    let (mut observer, _) = Observer::open(&ctx.store, ctx.paywall_id())?;
     for warning in observer.take_warnings() {
         warn(&warning);
     }
@@ -279,6 +348,8 @@ fn status(ctx: &Ctx) -> Result<u8, Failure> {
             "session": session_json(session.as_ref()),
             "resumable_anonymous": resumable,
             "store": ctx.store.display().to_string(),
+            "api_origin": ctx.plan.api_origin,
+            "paywall_id": ctx.paywall_id(),
         }));
     } else {
         let head = match &session {
@@ -291,8 +362,13 @@ fn status(ctx: &Ctx) -> Result<u8, Failure> {
             (false, _) => "no",
         };
         out::line(&format!(
-            "{head}\nresumable anonymous account: {resume}\nstore: {}",
-            ctx.store.display()
+            "{head}\nresumable anonymous account: {resume}\nstore: {} (paywall {} at {})",
+            ctx.store.display(),
+            ctx.paywall_id(),
+            ctx.plan
+                .api_origin
+                .as_deref()
+                .unwrap_or("an origin not bound yet"),
         ));
     }
     Ok(if session.is_some() {
@@ -306,7 +382,8 @@ fn status(ctx: &Ctx) -> Result<u8, Failure> {
 /// events the core derives from each change. Takes no lock.
 async fn watch_store(ctx: &Ctx, args: &WatchArgs) -> Result<u8, Failure> {
     let mut stop = crate::StopSignal::install();
-    let (mut observer, events) = Observer::open(&ctx.store, &ctx.paywall_id)?;
+    local::warn_if_shared(&ctx.store);
+    let (mut observer, events) = Observer::open(&ctx.store, ctx.paywall_id())?;
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events = events;
@@ -394,7 +471,7 @@ fn capacity(e: paywall_auth::CapacityError) -> Failure {
 }
 
 fn warn(message: &str) {
-    let _ = writeln!(io::stderr().lock(), "warning: {message}");
+    tracing::warn!("{message}");
 }
 
 /// Prints the storage notices the client raised while restoring (a record
@@ -438,7 +515,9 @@ pub async fn ready_items<S: Stream + Unpin>(stream: &mut S) -> Vec<S::Item> {
 }
 
 /// The password for `upgrade --password-stdin`: the first line of stdin,
-/// without its line ending. On a terminal, a prompt goes to stderr first.
+/// without its line ending, at most [`PASSWORD_MAX`] bytes. On a terminal,
+/// a prompt goes to stderr first. Read before the store is locked, so
+/// nothing waits on stdin while holding the lock.
 fn read_password() -> Result<String, Failure> {
     let stdin = io::stdin();
     if stdin.is_terminal() {
@@ -448,19 +527,55 @@ fn read_password() -> Result<String, Failure> {
         );
         let _ = io::stderr().flush();
     }
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Failure::usage(format!("cannot read the password from stdin: {e}")))?;
-    let password = line
-        .strip_suffix('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .unwrap_or(&line);
+    let password = read_password_line(&mut stdin.lock())?;
     if password.is_empty() {
         return Err(Failure::usage(
             "no password on stdin (pipe it: `printf '%s\\n' \"$PW\" | paywall-auth upgrade --email … --password-stdin`)",
         ));
     }
-    Ok(password.to_owned())
+    Ok(password)
+}
+
+/// The first line of `input` without `\n` or `\r\n`, reading at most
+/// [`PASSWORD_MAX`] bytes of it plus the line ending.
+fn read_password_line(input: &mut impl io::BufRead) -> Result<String, Failure> {
+    let mut line = Vec::new();
+    input
+        .take(PASSWORD_MAX as u64 + 2)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| Failure::usage(format!("cannot read the password from stdin: {e}")))?;
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+    }
+    if line.len() > PASSWORD_MAX {
+        return Err(Failure::usage(format!(
+            "the password line on stdin is longer than {PASSWORD_MAX} bytes"
+        )));
+    }
+    String::from_utf8(line).map_err(|_| Failure::usage("the password on stdin is not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_line_is_capped() {
+        let read = |input: &[u8]| read_password_line(&mut io::Cursor::new(input.to_vec()));
+        assert_eq!(read(b"pw\r\nnext line").unwrap(), "pw");
+        assert_eq!(read(b"no newline").unwrap(), "no newline");
+        let max = "x".repeat(PASSWORD_MAX);
+        assert_eq!(read(format!("{max}\r\n").as_bytes()).unwrap(), max);
+        assert_eq!(read(max.as_bytes()).unwrap(), max);
+        let err = read(format!("{max}x\n").as_bytes()).unwrap_err();
+        assert_eq!(err.code, "usage");
+        assert!(err.message.contains("longer than 1024 bytes"), "{err}");
+        // An endless stream without a newline stops at the cap.
+        let err = read_password_line(&mut io::BufReader::new(io::repeat(b'x'))).unwrap_err();
+        assert!(err.message.contains("longer than"), "{err}");
+        assert_eq!(read(b"\xff\n").unwrap_err().code, "usage");
+    }
 }

@@ -46,7 +46,7 @@ pub async fn run(args: &EmulatorArgs, paywall_id: &str, json_mode: bool) -> Resu
         out::line(&format!(
             "paywall-auth emulator listening on {origin}\n\
              \x20 paywall {paywall_id}, anonymous sign-in {}, email confirmation {}\n\
-             \x20 point the CLI at it:  export PAYWALL_API_ORIGIN={origin}\n\
+             \x20 point the CLI at it:  export PAYWALL_AUTH_API_ORIGIN={origin} PAYWALL_AUTH_PAYWALL_ID={paywall_id}\n\
              \x20 confirm an upgrade:   curl -X POST {origin}/__emulator/confirm -d '{{\"email\":\"you@example.com\"}}'\n\
              \x20 inspect:              curl {origin}/__emulator/requests\n\
              Ctrl-C to stop.",

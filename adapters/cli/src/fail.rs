@@ -98,6 +98,9 @@ pub fn exit_code_for(code: &str, status: Option<u16>) -> u8 {
 
 impl From<paywall_auth_tokio::Error> for Failure {
     fn from(e: paywall_auth_tokio::Error) -> Self {
+        if let Some(core) = e.as_auth() {
+            return Failure::from(core.clone());
+        }
         Failure {
             code: e.code().to_owned(),
             message: e.to_string(),
@@ -108,9 +111,19 @@ impl From<paywall_auth_tokio::Error> for Failure {
 
 impl From<paywall_auth::Error> for Failure {
     fn from(e: paywall_auth::Error) -> Self {
+        let message = match &e {
+            // The tokio transport refuses a body over its cap as
+            // `BadFraming` (unread, so it cannot say which it was); name
+            // the likelier cause instead of only "malformed".
+            paywall_auth::Error::Network(paywall_auth::TransportError::BadFraming) => format!(
+                "network_error: malformed HTTP response, or response too large (more than {} KiB)",
+                paywall_auth_tokio::DEFAULT_MAX_RESPONSE_BYTES / 1024
+            ),
+            e => e.to_string(),
+        };
         Failure {
             code: e.code().to_owned(),
-            message: e.to_string(),
+            message,
             status: e.status(),
         }
     }
@@ -138,5 +151,21 @@ mod tests {
         assert_eq!(exit_code_for("usage", None), 1);
         assert_eq!(exit_code_for("not_anonymous", None), 1);
         assert_eq!(exit_code_for("superseded", None), 1);
+        assert_eq!(exit_code_for("binding_mismatch", None), 1);
+    }
+
+    #[test]
+    fn an_unframed_response_may_be_a_too_large_one() {
+        let failure = Failure::from(paywall_auth::Error::Network(
+            paywall_auth::TransportError::BadFraming,
+        ));
+        assert_eq!(failure.code, "network_error");
+        assert_eq!(failure.exit_code(), exit::TRANSIENT);
+        assert!(
+            failure
+                .message
+                .contains("response too large (more than 64 KiB)"),
+            "{failure}"
+        );
     }
 }

@@ -8,10 +8,10 @@
 //! sent, or locked, so an observer never gets in the way of the client that
 //! owns the store.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use paywall_auth::{Config, Instant, Machine, Notice, Output, RecordKey, StorageError};
+use paywall_auth_tokio::FileStore;
 
 use crate::fail::Failure;
 use crate::out::{Summary, now_ms};
@@ -19,13 +19,19 @@ use crate::out::{Summary, now_ms};
 /// Key of the global visitor id record (PROTOCOL.md §6.2).
 const VISITOR_ID_KEY: &str = "pw-visitor-id";
 
+/// Name of the default store under `$XDG_STATE_HOME/paywall-auth/`. One
+/// store for every paywall would not work: a store is bound to one backend
+/// (see [`crate::binding`]), so a second paywall needs its own `--store`.
+const DEFAULT_STORE: &str = "default";
+
 /// The store directory: `--store`/`PAYWALL_AUTH_STORE`, else
-/// `$XDG_STATE_HOME/paywall-auth/<paywall-id>` (when absolute), else
-/// `$HOME/.local/state/paywall-auth/<paywall-id>`.
-pub fn store_dir(explicit: Option<&Path>, paywall_id: &str) -> Result<PathBuf, Failure> {
+/// `$XDG_STATE_HOME/paywall-auth/default` (when absolute), else
+/// `$HOME/.local/state/paywall-auth/default`. It does not depend on the
+/// paywall id, so that a command with no flags finds the store an earlier
+/// command bound.
+pub fn store_dir(explicit: Option<&Path>) -> Result<PathBuf, Failure> {
     store_dir_from(
         explicit,
-        paywall_id,
         std::env::var_os("XDG_STATE_HOME").map(PathBuf::from),
         std::env::var_os("HOME").map(PathBuf::from),
     )
@@ -33,7 +39,6 @@ pub fn store_dir(explicit: Option<&Path>, paywall_id: &str) -> Result<PathBuf, F
 
 fn store_dir_from(
     explicit: Option<&Path>,
-    paywall_id: &str,
     xdg_state_home: Option<PathBuf>,
     home: Option<PathBuf>,
 ) -> Result<PathBuf, Failure> {
@@ -42,13 +47,6 @@ fn store_dir_from(
             return Err(Failure::invalid_config("--store is empty"));
         }
         return Ok(dir.to_path_buf());
-    }
-    // The id becomes a path component: `.` and `..` pass the core's
-    // character check but would escape the per-paywall directory.
-    if paywall_id == "." || paywall_id == ".." {
-        return Err(Failure::invalid_config(format!(
-            "paywall id `{paywall_id}` cannot name a store directory; pass --store"
-        )));
     }
     // XDG: a relative value is invalid and must be ignored.
     let base = match (xdg_state_home.filter(|p| p.is_absolute()), home) {
@@ -60,7 +58,30 @@ fn store_dir_from(
             ));
         }
     };
-    Ok(base.join("paywall-auth").join(paywall_id))
+    Ok(base.join("paywall-auth").join(DEFAULT_STORE))
+}
+
+/// Warns when users other than the owner can enter or list the store
+/// directory (the records hold refresh tokens). The client's store warns
+/// on its own when it opens the directory; readers that never open it
+/// (`status`, `watch`) call this.
+pub fn warn_if_shared(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if meta.is_dir() && mode & 0o077 != 0 {
+                tracing::warn!(
+                    "store directory {} is accessible to other users (mode {mode:04o}); \
+                     the records hold refresh tokens: run `chmod 700` on it",
+                    dir.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 /// The core's config for `paywall_id`, or `invalid_config`.
@@ -145,8 +166,9 @@ impl Observer {
     /// Re-reads the records and reports what changed since the last look.
     pub fn poll(&mut self) -> Result<Vec<Event>, Failure> {
         let mut events = Vec::new();
-        // In the order the client writes them: the session first.
-        for key in [RecordKey::Session, RecordKey::AnonRefreshToken] {
+        // In the order the core writes them (see "Write order" on
+        // `Machine`): a guest's anonymous record first, then the session.
+        for key in [RecordKey::AnonRefreshToken, RecordKey::Session] {
             let name = match key {
                 RecordKey::Session => &self.session_key,
                 RecordKey::AnonRefreshToken => &self.anon_key,
@@ -231,17 +253,12 @@ fn now() -> Instant {
     Instant(now_ms())
 }
 
-/// The bytes of record `key`, `None` when absent (or the directory is).
+/// The bytes of record `key`, `None` when absent (or the directory is),
+/// with the file store's own checks: at most 64 KiB, a regular file, an
+/// open that never blocks.
 fn read_record(dir: &Path, key: &str) -> Result<Option<Vec<u8>>, Failure> {
-    let path = dir.join(key);
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Failure::new(
-            "storage_failed",
-            format!("storage_failed: could not read {}: {e}", path.display()),
-        )),
-    }
+    FileStore::read_unlocked(dir, key)
+        .map_err(|e| Failure::from(paywall_auth_tokio::Error::from(e)))
 }
 
 #[cfg(test)]
@@ -253,27 +270,27 @@ mod tests {
         let xdg = Some(PathBuf::from("/x/state"));
         let home = Some(PathBuf::from("/home/u"));
         assert_eq!(
-            store_dir_from(None, "pw_1", xdg.clone(), home.clone()).unwrap(),
-            PathBuf::from("/x/state/paywall-auth/pw_1")
+            store_dir_from(None, xdg.clone(), home.clone()).unwrap(),
+            PathBuf::from("/x/state/paywall-auth/default")
         );
         assert_eq!(
-            store_dir_from(None, "pw_1", None, home.clone()).unwrap(),
-            PathBuf::from("/home/u/.local/state/paywall-auth/pw_1")
+            store_dir_from(None, None, home.clone()).unwrap(),
+            PathBuf::from("/home/u/.local/state/paywall-auth/default")
         );
         // A relative XDG_STATE_HOME is ignored, as the spec says.
         assert_eq!(
-            store_dir_from(None, "pw_1", Some(PathBuf::from("rel")), home.clone()).unwrap(),
-            PathBuf::from("/home/u/.local/state/paywall-auth/pw_1")
+            store_dir_from(None, Some(PathBuf::from("rel")), home.clone()).unwrap(),
+            PathBuf::from("/home/u/.local/state/paywall-auth/default")
         );
         assert_eq!(
-            store_dir_from(Some(Path::new("/s")), "pw_1", xdg, home).unwrap(),
+            store_dir_from(Some(Path::new("/s")), xdg, home).unwrap(),
             PathBuf::from("/s")
         );
         assert_eq!(
-            store_dir_from(None, "pw_1", None, None).unwrap_err().code,
+            store_dir_from(None, None, None).unwrap_err().code,
             "invalid_config"
         );
-        assert!(store_dir_from(None, "..", None, Some(PathBuf::from("/h"))).is_err());
+        assert!(store_dir_from(Some(Path::new("")), None, None).is_err());
     }
 
     #[test]

@@ -6,29 +6,42 @@
 //! stderr (or, with `--json`, as an error object on stdout), and the exit
 //! code tells a script what kind of failure it was (see [`fail::exit`]).
 
+mod binding;
 mod cli;
 mod commands;
 mod demo;
 mod emulator_cmd;
 mod fail;
+mod harden;
 mod local;
+mod logging;
 mod out;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use clap::error::ErrorKind;
+use clap::{CommandFactory as _, Parser as _};
 
+use crate::binding::Need;
 use crate::cli::{Cli, Cmd};
 use crate::fail::Failure;
 
+/// The paywall of `demo` and `emulator`, the only commands with a default.
+const DEMO_PAYWALL_ID: &str = "pw_demo";
+
 fn main() -> ExitCode {
+    // Before anything can hold a secret.
+    let hardened = harden::disable_core_dumps();
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e, &args),
     };
+    logging::init(cli.global.verbose);
+    if let Err(why) = hardened {
+        tracing::warn!("{why}: secrets of this process could end up in a core dump");
+    }
     let json_mode = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -56,13 +69,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     let global = &cli.global;
     match &cli.command {
         Cmd::Emulator(args) => {
-            local::config(&global.paywall_id)?;
-            emulator_cmd::run(args, &global.paywall_id, global.json).await?;
+            let paywall_id = global
+                .paywall_id()
+                .unwrap_or_else(|| DEMO_PAYWALL_ID.to_owned());
+            binding::validate_paywall_id(&paywall_id)?;
+            emulator_cmd::run(args, &paywall_id, global.json).await?;
             Ok(fail::exit::OK)
         }
         Cmd::Demo => demo::run(global.json).await.map(|()| fail::exit::OK),
+        Cmd::Completions(args) => {
+            let mut stdout = std::io::stdout().lock();
+            clap_complete::generate(args.shell, &mut Cli::command(), "paywall-auth", &mut stdout);
+            Ok(fail::exit::OK)
+        }
         command => {
-            let ctx = commands::Ctx::from_global(global)?;
+            let need = match command {
+                Cmd::Status => Need::PaywallId,
+                Cmd::Watch(args) if !args.keep_alive => Need::PaywallId,
+                _ => Need::Backend,
+            };
+            let ctx = commands::Ctx::new(global, need)?;
             commands::run(&ctx, command).await
         }
     }

@@ -10,12 +10,20 @@ use serde_json::{Value, json};
 
 use crate::fail::Failure;
 
+/// Version of the `--json` output: every object printed carries
+/// `"schema": 1`. Adding a field keeps it; renaming or removing one, or
+/// changing a unit, bumps it.
+pub const SCHEMA: u64 = 1;
+
 /// Who is signed in and until when; never any token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub user_id: String,
     pub email: Option<String>,
     pub is_anonymous: bool,
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+    pub country: Option<String>,
     /// Expiry of the access token, ms since the Unix epoch.
     pub expires_at_ms: u64,
 }
@@ -26,17 +34,29 @@ impl Summary {
             user_id: session.user.id.as_str().to_owned(),
             email: session.user.email.as_ref().map(|e| e.as_str().to_owned()),
             is_anonymous: session.user.is_anonymous,
+            name: session.user.name.as_ref().map(|s| s.as_str().to_owned()),
+            avatar: session.user.avatar.as_ref().map(|s| s.as_str().to_owned()),
+            country: session.user.country.as_ref().map(|s| s.as_str().to_owned()),
             expires_at_ms: session.expires_at.as_millis(),
         }
     }
 
-    /// `expires_at` is in Unix seconds, as on the wire (PROTOCOL.md §2.1).
+    /// The session in the SDK's shape, tokens left out:
+    /// `{"user":{"id","email","is_anonymous","name","avatar","country"},
+    /// "expires_at"}`, with `expires_at` in **milliseconds** since the Unix
+    /// epoch like the SDK's `Session::expires_at` and the reference
+    /// client's `AuthSession` (the wire's `expires_at` is in seconds).
     pub fn to_json(&self) -> Value {
         json!({
-            "user_id": self.user_id,
-            "email": self.email,
-            "is_anonymous": self.is_anonymous,
-            "expires_at": self.expires_at_ms / 1000,
+            "user": {
+                "id": self.user_id,
+                "email": self.email,
+                "is_anonymous": self.is_anonymous,
+                "name": self.name,
+                "avatar": self.avatar,
+                "country": self.country,
+            },
+            "expires_at": self.expires_at_ms,
         })
     }
 
@@ -66,9 +86,16 @@ pub fn line(line: &str) -> bool {
         .is_ok()
 }
 
-/// Writes one JSON object as a line.
+/// Writes one JSON object as a line, with `"schema": 1` added.
 pub fn json_line(value: &Value) -> bool {
-    line(&value.to_string())
+    match value {
+        Value::Object(map) if !map.contains_key("schema") => {
+            let mut map = map.clone();
+            map.insert("schema".to_owned(), SCHEMA.into());
+            line(&Value::Object(map).to_string())
+        }
+        _ => line(&value.to_string()),
+    }
 }
 
 /// Prints a failure: the JSON envelope on stdout with `--json`, else
@@ -229,11 +256,17 @@ mod tests {
             user_id: "u1".to_owned(),
             email: None,
             is_anonymous: true,
+            name: None,
+            avatar: None,
+            country: Some("DE".to_owned()),
             expires_at_ms: 1_764_185_400_999,
         };
         assert_eq!(
             summary.to_json(),
-            json!({"user_id":"u1","email":null,"is_anonymous":true,"expires_at":1_764_185_400})
+            json!({
+                "user": {"id":"u1","email":null,"is_anonymous":true,"name":null,"avatar":null,"country":"DE"},
+                "expires_at": 1_764_185_400_999_u64,
+            })
         );
         let text = summary.to_text("");
         assert!(text.contains("user id    u1"), "{text}");

@@ -18,6 +18,11 @@ pub const LOCK_FILE: &str = ".lock";
 /// Longest key accepted (the core's keys are far shorter).
 const KEY_MAX: usize = 128;
 
+/// Largest record the store reads or writes, 64 KiB. The core's records are
+/// a few KiB at most (a session with two tokens); anything bigger is not a
+/// record this SDK wrote, and is refused rather than buffered.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
 /// A directory of records, one file per key, that survives crashes.
 ///
 /// # Layout and durability
@@ -31,6 +36,16 @@ const KEY_MAX: usize = 128;
 /// it is, with a warning if others can read it). Temporary files left by a
 /// crash are deleted when the store is next opened.
 ///
+/// # Bounded reads
+/// A record is at most [`MAX_RECORD_BYTES`]; a bigger file is an error
+/// (never buffered whole), and so is anything that is not a regular file
+/// (a FIFO, a device, a directory, a socket): its type is checked before
+/// it is opened, the open itself never waits (`O_NONBLOCK`, so a FIFO
+/// swapped in at the last instant cannot hang the process while it holds
+/// the lock), and checked again on the open file. Errors name the path and
+/// the OS cause, e.g. `could not create /x/.pw-…-auth-v1.tmp-…: Read-only
+/// file system (os error 30)`.
+///
 /// # One client per directory
 /// Opening the store takes an exclusive advisory lock (`flock`) on
 /// `<dir>/.lock` and holds it for the store's whole life, i.e. until the
@@ -41,13 +56,21 @@ const KEY_MAX: usize = 128;
 /// is single-use, and two processes that both refreshed from one stored
 /// session would spend the same token twice, and the backend revokes the
 /// whole family when it sees a spent token again — logging both out and,
-/// for a guest, losing the account. With the lock there is exactly one
-/// writer, so the rotation order the core prescribes (session record first,
-/// then the resumable copy; completions only after both are durable) is the
-/// whole crash-consistency story: at every instant the files hold a token
-/// the backend accepts (the current one, or the one just rotated out, which
-/// the backend forgives for its reuse interval), and the core repairs a copy
-/// that lags behind the session at start.
+/// for a guest, losing the account.
+///
+/// # Write order
+/// With the lock there is exactly one writer, so the order in which the
+/// core asks for writes is the whole crash-consistency story, and this
+/// store applies them one at a time, each durable before the next starts.
+/// The core (see "Write order" on [`Machine`](paywall_auth::Machine))
+/// writes a guest's **anonymous record (`pw-{pid}-anon-rt-v1`) before its
+/// session record (`pw-{pid}-auth-v1`)**, holds back a batch's later writes
+/// while an earlier one fails, and completes a call only after its writes
+/// are durable. So after a crash or a failed write the anonymous record is
+/// never the older of the two, and restore trusts it when they disagree.
+/// At every instant the files hold a token the backend accepts (the current
+/// one, or the one just rotated out, which the backend forgives for its
+/// reuse interval).
 ///
 /// A kiosk whose previous instance may still be exiting can wait for the
 /// lock with [`FileStore::open_wait`].
@@ -84,13 +107,12 @@ impl FileStore {
         let dir = dir.as_ref().to_path_buf();
         create_private_dir(&dir)?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = private_options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
+        let lock = open_no_wait(&lock_path, Access::CreateReadWrite)
             .map_err(io_error("open", &lock_path))?;
+        let meta = lock.metadata().map_err(io_error("stat", &lock_path))?;
+        if !meta.is_file() {
+            return Err(io_error("open", &lock_path)(not_a_file(&meta)));
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -146,6 +168,18 @@ impl FileStore {
     pub fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         check_key(key)?;
         Ok(self.inner.dir.join(key))
+    }
+
+    /// Reads the record `key` of the store directory `dir` without opening
+    /// the store: no lock, nothing created, `None` when the record (or the
+    /// directory) is absent. For observers that must never get in the way of
+    /// the client owning the store (a status display, a watcher). The same
+    /// checks as the store's own reads apply (see [Bounded
+    /// reads](FileStore#bounded-reads)); since writes are atomic renames, the
+    /// bytes are a whole old or a whole new record.
+    pub fn read_unlocked(dir: impl AsRef<Path>, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_key(key)?;
+        read_record(&dir.as_ref().join(key))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -229,17 +263,16 @@ impl Inner {
     }
 
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.dir.join(key);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error("read", &path)(e)),
-        }
+        read_record(&self.dir.join(key))
     }
 
     fn set(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
         let mut known = self.known();
         let path = self.dir.join(key);
+        if value.len() > MAX_RECORD_BYTES {
+            // It could be written, but never read back.
+            return Err(io_error("write", &path)(too_large(value.len() as u64)));
+        }
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .dir
@@ -356,11 +389,139 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(dir = %dir.display(), "store directory is accessible to other users; expected mode 0700");
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "store directory {} is accessible to other users (mode {mode:04o}); \
+                 the records hold refresh tokens: run `chmod 700` on it",
+                dir.display()
+            );
         }
     }
     Ok(())
+}
+
+/// How [`open_no_wait`] opens a file.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    CreateReadWrite,
+}
+
+/// Opens `path` without ever waiting: `O_NONBLOCK` so that a FIFO (or a
+/// device) in the place of a record returns at once instead of blocking
+/// the process while it holds the store's lock; `O_NOCTTY` so a terminal
+/// never becomes the controlling one. Created files are `0600`.
+#[cfg(unix)]
+fn open_no_wait(path: &Path, access: Access) -> io::Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::NONBLOCK
+        | OFlags::NOCTTY
+        | OFlags::CLOEXEC
+        | match access {
+            Access::Read => OFlags::RDONLY,
+            Access::CreateReadWrite => OFlags::RDWR | OFlags::CREATE,
+        };
+    let fd = rustix::fs::open(path, flags, Mode::RUSR | Mode::WUSR)?;
+    Ok(File::from(fd))
+}
+
+#[cfg(not(unix))]
+fn open_no_wait(path: &Path, access: Access) -> io::Result<File> {
+    match access {
+        Access::Read => File::open(path),
+        Access::CreateReadWrite => private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path),
+    }
+}
+
+/// The bytes of the record file `path`, `None` when it is absent: bounded
+/// by [`MAX_RECORD_BYTES`], regular files only, never blocking.
+fn read_record(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    use std::io::Read as _;
+    let fail = |e| io_error("read", path)(e);
+    // Checked before opening: opening some devices has side effects.
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Err(fail(not_a_file(&meta))),
+        Ok(meta) if meta.len() > MAX_RECORD_BYTES as u64 => {
+            return Err(fail(too_large(meta.len())));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    }
+    let file = match open_no_wait(path, Access::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    // And again on what was opened: the path may have been replaced since.
+    let meta = file.metadata().map_err(fail)?;
+    if !meta.is_file() {
+        return Err(fail(not_a_file(&meta)));
+    }
+    let mut bytes = Vec::with_capacity(
+        usize::try_from(meta.len())
+            .unwrap_or(0)
+            .min(MAX_RECORD_BYTES),
+    );
+    file.take(MAX_RECORD_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(fail)?;
+    if bytes.len() > MAX_RECORD_BYTES {
+        return Err(fail(too_large(bytes.len() as u64)));
+    }
+    Ok(Some(bytes))
+}
+
+/// The error for a record file of `len` bytes.
+fn too_large(len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("record too large ({len} bytes; at most {MAX_RECORD_BYTES})"),
+    )
+}
+
+/// The error for something other than a regular file where a record (or
+/// the lock) should be.
+fn not_a_file(meta: &fs::Metadata) -> io::Error {
+    let kind = meta.file_type();
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        special_kind(&kind)
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({what})"),
+    )
+}
+
+#[cfg(unix)]
+fn special_kind(kind: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &fs::FileType) -> &'static str {
+    "a special file"
 }
 
 fn write_synced(path: &Path, value: &[u8]) -> Result<(), StoreError> {

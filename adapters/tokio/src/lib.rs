@@ -42,7 +42,7 @@ pub use client::{
     AuthClient, AuthClientBuilder, AuthEvent, AuthEvents, Notices, Revocation, UpgradeOutcome,
 };
 pub use error::Error;
-pub use file_store::{FileStore, LOCK_FILE};
+pub use file_store::{FileStore, LOCK_FILE, MAX_RECORD_BYTES};
 pub use paywall_auth;
 pub use paywall_auth::{
     AccessToken, AuthChange, Notice, RecordKey, Session, SignInOptions, SignOutOptions,

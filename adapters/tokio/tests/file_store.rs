@@ -259,3 +259,139 @@ async fn the_compact_format_survives_a_restart() {
     assert_eq!(second.session(), Some(guest));
     second.shutdown().await;
 }
+
+/// Runs `f` on its own thread and fails the test if it has not returned
+/// within [`GUARD`]: a read that blocks (a FIFO) must fail the test, not hang
+/// it.
+fn within_guard<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(GUARD)
+        .unwrap_or_else(|_| panic!("{what} blocked for {GUARD:?}"))
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_in_place_of_a_record_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join(anon_key());
+    mkfifo(&fifo);
+
+    let path = dir.path().to_path_buf();
+    let err = within_guard("an unlocked read of a FIFO", move || {
+        FileStore::read_unlocked(&path, &anon_key()).unwrap_err()
+    });
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Io { op: "read", .. }), "{err:?}");
+    assert!(text.contains(&fifo.display().to_string()), "{text}");
+    assert!(text.contains("not a regular file (a FIFO)"), "{text}");
+
+    // The client restoring from the store, with its lock held: refused
+    // (never taken for "no record"), and no hang.
+    let path = dir.path().to_path_buf();
+    let err = within_guard("a client restoring from a FIFO", move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let emu = emulator().await;
+            AuthClient::builder(emu.origin(), PID)
+                .store(FileStore::open(&path).unwrap())
+                .build()
+                .await
+                .unwrap_err()
+        })
+    });
+    assert_eq!(err.code(), "storage_failed", "{err}");
+    assert!(err.to_string().contains("(a FIFO)"), "{err}");
+}
+
+#[test]
+fn devices_directories_and_oversized_records_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join(session_key())).unwrap();
+    let err = within_guard("reading /dev/zero", {
+        let path = dir.path().to_path_buf();
+        move || FileStore::read_unlocked(&path, &session_key()).unwrap_err()
+    });
+    assert!(
+        err.to_string()
+            .contains("not a regular file (a character device)"),
+        "{err}"
+    );
+
+    std::fs::create_dir(dir.path().join(anon_key())).unwrap();
+    let err = FileStore::read_unlocked(dir.path(), &anon_key()).unwrap_err();
+    assert!(
+        err.to_string().contains("not a regular file (a directory)"),
+        "{err}"
+    );
+
+    let big = dir.path().join("pw-visitor-id");
+    std::fs::write(&big, vec![b'x'; paywall_auth_tokio::MAX_RECORD_BYTES + 1]).unwrap();
+    let err = FileStore::read_unlocked(dir.path(), "pw-visitor-id").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&big.display().to_string()), "{text}");
+    assert!(
+        text.contains("record too large (65537 bytes; at most 65536)"),
+        "{text}"
+    );
+    // Exactly at the cap is fine, and absent is `None`.
+    std::fs::write(&big, vec![b'x'; paywall_auth_tokio::MAX_RECORD_BYTES]).unwrap();
+    assert_eq!(
+        FileStore::read_unlocked(dir.path(), "pw-visitor-id")
+            .unwrap()
+            .map(|v| v.len()),
+        Some(paywall_auth_tokio::MAX_RECORD_BYTES)
+    );
+    assert_eq!(
+        FileStore::read_unlocked(dir.path().join("absent"), "pw-visitor-id").unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_record_too_large_to_read_back_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    let err = store
+        .set("k", &vec![0; paywall_auth_tokio::MAX_RECORD_BYTES + 1])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("record too large"), "{err}");
+    assert!(!dir.path().join("k").exists());
+}
+
+#[tokio::test]
+async fn write_errors_name_the_path_and_the_os_cause() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    let store = FileStore::open(&dir).unwrap();
+    // The directory vanishes under the open store (an unmounted volume, an
+    // operator's `rm -r`): the temporary file cannot be created.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let err = store.set(&session_key(), b"{}").await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "could not create {}/.{}.tmp-",
+            dir.display(),
+            session_key()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("No such file or directory (os error 2)"),
+        "{text}"
+    );
+}

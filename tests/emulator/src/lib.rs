@@ -35,6 +35,11 @@
 //! # }
 //! ```
 
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
+
 mod http;
 mod model;
 mod state;

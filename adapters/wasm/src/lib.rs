@@ -5,7 +5,7 @@
 //! which event); this crate only moves bytes between it and JavaScript:
 //! `fetch` for requests, a storage adapter for records, `setTimeout` for the
 //! core's deadline, Promises for completions and callbacks for auth events.
-//! See [`driver`] for the loop and README.md for the JS API; the package's
+//! See `src/driver.rs` for the loop and README.md for the JS API; the package's
 //! `client.js` adds the `PaywallError` class and the default storage.
 
 mod buf;

@@ -16,7 +16,7 @@ use paywall_auth::{Config, Instant, Machine, Notice, Output, RecordKey, StorageE
 use crate::fail::Failure;
 use crate::out::{Summary, now_ms};
 
-/// Key of the global visitor id record (PROTOCOL.md §6.2).
+/// Key of the global visitor id record (docs/protocol.md §6.2).
 const VISITOR_ID_KEY: &str = "pw-visitor-id";
 
 /// The store directory: `--store`/`PAYWALL_AUTH_STORE`, else

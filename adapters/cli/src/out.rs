@@ -30,7 +30,7 @@ impl Summary {
         }
     }
 
-    /// `expires_at` is in Unix seconds, as on the wire (PROTOCOL.md §2.1).
+    /// `expires_at` is in Unix seconds, as on the wire (docs/protocol.md §2.1).
     pub fn to_json(&self) -> Value {
         json!({
             "user_id": self.user_id,

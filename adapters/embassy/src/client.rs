@@ -298,7 +298,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     }
 
     /// Signs in as a guest: no request if already anonymous, else resumes
-    /// the stored anonymous account, else creates one (PROTOCOL.md §7.1).
+    /// the stored anonymous account, else creates one (docs/protocol.md §7.1).
     ///
     /// # Errors
     /// The core's [`Error`]: network, backend answer, storage, or

@@ -1,4 +1,4 @@
-//! Sign-out, soft and hard (PROTOCOL.md §7.3).
+//! Sign-out, soft and hard (docs/protocol.md §7.3).
 //!
 //! | session   | `forget_anonymous` | `/auth/signout`         | anonymous record |
 //! |-----------|--------------------|-------------------------|------------------|

@@ -22,7 +22,7 @@ pub struct CommandId(pub u32);
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Command {
     /// Sign in as a guest: no-op if already anonymous, else resume the stored
-    /// anonymous account, else create one (PROTOCOL.md §7.1).
+    /// anonymous account, else create one (docs/protocol.md §7.1).
     SignInAnonymously(SignInOptions),
     /// Attach an email and password to the current anonymous account.
     UpgradeToEmail(UpgradeRequest),

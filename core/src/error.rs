@@ -1,6 +1,6 @@
 //! Every way a command can fail, as data.
 //!
-//! [`Error::code`] gives the stable slug of PROTOCOL.md §4 (`network_error`,
+//! [`Error::code`] gives the stable slug of docs/protocol.md §4 (`network_error`,
 //! `not_authenticated`, a server code such as `anonymous_disabled`, or
 //! `http_<status>`), so bindings can rebuild the reference client's
 //! `PaywallError { code, message, status }` without a lookup table of their
@@ -152,7 +152,7 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// A non-2xx answer of the backend, mapped as in PROTOCOL.md §1.5.
+/// A non-2xx answer of the backend, mapped as in docs/protocol.md §1.5.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ApiError {
@@ -261,7 +261,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable error code (PROTOCOL.md §4).
+    /// The stable error code (docs/protocol.md §4).
     pub fn code(&self) -> &str {
         match self {
             Error::Api(e) => e.code.as_str(),

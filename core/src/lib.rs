@@ -5,6 +5,8 @@
 // them); it is returned once per command, never in a hot loop.
 #![allow(clippy::result_large_err)]
 #![doc = include_str!("../README.md")]
+#![cfg_attr(feature = "document-features", doc = "\n## Cargo features\n")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 
 #[macro_use]
 mod fmt;

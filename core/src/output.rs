@@ -6,7 +6,7 @@ use crate::request::Request;
 use crate::session::{AccessToken, Session};
 use crate::storage::{RecordKey, StoreOp};
 
-/// An auth-change event (PROTOCOL.md §8).
+/// An auth-change event (docs/protocol.md §8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum AuthChange {

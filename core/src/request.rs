@@ -25,7 +25,7 @@ pub const PATH_MAX: usize = PAYWALL_ID_MAX + 48;
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RequestId(pub u32);
 
-/// The backend routes this client uses (PROTOCOL.md §3). All are `POST`.
+/// The backend routes this client uses (docs/protocol.md §3). All are `POST`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Route {
@@ -151,7 +151,7 @@ impl<'a> Request<'a> {
         !matches!(self.body, Body::Empty)
     }
 
-    /// The headers of PROTOCOL.md §1.2, in the reference order: `Accept`,
+    /// The headers of docs/protocol.md §1.2, in the reference order: `Accept`,
     /// `X-SDK-Version`, `X-Paywall-Id`, `Content-Type` (only with a body),
     /// `Authorization` (only with a bearer), `Idempotency-Key` (only when the
     /// caller gave one).

@@ -14,7 +14,7 @@ pub type RefreshToken = Secret<REFRESH_TOKEN_MAX>;
 /// A password on its way to an upgrade request, redacted when formatted.
 pub type Password = Secret<PASSWORD_MAX>;
 
-/// The account a session belongs to (PROTOCOL.md §2.2).
+/// The account a session belongs to (docs/protocol.md §2.2).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct User {
@@ -50,7 +50,7 @@ impl User {
     }
 }
 
-/// A signed-in session (PROTOCOL.md §2.3).
+/// A signed-in session (docs/protocol.md §2.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Session {

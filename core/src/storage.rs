@@ -9,7 +9,7 @@ use crate::session::{RefreshToken, Session};
 /// Longest storage key: `pw-` + paywall id + `-anon-rt-v1`.
 pub const KEY_MAX: usize = PAYWALL_ID_MAX + 16;
 
-/// The records the core owns (PROTOCOL.md §6.2).
+/// The records the core owns (docs/protocol.md §6.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum RecordKey {

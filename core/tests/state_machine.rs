@@ -152,7 +152,7 @@ const B6_RESTORE_SETTLES_FOR_THE_STALE_SESSION_OPEN: bool = false;
 const B7_RESUME_RACES_ORPHAN_REFRESH_OPEN: bool = false;
 
 // ---------------------------------------------------------------------------
-// The simulated backend (PROTOCOL.md §3, §5, §11)
+// The simulated backend (docs/protocol.md §3, §5, §11)
 // ---------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ pub mod exit {
 /// A failed command, ready to be printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// PROTOCOL.md §4 code (`network_error`, `anonymous_disabled`,
+    /// docs/protocol.md §4 code (`network_error`, `anonymous_disabled`,
     /// `http_503`, …) or one of the CLI's own (`usage`, `invalid_config`,
     /// `store_locked`, `demo_failed`, …).
     pub code: String,

@@ -16,7 +16,7 @@ use paywall_auth_tokio::FileStore;
 use crate::fail::Failure;
 use crate::out::{Summary, now_ms};
 
-/// Key of the global visitor id record (PROTOCOL.md §6.2).
+/// Key of the global visitor id record (docs/protocol.md §6.2).
 const VISITOR_ID_KEY: &str = "pw-visitor-id";
 
 /// Name of the default store under `$XDG_STATE_HOME/paywall-auth/`. One

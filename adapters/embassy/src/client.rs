@@ -298,7 +298,7 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     }
 
     /// Signs in as a guest: no request if already anonymous, else resumes
-    /// the stored anonymous account, else creates one (PROTOCOL.md §7.1).
+    /// the stored anonymous account, else creates one (docs/protocol.md §7.1).
     ///
     /// # Errors
     /// The core's [`Error`]: network, backend answer, storage, or
@@ -393,13 +393,21 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     /// when there is none. Does no I/O and changes nothing, so it is safe to
     /// race in a `select` against the application's own events:
     ///
-    /// ```ignore
+    /// ```no_run
+    /// # use embassy_futures::select::{Either, select};
+    /// # use embassy_sync::{blocking_mutex::raw::NoopRawMutex, signal::Signal};
+    /// # use embedded_storage_async::nor_flash::NorFlash;
+    /// # use paywall_auth_embassy::{AuthClient, Connect};
+    /// # async fn run<C: Connect, F: NorFlash>(client: &mut AuthClient<'_, C, F>, button: &Signal<NoopRawMutex, ()>) {
     /// loop {
-    ///     match select(client.wait_deadline(), button.wait_for_falling_edge()).await {
+    ///     // Bound first: the select borrows the client until it is dropped.
+    ///     let woke = select(client.wait_deadline(), button.wait()).await;
+    ///     match woke {
     ///         Either::First(()) => client.service_timers().await,
     ///         Either::Second(()) => { client.refresh().await.ok(); }
     ///     }
     /// }
+    /// # }
     /// ```
     pub async fn wait_deadline(&self) {
         match self.next_deadline() {

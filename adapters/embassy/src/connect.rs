@@ -13,7 +13,7 @@ use embedded_io_async::{Read, Write};
 /// [`embedded_io_async::Read`] + [`embedded_io_async::Write`]: a bare TCP
 /// socket for plain HTTP, or a TLS stream wrapping one (see the crate docs
 /// for `embedded-tls`). With the `embassy-net` feature,
-/// [`TcpConnector`](crate::TcpConnector) implements this trait over
+/// `TcpConnector` implements this trait over
 /// `embassy_net::tcp::TcpSocket`.
 ///
 /// Every step runs under the client's request timeout, so an implementation

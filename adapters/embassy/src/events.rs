@@ -44,7 +44,7 @@ impl UserInfo {
 // largest variant whatever the layout.
 #[allow(clippy::large_enum_variant)]
 pub enum Event {
-    /// The session changed (PROTOCOL.md §8): `INITIAL_SESSION` once after
+    /// The session changed (docs/protocol.md §8): `INITIAL_SESSION` once after
     /// start, then `SIGNED_IN`, `SIGNED_OUT`, `TOKEN_REFRESHED`,
     /// `USER_UPDATED`. `user` is who is signed in after the change.
     Auth {

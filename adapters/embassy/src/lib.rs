@@ -2,6 +2,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc = include_str!("../README.md")]
+#![cfg_attr(feature = "document-features", doc = "\n## Cargo features\n")]
+#![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 
 #[macro_use]
 mod fmt;

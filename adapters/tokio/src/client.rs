@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::store::{MemoryStore, Store};
 use crate::transport::{DEFAULT_CONNECT_TIMEOUT, ReqwestTransport, Transport};
 
-/// An auth-change event (PROTOCOL.md §8), with the session as it is right
+/// An auth-change event (docs/protocol.md §8), with the session as it is right
 /// after the change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthEvent {
@@ -128,7 +128,7 @@ impl AuthClient {
     /// Only the scheme, host and port of `api_origin` are used: a path,
     /// query or fragment in it is dropped, as the reference client does
     /// when it resolves its absolute paths against the origin
-    /// (PROTOCOL.md §1.1), so `https://pay.vendor.com/app?x=1` sends to
+    /// (docs/protocol.md §1.1), so `https://pay.vendor.com/app?x=1` sends to
     /// `https://pay.vendor.com/api/v1/paywall/…`.
     pub fn builder(
         api_origin: impl Into<String>,
@@ -524,7 +524,7 @@ fn core_duration(d: Duration) -> paywall_auth::Duration {
 }
 
 /// `scheme://host[:port]` of `origin`; everything after it is dropped
-/// (PROTOCOL.md §1.1).
+/// (docs/protocol.md §1.1).
 pub(crate) fn parse_origin(origin: &str, insecure: InsecureHttp) -> Result<String, Error> {
     // The core's rule first (https, or http to loopback, or opted in; no
     // credentials), so every adapter refuses the same origins.

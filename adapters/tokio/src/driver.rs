@@ -36,7 +36,7 @@ use crate::error::Error;
 use crate::store::{Store, StoreWatch};
 use crate::transport::{HttpRequest, HttpResponse, Transport};
 
-/// The global visitor id record (PROTOCOL.md §6.2), read once at start.
+/// The global visitor id record (docs/protocol.md §6.2), read once at start.
 pub(crate) const VISITOR_ID_KEY: &str = "pw-visitor-id";
 
 /// First size tried for encoding a request body or a record; doubled on a

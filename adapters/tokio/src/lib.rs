@@ -31,6 +31,15 @@
 //! never tokens: the core's secret types redact themselves and this crate
 //! never prints a body).
 
+// The snippets of this crate's README and of the project README (whose
+// quick start uses this crate) are compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+mod project_readme {}
+
 mod client;
 mod driver;
 mod error;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_core::Stream;
 
-/// A key-value store of byte records (PROTOCOL.md §6.1), used by the driver
+/// A key-value store of byte records (docs/protocol.md §6.1), used by the driver
 /// for the two records the core owns (`pw-{pid}-auth-v1`,
 /// `pw-{pid}-anon-rt-v1`) and to read the global `pw-visitor-id`.
 ///

@@ -67,12 +67,12 @@ pub struct HttpResponse {
     pub status: u16,
     /// Whether `Content-Type` contains `application/json`
     /// (case-insensitive), the only condition under which the body is read
-    /// as JSON (PROTOCOL.md §1.4).
+    /// as JSON (docs/protocol.md §1.4).
     pub content_type_json: bool,
     /// The whole body.
     pub body: Bytes,
     /// The status text (the HTTP/1.1 reason phrase; `""` when unknown). The
-    /// error message when the body carries none (PROTOCOL.md §1.5).
+    /// error message when the body carries none (docs/protocol.md §1.5).
     pub reason: Cow<'static, str>,
 }
 

@@ -292,7 +292,7 @@ async fn sign_out_during_a_refresh(
 }
 
 /// A refresh still in flight when the user signs out must not bring the
-/// session back (PROTOCOL.md §12.5); after a soft sign-out the rotated
+/// session back (docs/protocol.md §12.5); after a soft sign-out the rotated
 /// tokens it brings keep the guest resumable.
 #[tokio::test]
 async fn a_refresh_landing_after_a_soft_sign_out_resurrects_nothing() {

@@ -1,7 +1,7 @@
 // Types of @paywall-auth/wasm: the anonymous sign-in subset of the
 // reference paywall auth client, backed by the paywall-auth Rust core.
 
-/** A user as the backend describes it (PROTOCOL.md §2.2). */
+/** A user as the backend describes it (docs/protocol.md §2.2). */
 export interface AuthUser {
   id: string;
   /** `null` for anonymous users. */

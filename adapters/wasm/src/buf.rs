@@ -41,7 +41,7 @@ where
     })
 }
 
-/// PROTOCOL.md §1.4: a body is JSON iff the response's `Content-Type`
+/// docs/protocol.md §1.4: a body is JSON iff the response's `Content-Type`
 /// contains `application/json`, case-insensitively.
 pub fn is_json_content_type(content_type: Option<&str>) -> bool {
     const NEEDLE: &[u8] = b"application/json";

@@ -36,7 +36,7 @@ use crate::js::{self, Errors, FetchHeaders, FetchResponse, StorageAdapter};
 
 pub type Shared = Rc<RefCell<Driver>>;
 
-/// The global visitor id record (PROTOCOL.md §6.2); read, never written.
+/// The global visitor id record (docs/protocol.md §6.2); read, never written.
 const VISITOR_ID_KEY: &str = "pw-visitor-id";
 
 /// How a completion is presented to the JS caller.
@@ -89,7 +89,7 @@ pub enum Pending {
     /// Deliver `INITIAL_SESSION` to a new listener.
     Initial(u32),
     /// Re-read a record before the command queued behind it, when there is
-    /// no session (PROTOCOL.md §6.4 "pull"): another tab or process may
+    /// no session (docs/protocol.md §6.4 "pull"): another tab or process may
     /// have signed in, or rotated the guest record, without a `watch`
     /// callback telling us (storages without `watch`, or a missed event).
     Pull(RecordKey),
@@ -408,7 +408,7 @@ fn outcome_value(reply: Reply, outcome: &Outcome<'_>, scratch: &mut Vec<u8>) -> 
 }
 
 /// URL and `fetch` init of a request: exactly the core's method, headers
-/// and body, cookies omitted (PROTOCOL.md §1.2).
+/// and body, cookies omitted (docs/protocol.md §1.2).
 fn render_send(req: &Request<'_>, origin: &str, scratch: &mut Vec<u8>) -> Effect {
     let target = (|| {
         let path = req.path().ok()?;
@@ -778,7 +778,7 @@ async fn answer(id: RequestId, pending: JsValue) -> Pending {
             json,
             body: Uint8Array::new(&bytes).to_vec(),
         },
-        // Headers arrived, the body did not (PROTOCOL.md §1.4).
+        // Headers arrived, the body did not (docs/protocol.md §1.4).
         Err(_) => Pending::Transport {
             id,
             error: TransportError::ConnectionLost,

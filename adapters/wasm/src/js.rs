@@ -130,7 +130,7 @@ impl Errors {
     }
 }
 
-/// A session as the plain object of PROTOCOL.md §2.3 — the reference
+/// A session as the plain object of docs/protocol.md §2.3 — the reference
 /// client's stored shape, rendered by the core's own record encoder so the
 /// two can never disagree.
 pub fn session_value(session: &Session, scratch: &mut Vec<u8>) -> JsValue {
@@ -206,7 +206,7 @@ fn optional_string(options: &JsValue, key: &str) -> Result<Option<String>, ArgEr
         .ok_or_else(|| invalid(&format!("{key} must be a string")))
 }
 
-/// `user_meta` is a string→string object (PROTOCOL.md §3.1).
+/// `user_meta` is a string→string object (docs/protocol.md §3.1).
 fn user_meta(v: &JsValue) -> Result<UserMeta, ArgError> {
     let mut meta = UserMeta::new();
     if v.is_undefined() || v.is_null() {

@@ -5,7 +5,7 @@
 //! which event); this crate only moves bytes between it and JavaScript:
 //! `fetch` for requests, a storage adapter for records, `setTimeout` for the
 //! core's deadline, Promises for completions and callbacks for auth events.
-//! See [`driver`] for the loop and README.md for the JS API; the package's
+//! See `src/driver.rs` for the loop and README.md for the JS API; the package's
 //! `client.js` adds the `PaywallError` class and the default storage.
 
 mod buf;
@@ -57,7 +57,7 @@ impl AuthClient {
             .as_string()
             .filter(|s| !s.is_empty());
         let api_origin = api_origin.ok_or_else(|| invalid("apiOrigin is required"))?;
-        // PROTOCOL.md §1.1: only scheme, host and port of apiOrigin count.
+        // docs/protocol.md §1.1: only scheme, host and port of apiOrigin count.
         let url = Url::new(&api_origin).map_err(|_| invalid("apiOrigin is not a valid URL"))?;
         if !matches!(url.protocol().as_str(), "http:" | "https:") {
             return Err(invalid("apiOrigin must be an http(s) URL"));
@@ -102,7 +102,7 @@ impl AuthClient {
     }
 
     /// Signs in as a guest: resolves the current anonymous session, resumes
-    /// the stored anonymous account, or creates one (PROTOCOL.md §7.1).
+    /// the stored anonymous account, or creates one (docs/protocol.md §7.1).
     /// Options: `{ userMeta?, forceNewAnon?, captchaToken? }`.
     #[wasm_bindgen(js_name = signInAnonymously)]
     pub fn sign_in_anonymously(&self, options: JsValue) -> Promise {

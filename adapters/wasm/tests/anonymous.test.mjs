@@ -1,4 +1,4 @@
-// The anonymous flows of PROTOCOL.md §7 through the built package, against
+// The anonymous flows of docs/protocol.md §7 through the built package, against
 // a stub `fetch` and a recording storage adapter: requests (URL, method,
 // headers, body), storage keys and values, and event order.
 
@@ -462,7 +462,7 @@ describe('storage', () => {
   it('restores a session written by the reference client', async () => {
     const reply = tokens({ sub: 'u9', refresh: 'r9' });
     // The reference stores extra user keys verbatim; after a resume it even
-    // stores the placeholder id "" (weak spot #1): the access token names the user.
+    // stores the placeholder id "" (docs/protocol.md §12.1): the access token names the user.
     const written = JSON.stringify({
       access_token: reply.access_token,
       refresh_token: 'r9',

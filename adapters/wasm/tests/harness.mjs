@@ -32,7 +32,7 @@ export function jwt(claims) {
   return `${b64url('{"alg":"HS256","typ":"JWT"}')}.${b64url(JSON.stringify(claims))}.c2ln`;
 }
 
-/** A RawTokens reply (PROTOCOL.md §2.1). */
+/** A RawTokens reply (docs/protocol.md §2.1). */
 export function tokens({ sub = 'u1', refresh = 'r1', expiresIn = 3600, user, anonymous = true } = {}) {
   const reply = {
     access_token: jwt({ sub, is_anonymous: anonymous, email: '' }),
@@ -110,7 +110,7 @@ export class Backend {
   }
 }
 
-/** Headers the core sends on every request (PROTOCOL.md §1.2). */
+/** Headers the core sends on every request (docs/protocol.md §1.2). */
 export function baseHeaders({ body = true, bearer, idempotencyKey } = {}) {
   const h = { Accept: 'application/json', 'X-SDK-Version': SDK_VERSION, 'X-Paywall-Id': PID };
   if (body) h['Content-Type'] = 'application/json';

@@ -530,7 +530,7 @@ pub struct ResponseHead<'b> {
     pub reason: &'b str,
     /// Whether a `Content-Type` contains `application/json`, compared without
     /// regard to ASCII case. The body is parsed as JSON only if it does,
-    /// matching the reference client (PROTOCOL.md §1.4).
+    /// matching the reference client (docs/protocol.md §1.4).
     pub content_type_json: bool,
     /// How the body is delimited.
     pub body_len: BodyLength,

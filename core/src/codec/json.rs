@@ -1,4 +1,4 @@
-//! The JSON of the wire: request bodies the core sends (PROTOCOL.md §1.3, §3)
+//! The JSON of the wire: request bodies the core sends (docs/protocol.md §1.3, §3)
 //! and the response bodies it reads (§1.4, §1.5, §2).
 //!
 //! The reader and writer are a few hundred lines written for this crate
@@ -1040,7 +1040,7 @@ impl TokenResponse {
     /// clock is minutes or years off (a board without an RTC boots in 1970),
     /// whereas `expires_at` is an absolute instant on the *server's* clock.
     /// This deliberately departs from the reference (which prefers
-    /// `expires_at`) and fixes PROTOCOL.md §12.12, where a missing expiry
+    /// `expires_at`) and fixes docs/protocol.md §12.12, where a missing expiry
     /// became `NaN` and a silent logout: here it is a typed error.
     ///
     /// `expires_at × 1000` (seconds, maybe fractional, floored to ms) is used
@@ -1452,7 +1452,7 @@ fn pick_message(reason: &str, env: &Envelope<'_>) -> String<ERROR_MESSAGE_MAX> {
     cut_message(text.chars())
 }
 
-/// Maps a non-2xx response to an [`ApiError`] exactly as PROTOCOL.md §1.5.
+/// Maps a non-2xx response to an [`ApiError`] exactly as docs/protocol.md §1.5.
 ///
 /// `code`: body `code` if present, not `null` and non-empty (a number is
 /// stringified, a boolean too, as `String()` would); else body `error` if it

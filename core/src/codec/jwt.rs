@@ -1,7 +1,7 @@
 //! The claims of an access token (a JWT), read without verifying it.
 //!
 //! Why read them at all: the reference client never learns who a resumed or
-//! refreshed session belongs to (PROTOCOL.md §12.1: a resumed anonymous
+//! refreshed session belongs to (docs/protocol.md §12.1: a resumed anonymous
 //! session gets the placeholder user id `""`; §12.2: `is_anonymous` never
 //! flips after a confirmed upgrade because refresh copies the old user). The
 //! access token the server just issued says who it was issued to, so when a

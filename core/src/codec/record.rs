@@ -1,4 +1,4 @@
-//! The two durable records (PROTOCOL.md §6.2), in two formats.
+//! The two durable records (docs/protocol.md §6.2), in two formats.
 //!
 //! - [`StoreFormat::ReferenceJson`] is byte-compatible with the reference
 //!   client, so an app that switches SDKs (or shares `chrome.storage` with a

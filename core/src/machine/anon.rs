@@ -1,4 +1,4 @@
-//! The anonymous sign-in ladder (PROTOCOL.md §7.1) and its collapse rules.
+//! The anonymous sign-in ladder (docs/protocol.md §7.1) and its collapse rules.
 //!
 //! | in flight \ new call | plain                    | `force_new`                          |
 //! |----------------------|--------------------------|--------------------------------------|

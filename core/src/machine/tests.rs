@@ -1,4 +1,4 @@
-//! Scenario tests: every flow of PROTOCOL.md asserted at the wire (path,
+//! Scenario tests: every flow of docs/protocol.md asserted at the wire (path,
 //! headers, body), at storage (keys, values) and in event order.
 
 extern crate std;

@@ -1,12 +1,12 @@
 //! A local, faithful backend for the anonymous sign-in subset of the paywall
-//! auth protocol (`/work/shared/PROTOCOL.md` §3.1–3.6), with fault injection.
+//! auth protocol (`docs/protocol.md` §3.1–3.6), with fault injection.
 //!
 //! It exists so the Rust client can be tested end to end against something
 //! that behaves like the real server where it matters to a client: refresh
 //! tokens rotate and die, reuse of a spent token is forgiven briefly and then
 //! punished by revoking the family, an upgrade keeps the user id (and its
 //! balance row), idempotency keys suppress second side effects, and the
-//! transport can misbehave in every way PROTOCOL.md §1.4–1.5 distinguishes
+//! transport can misbehave in every way docs/protocol.md §1.4–1.5 distinguishes
 //! (HTTP errors, hang-ups before and after the request took effect, broken or
 //! truncated bodies).
 //!
@@ -34,6 +34,11 @@
 //! # Ok(())
 //! # }
 //! ```
+
+// The README's example runs as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
 
 mod http;
 mod model;
@@ -72,7 +77,7 @@ pub struct EmulatorConfig {
     /// `REFRESH_TOKEN_REUSE_INTERVAL`). Zero disables the grace.
     pub reuse_interval: Duration,
     /// Whether `/auth/refresh` also enforces `allow_anonymous` for sessions of
-    /// anonymous users (PROTOCOL.md weak spot #17: without it, stored
+    /// anonymous users (docs/protocol.md §12.17: without it, stored
     /// anonymous sessions keep resuming after the setting is turned off).
     pub refresh_checks_anonymous: bool,
     /// HS256 key of the access tokens. Fixed by default so an outside tool
@@ -214,7 +219,7 @@ impl Emulator {
 
     /// The API origin to hand to a client, e.g. `http://127.0.0.1:41234`.
     /// An IP-literal `http` origin also disables the client's edge failover
-    /// (PROTOCOL.md §10).
+    /// (docs/protocol.md §10).
     pub fn origin(&self) -> String {
         format!("http://{}", self.server.addr)
     }

@@ -82,7 +82,7 @@ impl User {
         self.email.is_none()
     }
 
-    /// The user object of replies (AuthUser, PROTOCOL.md §2.2).
+    /// The user object of replies (AuthUser, docs/protocol.md §2.2).
     fn wire(&self) -> Value {
         json!({ "id": self.id, "email": self.email, "is_anonymous": self.is_anonymous() })
     }
@@ -684,7 +684,7 @@ impl State {
         let confirm = self.config.confirm_email;
         let user = &mut self.users[user];
         // The password applies at once in both modes; only the email waits
-        // for the link (PROTOCOL.md §3.3).
+        // for the link (docs/protocol.md §3.3).
         user.password = Some(credentials.password);
         user.remember_client(credentials.visitor_id, credentials.user_meta);
         if confirm {

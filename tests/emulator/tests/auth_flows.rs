@@ -181,7 +181,7 @@ async fn anonymous_disabled_blocks_signin_and_optionally_refresh() {
     assert_eq!((reply.status, reply.code()), (403, "anonymous_disabled"));
     assert_eq!(emulator.anonymous_users_created(), 1);
 
-    // By default the refresh route does not check the setting (weak spot #17).
+    // By default the refresh route does not check the setting (docs/protocol.md §12.17).
     let second = refresh(&emulator, &first.str("refresh_token")).await;
     assert_eq!(second.status, 200);
 

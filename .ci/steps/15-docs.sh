@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Docs and packaging, as a crates.io / docs.rs user meets them:
+# - rustdoc of every crate with warnings as errors (broken or private links,
+#   bad HTML), with default features and with the docs.rs feature sets of the
+#   crates whose features gate items (also renders their feature lists);
+# - every publishable crate packaged and verified against the others
+#   (`cargo publish --dry-run` builds each .crate in isolation, so a path
+#   dependency without a version or a file outside the crate fails here).
+# README snippets are doctests and run with the workspace tests.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export RUSTDOCFLAGS="-D warnings"
+cargo doc --workspace --no-deps --locked
+cargo doc --no-deps --locked -p paywall-auth --features defmt,document-features
+cargo doc --no-deps --locked -p paywall-auth-embassy \
+  --features embassy-net,dns,defmt,document-features,embassy-net/medium-ip
+unset RUSTDOCFLAGS
+
+cargo publish --workspace --dry-run --locked --allow-dirty

@@ -22,7 +22,7 @@
 // (`static uint8_t mem[PAYWALL_AUTH_MACHINE_STORAGE]`). Checked at compile
 // time; raising a `PAYWALL_AUTH_*` capacity may need a larger buffer, so
 // still compare with `paywall_auth_machine_size()` at start.
-#define PAYWALL_AUTH_MACHINE_STORAGE 20480
+#define PAYWALL_AUTH_MACHINE_STORAGE 13312
 
 // Alignment that satisfies `paywall_auth_machine_align()` and
 // `paywall_auth_http_response_align()` on every target.

@@ -46,7 +46,7 @@ pub const ENCODE_BUF: usize = ACCESS_TOKEN_MAX + REFRESH_TOKEN_MAX + 2048;
 /// (`static uint8_t mem[PAYWALL_AUTH_MACHINE_STORAGE]`). Checked at compile
 /// time; raising a `PAYWALL_AUTH_*` capacity may need a larger buffer, so
 /// still compare with `paywall_auth_machine_size()` at start.
-pub const PAYWALL_AUTH_MACHINE_STORAGE: usize = 20480;
+pub const PAYWALL_AUTH_MACHINE_STORAGE: usize = 13312;
 
 /// Alignment that satisfies `paywall_auth_machine_align()` and
 /// `paywall_auth_http_response_align()` on every target.

@@ -1390,7 +1390,8 @@ mod tests {
         assert_eq!(p.response(&buf).unwrap().body, b"body");
         // Cut short, and too large.
         let mut p = ResponseParser::new();
-        p.feed(&mut buf, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab").unwrap();
+        p.feed(&mut buf, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab")
+            .unwrap();
         assert_eq!(p.finish(&mut buf), Err(Http1ReadError::UnexpectedEof));
         let mut small = [0u8; 48];
         let mut p = ResponseParser::new();

@@ -9,6 +9,7 @@
 #![allow(clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,16 +42,12 @@ fn have_cc() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Compiles the host program; `sanitize` adds ASan + UBSan (aborting on the
-/// first report).
-fn build(out: &Path, sanitize: bool) -> PathBuf {
+/// Compiles `source` as the host program `name`; `sanitize` adds ASan +
+/// UBSan (aborting on the first report).
+fn build(source: &Path, out: &Path, name: &str, sanitize: bool) -> PathBuf {
     let lib = profile_dir().join("libpaywall_auth_ffi.a");
     assert!(lib.exists(), "{} not built", lib.display());
-    let exe = out.join(if sanitize {
-        "lifecycle-asan"
-    } else {
-        "lifecycle"
-    });
+    let exe = out.join(name);
     let mut cmd = Command::new(cc());
     cmd.args(["-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror"])
         .arg("-I")
@@ -62,7 +59,7 @@ fn build(out: &Path, sanitize: bool) -> PathBuf {
             "-fno-omit-frame-pointer",
         ]);
     }
-    cmd.arg(crate_dir().join("tests/c/lifecycle.c"))
+    cmd.arg(source)
         .arg(&lib)
         // What `rustc --print native-static-libs` lists for a std staticlib.
         .args([
@@ -77,13 +74,23 @@ fn build(out: &Path, sanitize: bool) -> PathBuf {
         .arg("-o")
         .arg(&exe);
     let status = cmd.status().expect("run the C compiler");
-    assert!(status.success(), "compiling lifecycle.c failed: {cmd:?}");
+    assert!(
+        status.success(),
+        "compiling {} failed: {cmd:?}",
+        source.display()
+    );
     exe
 }
 
+/// How to start the host: the program, or a wrapper (valgrind) and its
+/// arguments followed by the program.
+type Runner<'a> = &'a [&'a OsStr];
+
 /// Runs one phase; returns its `key=value` lines (last value wins).
-fn phase(exe: &Path, port: u16, dir: &Path, name: &str) -> BTreeMap<String, String> {
-    let out = Command::new(exe)
+fn phase(run: Runner<'_>, port: u16, dir: &Path, name: &str) -> BTreeMap<String, String> {
+    let (program, args) = run.split_first().expect("a program");
+    let out = Command::new(program)
+        .args(args)
         .args([&port.to_string(), PID])
         .arg(dir)
         .arg(name)
@@ -101,8 +108,7 @@ fn phase(exe: &Path, port: u16, dir: &Path, name: &str) -> BTreeMap<String, Stri
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "phase {name} of {} failed ({}):\n{stdout}\n{stderr}",
-        exe.display(),
+        "phase {name} of {run:?} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
     assert!(
@@ -129,7 +135,7 @@ fn anon_token(dir: &Path) -> String {
 }
 
 /// The whole lifecycle with `exe`, against a fresh emulator.
-fn lifecycle(rt: &tokio::runtime::Runtime, exe: &Path) {
+fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
     let emulator = rt
         .block_on(Emulator::start(EmulatorConfig {
             paywall_id: PID.to_owned(),
@@ -137,11 +143,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: &Path) {
         }))
         .expect("emulator starts");
     let port = emulator.addr().port();
-    let tmp = std::env::temp_dir().join(format!(
-        "paywall-auth-ffi-{}-{}",
-        std::process::id(),
-        exe.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-    ));
+    let tmp = std::env::temp_dir().join(format!("paywall-auth-ffi-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).expect("temp dir");
     let dir = tmp.as_path();
@@ -275,6 +277,13 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: &Path) {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+fn works(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 #[test]
 fn c_host_drives_the_anonymous_lifecycle() {
     if !have_cc() {
@@ -287,14 +296,73 @@ fn c_host_drives_the_anonymous_lifecycle() {
     let out = std::env::temp_dir().join(format!("paywall-auth-ffi-bin-{}", std::process::id()));
     std::fs::create_dir_all(&out).expect("build dir");
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let source = crate_dir().join("tests/c/lifecycle.c");
 
-    let plain = build(&out, false);
-    lifecycle(&rt, &plain);
+    let plain = build(&source, &out, "lifecycle", false);
+    lifecycle(&rt, &[plain.as_os_str()], "plain");
 
     // The same program under AddressSanitizer + UndefinedBehaviorSanitizer,
     // linked against the same static library (sanitizer reports fail the
     // phase through their exit codes and the stderr check).
-    let sanitized = build(&out, true);
-    lifecycle(&rt, &sanitized);
+    let sanitized = build(&source, &out, "lifecycle-asan", true);
+    lifecycle(&rt, &[sanitized.as_os_str()], "asan");
+
+    // ASan does not instrument the Rust side; valgrind sees every load and
+    // store of the library too.
+    if works("valgrind") {
+        let run = [
+            OsStr::new("valgrind"),
+            OsStr::new("--quiet"),
+            OsStr::new("--error-exitcode=1"),
+            plain.as_os_str(),
+        ];
+        lifecycle(&rt, &run, "valgrind");
+    } else {
+        println!("valgrind not installed: the lifecycle ran plain and under ASan+UBSan only");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The C quick start of the README compiles as shown and signs a guest in.
+#[test]
+fn readme_quick_start_compiles_and_signs_in() {
+    if !have_cc() {
+        println!(
+            "skipping the README quick start: no C compiler (`{}`) found",
+            cc()
+        );
+        return;
+    }
+    let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("README");
+    let start = readme.find("```c\n").expect("a C block in the README") + 5;
+    let len = readme[start..].find("```").expect("the block ends");
+    let out = std::env::temp_dir().join(format!("paywall-auth-ffi-qs-{}", std::process::id()));
+    std::fs::create_dir_all(&out).expect("build dir");
+    let source = out.join("quickstart.c");
+    std::fs::write(&source, &readme[start..start + len]).expect("write the quick start");
+    let exe = build(&source, &out, "quickstart", true);
+
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let emulator = rt
+        .block_on(Emulator::start(EmulatorConfig {
+            paywall_id: PID.to_owned(),
+            ..EmulatorConfig::default()
+        }))
+        .expect("emulator starts");
+    let run = Command::new(&exe)
+        .args([&emulator.addr().port().to_string(), PID])
+        .output()
+        .expect("run the quick start");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "quick start failed: {stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let users = emulator.users();
+    assert_eq!(users.len(), 1);
+    assert_eq!(stdout.trim(), format!("guest {}", users[0].id));
+    assert_eq!(emulator.count(Route::AnonymousSignIn), 1);
+    rt.block_on(emulator.shutdown());
     let _ = std::fs::remove_dir_all(&out);
 }

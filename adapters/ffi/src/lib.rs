@@ -11,10 +11,10 @@
 //! [`paywall_auth_status`]; it never unwinds into C. What it cannot check
 //! is the caller's promise that a non-NULL pointer really points to as many
 //! bytes as claimed, and that a machine is not used from two threads at
-//! once. A Rust panic (a bug) aborts the process: host builds get that from
-//! `extern "C"` (a panic cannot cross it), firmware builds from the panic
-//! handler below, which loops after disabling nothing (link your own
-//! `panic-halt`-style handler policy by building without it).
+//! once. A Rust panic (a bug) never unwinds into C: on host builds (`std`)
+//! a panic cannot cross `extern "C"` and aborts the process; the firmware
+//! build (`--no-default-features`) has the panic handler below, which halts
+//! in a spin loop (a watchdog, if the firmware runs one, then resets).
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![allow(non_camel_case_types)]
 // `Error` is large by design (see the core); it is handled once per output.

@@ -376,3 +376,95 @@ fn http_parser_feeds_byte_by_byte_and_reports_errors() {
         );
     }
 }
+
+/// A record too large for the encode buffer (a maximal token and user
+/// fields made of control characters, each escaped to six bytes in JSON) is
+/// reported as `CAPACITY` with its id, and acknowledging it as failed ends
+/// the command with `storage_failed` instead of a hang or a truncated write.
+#[test]
+fn an_output_larger_than_the_encode_buffer_is_reported_not_truncated() {
+    let mut mem = Box::new(Mem([0; PAYWALL_AUTH_MACHINE_STORAGE]));
+    let m = machine(&mut mem);
+    let none = paywall_auth_bytes::NONE;
+    let ctl = |n: usize| "\\u0001".repeat(n);
+    let token = format!(
+        "a.{}.c",
+        "b".repeat(paywall_auth::limits::ACCESS_TOKEN_MAX - 4)
+    );
+    let body = format!(
+        r#"{{"access_token":"{token}","refresh_token":"{}","expires_in":3600,"expires_at":null,"token_type":"bearer","user":{{"id":"u1","email":null,"is_anonymous":true,"name":"{}","avatar":"{}","country":"{}"}}}}"#,
+        "r".repeat(paywall_auth::limits::REFRESH_TOKEN_MAX),
+        ctl(paywall_auth::limits::NAME_MAX),
+        ctl(paywall_auth::limits::AVATAR_MAX),
+        ctl(paywall_auth::limits::COUNTRY_MAX),
+    );
+    unsafe {
+        assert_eq!(
+            paywall_auth_machine_handle_restored(m, 1, none, none, none),
+            paywall_auth_status::Ok
+        );
+        drain(m);
+        let c = command(paywall_auth_command_kind::SignIn);
+        let mut id = 0;
+        assert_eq!(
+            paywall_auth_machine_handle_command(m, 2, &c, &mut id),
+            paywall_auth_status::Ok
+        );
+        let mut out = MaybeUninit::<paywall_auth_output>::uninit();
+        assert_eq!(
+            paywall_auth_machine_poll_output(m, out.as_mut_ptr()),
+            paywall_auth_status::Ok
+        );
+        let request = out.assume_init_ref().send.request_id;
+        assert_eq!(drain(m), []);
+        assert_eq!(
+            paywall_auth_machine_handle_response(
+                m,
+                3,
+                request,
+                200,
+                1,
+                body.as_ptr(),
+                body.len(),
+                none
+            ),
+            paywall_auth_status::Ok
+        );
+        let mut failed_stores = 0;
+        let mut completion = None;
+        loop {
+            let s = paywall_auth_machine_poll_output(m, out.as_mut_ptr());
+            if s == paywall_auth_status::Empty {
+                break;
+            }
+            let o = out.assume_init_ref();
+            match (s, o.kind) {
+                (paywall_auth_status::Capacity, paywall_auth_output_kind::Store) => {
+                    failed_stores += 1;
+                    assert_eq!(
+                        paywall_auth_machine_handle_stored(m, 4, o.store.store_id, 0),
+                        paywall_auth_status::Ok
+                    );
+                }
+                (paywall_auth_status::Ok, paywall_auth_output_kind::Store) => {
+                    assert_eq!(
+                        paywall_auth_machine_handle_stored(m, 4, o.store.store_id, 1),
+                        paywall_auth_status::Ok
+                    );
+                }
+                (paywall_auth_status::Ok, paywall_auth_output_kind::Complete) => {
+                    completion =
+                        Some((o.complete.command_id, o.complete.ok, o.complete.error.kind));
+                }
+                (paywall_auth_status::Ok, _) => {}
+                (s, k) => panic!("unexpected {s:?} for {k:?}"),
+            }
+        }
+        assert_eq!(failed_stores, 1, "the session record did not fit");
+        assert_eq!(
+            completion,
+            Some((id, 0, paywall_auth_error_kind::Storage)),
+            "the sign-in reports the record as not durable"
+        );
+    }
+}

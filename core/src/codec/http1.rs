@@ -1125,6 +1125,98 @@ impl ResponseDecoder {
     }
 }
 
+/// Push-style twin of [`read_response`], for hosts that receive bytes in
+/// callbacks rather than through a reader (a C host over the FFI, an event
+/// loop): [`feed`](Self::feed) what arrives, [`finish`](Self::finish) when
+/// the peer closes, then take the [`response`](Self::response). Same framing
+/// and errors as [`read_response`], on the same decoder.
+///
+/// Every call must pass the same `buf`, unmodified in between: the parser
+/// keeps positions in it, not a borrow (so it can live in memory the caller
+/// owns). A different buffer yields a wrong response or an error, never a
+/// panic.
+#[derive(Debug)]
+pub struct ResponseParser {
+    decoder: ResponseDecoder,
+    done: Option<Parts>,
+}
+
+impl Default for ResponseParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResponseParser {
+    /// A parser waiting for the first byte of a response.
+    pub const fn new() -> Self {
+        Self {
+            decoder: ResponseDecoder::new(),
+            done: None,
+        }
+    }
+
+    /// Appends `data`, received from the peer, to the response in `buf`.
+    /// Returns `Ok(true)` once the response is complete; bytes after its end
+    /// are ignored, as [`read_response`] ignores them.
+    ///
+    /// # Errors
+    ///
+    /// A framing variant of [`Http1ReadError`]; the parser is then unusable.
+    pub fn feed(
+        &mut self,
+        buf: &mut [u8],
+        mut data: &[u8],
+    ) -> Result<bool, Http1ReadError<Infallible>> {
+        loop {
+            if self.done.is_some() {
+                return Ok(true);
+            }
+            match self.decoder.poll(buf)? {
+                Poll::Done(parts) => self.done = Some(parts),
+                Poll::Read(_) if data.is_empty() => return Ok(false),
+                Poll::Read(target) => {
+                    let n = target.len().min(data.len());
+                    let (now, rest) = data.split_at(n);
+                    if let Some(target) = target.get_mut(..n) {
+                        target.copy_from_slice(now);
+                    }
+                    data = rest;
+                    self.decoder.on_read(n)?;
+                }
+            }
+        }
+    }
+
+    /// The peer closed the stream: completes a body delimited by the end of
+    /// the stream, or reports the response as cut short.
+    ///
+    /// # Errors
+    ///
+    /// [`Http1ReadError::UnexpectedEof`] if the response was incomplete, or
+    /// another framing variant.
+    pub fn finish(&mut self, buf: &mut [u8]) -> Result<(), Http1ReadError<Infallible>> {
+        if self.done.is_some() {
+            return Ok(());
+        }
+        self.decoder.on_read(0)?;
+        match self.decoder.poll(buf)? {
+            Poll::Done(parts) => {
+                self.done = Some(parts);
+                Ok(())
+            }
+            Poll::Read(_) => Err(Http1ReadError::UnexpectedEof),
+        }
+    }
+
+    /// The complete response, borrowed from `buf`; `None` until
+    /// [`feed`](Self::feed) returned `true` or [`finish`](Self::finish)
+    /// succeeded.
+    pub fn response<'b>(&self, buf: &'b [u8]) -> Option<Response<'b>> {
+        self.done.clone().map(|parts| parts.resolve(buf))
+    }
+}
+
 /// Where `inner` lies in `outer`, if it is a subslice of it.
 fn subslice_range(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
     let start = inner.as_ptr().addr().checked_sub(outer.as_ptr().addr())?;
@@ -1273,6 +1365,39 @@ mod tests {
     use std::vec::Vec;
 
     use proptest::prelude::*;
+
+    #[test]
+    fn push_parser_matches_read_response_on_every_split() {
+        let wire: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+            Transfer-Encoding: chunked\r\n\r\n4\r\n{\"ok\r\n3\r\n\":1\r\n1\r\n}\r\n0\r\n\r\n";
+        for split in 0..=wire.len() {
+            let mut buf = [0u8; 256];
+            let mut p = ResponseParser::new();
+            let (a, b) = wire.split_at(split);
+            let first = p.feed(&mut buf, a).unwrap();
+            assert!(!first || split == wire.len());
+            assert!(p.feed(&mut buf, b).unwrap());
+            let r = p.response(&buf).unwrap();
+            assert_eq!((r.status, r.reason, r.content_type_json), (200, "OK", true));
+            assert_eq!(r.body, b"{\"ok\":1}");
+        }
+        // Delimited by close: complete only at `finish`.
+        let mut buf = [0u8; 64];
+        let mut p = ResponseParser::new();
+        assert!(!p.feed(&mut buf, b"HTTP/1.1 500 Oops\r\n\r\nbody").unwrap());
+        assert!(p.response(&buf).is_none());
+        p.finish(&mut buf).unwrap();
+        assert_eq!(p.response(&buf).unwrap().body, b"body");
+        // Cut short, and too large.
+        let mut p = ResponseParser::new();
+        p.feed(&mut buf, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab")
+            .unwrap();
+        assert_eq!(p.finish(&mut buf), Err(Http1ReadError::UnexpectedEof));
+        let mut small = [0u8; 48];
+        let mut p = ResponseParser::new();
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 90\r\n\r\n";
+        assert_eq!(p.feed(&mut small, big), Err(Http1ReadError::BodyTooLarge));
+    }
 
     // -- helpers ----------------------------------------------------------
 

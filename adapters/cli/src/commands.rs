@@ -14,8 +14,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use paywall_auth_tokio::{
-    AuthClient, AuthEvent, FileStore, Notice, RecordKey, Revocation, SignInOptions,
-    SignOutOptions, Store as _, UpgradeOutcome, UpgradeRequest, UserMeta,
+    AuthClient, AuthEvent, FileStore, Notice, RecordKey, Revocation, SignInOptions, SignOutOptions,
+    Store as _, UpgradeOutcome, UpgradeRequest, UserMeta,
 };
 use serde_json::json;
 use tokio_stream::{Stream, StreamExt as _};

@@ -128,7 +128,8 @@ typedef enum paywall_auth_outcome {
   PAYWALL_AUTH_OUTCOME_UPGRADED = 1,
   // Upgrade answered `confirmation_required`: `email` got a mail.
   PAYWALL_AUTH_OUTCOME_CONFIRMATION_REQUIRED = 2,
-  // Sign-out finished locally.
+  // Signed out (everything local happened at once); `revocation` says
+  // whether the server revoked the session.
   PAYWALL_AUTH_OUTCOME_SIGNED_OUT = 3,
   // Access token: `access_token` holds it, or `{NULL, 0}` when signed
   // out.
@@ -163,12 +164,28 @@ typedef enum paywall_auth_error_kind {
   PAYWALL_AUTH_ERROR_KIND_OTHER = 99,
 } paywall_auth_error_kind;
 
+// Whether a sign-out's revocation was confirmed by the server.
+typedef enum paywall_auth_revocation {
+  // No server call was needed (soft sign-out of a guest, or nothing was
+  // signed in).
+  PAYWALL_AUTH_REVOCATION_NOT_NEEDED = 0,
+  // `/auth/signout` answered with success.
+  PAYWALL_AUTH_REVOCATION_REVOKED = 1,
+  // The server did not confirm; `error` says why. Signed out locally
+  // all the same.
+  PAYWALL_AUTH_REVOCATION_FAILED = 2,
+} paywall_auth_revocation;
+
 // What a notice reports.
 typedef enum paywall_auth_notice_kind {
   // A stored record could not be decoded (left untouched on storage).
   PAYWALL_AUTH_NOTICE_KIND_CORRUPT_RECORD = 1,
   // A storage operation failed; it is retried at `poll_timeout`.
   PAYWALL_AUTH_NOTICE_KIND_STORAGE_FAILED = 2,
+  // The stored guest account was claimed by an email (confirmed on
+  // another device): it was revoked and forgotten, and a new guest was
+  // created instead (docs/protocol.md §13.1).
+  PAYWALL_AUTH_NOTICE_KIND_GUEST_ACCOUNT_CLAIMED = 3,
   // A notice this binding does not know yet (a newer core).
   PAYWALL_AUTH_NOTICE_KIND_OTHER = 99,
 } paywall_auth_notice_kind;
@@ -205,6 +222,8 @@ typedef enum paywall_auth_transport_error {
   PAYWALL_AUTH_TRANSPORT_ERROR_CONNECTION_LOST = 2,
   // The response could not be framed.
   PAYWALL_AUTH_TRANSPORT_ERROR_BAD_FRAMING = 3,
+  // The response was larger than the host accepts (refused unread).
+  PAYWALL_AUTH_TRANSPORT_ERROR_TOO_LARGE = 4,
 } paywall_auth_transport_error;
 
 // An incremental HTTP/1.1 response parser in caller memory. Opaque:
@@ -331,6 +350,11 @@ typedef struct paywall_auth_store_op {
   uint8_t remove;
   // The record, encoded in the configured `store_format`.
   struct paywall_auth_bytes value;
+  // Non-zero: `value` is what the record already holds; the write is
+  // asked for only to prove the store can take it before a request
+  // rotates a refresh token (docs/protocol.md §13.2). Write it durably
+  // like any record; a failure cancels that request with nothing spent.
+  uint8_t verify_only;
 } paywall_auth_store_op;
 
 // A read-only view of a session (no tokens).
@@ -387,8 +411,11 @@ typedef struct paywall_auth_completion {
   struct paywall_auth_bytes access_token;
   // Where the mail went, for `CONFIRMATION_REQUIRED`.
   struct paywall_auth_bytes email;
-  // Why it failed, when `ok` is 0.
+  // Why it failed, when `ok` is 0; for `SIGNED_OUT` with `revocation`
+  // `FAILED`, why the server did not confirm the revocation.
   struct paywall_auth_error error;
+  // For `SIGNED_OUT`: whether the server revoked the session.
+  enum paywall_auth_revocation revocation;
 } paywall_auth_completion;
 
 // `paywall_auth_output.notice`.

@@ -6,7 +6,7 @@ use core::fmt::Write as _;
 
 use paywall_auth::{
     AuthChange, CapacityError, Command, Error, Field, Notice, Outcome, Output, RecordKey,
-    RecordValue, Session, SignInOptions, SignOutOptions, StoreFormat, TransportError,
+    RecordValue, Revocation, Session, SignInOptions, SignOutOptions, StoreFormat, TransportError,
     UpgradeRequest, UserMeta,
 };
 
@@ -150,6 +150,7 @@ pub fn transport_error(v: u32) -> Option<TransportError> {
         1 => Some(TransportError::Timeout),
         2 => Some(TransportError::ConnectionLost),
         3 => Some(TransportError::BadFraming),
+        4 => Some(TransportError::TooLarge),
         _ => None,
     }
 }
@@ -350,6 +351,7 @@ pub fn output(
             out.store.key_tag = op.key.tag();
             let key = op.key.storage_key(paywall_id).map_err(|_| Unrendered)?;
             out.store.key = arena.put(&[key.as_bytes()], true).map_err(|_| Unrendered)?;
+            out.store.verify_only = u8::from(op.verify_only);
             match op.value {
                 None => out.store.remove = 1,
                 Some(value) => {
@@ -387,7 +389,27 @@ pub fn output(
                             c.outcome = paywall_auth_outcome::ConfirmationRequired;
                             c.email = paywall_auth_bytes::of(email.as_bytes());
                         }
-                        Outcome::SignedOut => c.outcome = paywall_auth_outcome::SignedOut,
+                        Outcome::SignedOut(revocation) => {
+                            c.outcome = paywall_auth_outcome::SignedOut;
+                            c.revocation = match revocation {
+                                Revocation::NotNeeded => paywall_auth_revocation::NotNeeded,
+                                Revocation::Revoked => paywall_auth_revocation::Revoked,
+                                Revocation::Failed {
+                                    code,
+                                    message,
+                                    status,
+                                } => {
+                                    c.error.http_status = status.unwrap_or(0);
+                                    c.error.code = arena
+                                        .put(&[code.as_bytes()], true)
+                                        .unwrap_or(paywall_auth_bytes::NONE);
+                                    c.error.message = arena
+                                        .put(&[message.as_bytes()], true)
+                                        .unwrap_or(paywall_auth_bytes::NONE);
+                                    paywall_auth_revocation::Failed
+                                }
+                            };
+                        }
                         Outcome::AccessToken(token) => {
                             c.outcome = paywall_auth_outcome::AccessToken;
                             c.access_token = token.map_or(paywall_auth_bytes::NONE, |t| {
@@ -430,6 +452,12 @@ pub fn output(
                     n.message = arena.message(format_args!(
                         "storing the {} record failed; it will be retried",
                         key.name()
+                    ));
+                }
+                Notice::GuestAccountClaimed => {
+                    n.kind = paywall_auth_notice_kind::GuestAccountClaimed;
+                    n.message = arena.message(format_args!(
+                        "the stored guest account was claimed by an email; a new guest was created"
                     ));
                 }
             }

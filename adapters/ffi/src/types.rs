@@ -202,6 +202,8 @@ pub enum paywall_auth_transport_error {
     ConnectionLost = 2,
     /// The response could not be framed.
     BadFraming = 3,
+    /// The response was larger than the host accepts (refused unread).
+    TooLarge = 4,
 }
 
 /// Which output `paywall_auth_output` holds.
@@ -273,6 +275,11 @@ pub struct paywall_auth_store_op {
     pub remove: u8,
     /// The record, encoded in the configured `store_format`.
     pub value: paywall_auth_bytes,
+    /// Non-zero: `value` is what the record already holds; the write is
+    /// asked for only to prove the store can take it before a request
+    /// rotates a refresh token (docs/protocol.md §13.2). Write it durably
+    /// like any record; a failure cancels that request with nothing spent.
+    pub verify_only: u8,
 }
 
 /// A read-only view of a session (no tokens).
@@ -329,7 +336,8 @@ pub enum paywall_auth_outcome {
     Upgraded = 1,
     /// Upgrade answered `confirmation_required`: `email` got a mail.
     ConfirmationRequired = 2,
-    /// Sign-out finished locally.
+    /// Signed out (everything local happened at once); `revocation` says
+    /// whether the server revoked the session.
     SignedOut = 3,
     /// Access token: `access_token` holds it, or `{NULL, 0}` when signed
     /// out.
@@ -396,8 +404,25 @@ pub struct paywall_auth_completion {
     pub access_token: paywall_auth_bytes,
     /// Where the mail went, for `CONFIRMATION_REQUIRED`.
     pub email: paywall_auth_bytes,
-    /// Why it failed, when `ok` is 0.
+    /// Why it failed, when `ok` is 0; for `SIGNED_OUT` with `revocation`
+    /// `FAILED`, why the server did not confirm the revocation.
     pub error: paywall_auth_error,
+    /// For `SIGNED_OUT`: whether the server revoked the session.
+    pub revocation: paywall_auth_revocation,
+}
+
+/// Whether a sign-out's revocation was confirmed by the server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum paywall_auth_revocation {
+    /// No server call was needed (soft sign-out of a guest, or nothing was
+    /// signed in).
+    NotNeeded = 0,
+    /// `/auth/signout` answered with success.
+    Revoked = 1,
+    /// The server did not confirm; `error` says why. Signed out locally
+    /// all the same.
+    Failed = 2,
 }
 
 /// What a notice reports.
@@ -408,6 +433,10 @@ pub enum paywall_auth_notice_kind {
     CorruptRecord = 1,
     /// A storage operation failed; it is retried at `poll_timeout`.
     StorageFailed = 2,
+    /// The stored guest account was claimed by an email (confirmed on
+    /// another device): it was revoked and forgotten, and a new guest was
+    /// created instead (docs/protocol.md §13.1).
+    GuestAccountClaimed = 3,
     /// A notice this binding does not know yet (a newer core).
     Other = 99,
 }
@@ -499,6 +528,7 @@ impl paywall_auth_output {
                 key: paywall_auth_bytes::NONE,
                 remove: 0,
                 value: paywall_auth_bytes::NONE,
+                verify_only: 0,
             },
             auth_change: paywall_auth_auth_change {
                 event: paywall_auth_event::InitialSession,
@@ -513,6 +543,7 @@ impl paywall_auth_output {
                 access_token: paywall_auth_bytes::NONE,
                 email: paywall_auth_bytes::NONE,
                 error: paywall_auth_error::NONE,
+                revocation: paywall_auth_revocation::NotNeeded,
             },
             notice: paywall_auth_notice {
                 kind: paywall_auth_notice_kind::Other,

@@ -61,6 +61,7 @@ struct completion {
     char email[128];
     int is_anonymous;
     char code[64];
+    paywall_auth_revocation revocation;
 };
 
 struct host {
@@ -204,6 +205,7 @@ static void drain(struct host *h) {
             memset(c, 0, sizeof *c);
             c->id = out.complete.command_id;
             c->ok = out.complete.ok;
+            c->revocation = out.complete.revocation;
             c->outcome = out.complete.outcome;
             copy_str(c->user_id, sizeof c->user_id, out.complete.session.user_id);
             copy_str(c->email, sizeof c->email, out.complete.ok ? out.complete.email
@@ -334,6 +336,10 @@ static void sign_out(struct host *h, int hard) {
     c.hard = (uint8_t)hard;
     const struct completion *done = run_command(h, &c);
     CHECK(done->ok && done->outcome == PAYWALL_AUTH_OUTCOME_SIGNED_OUT, "sign-out failed");
+    /* A hard sign-out of a guest completes once /auth/signout answered. */
+    CHECK(done->revocation == (hard ? PAYWALL_AUTH_REVOCATION_REVOKED
+                                    : PAYWALL_AUTH_REVOCATION_NOT_NEEDED),
+          "revocation %d", (int)done->revocation);
     CHECK(h->events_n > 0 && h->events[h->events_n - 1] == PAYWALL_AUTH_EVENT_SIGNED_OUT,
           "SIGNED_OUT expected");
 }

@@ -43,7 +43,8 @@ const mounts = new Map();
 
 function serve(req, res) {
   const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-  for (const [prefix, dir] of mounts) {
+  // Longest prefix first: `/esbuild/` before `/`.
+  for (const [prefix, dir] of [...mounts].sort((a, b) => b[0].length - a[0].length)) {
     if (!path.startsWith(prefix)) continue;
     const file = normalize(join(dir, path.slice(prefix.length) || 'index.html'));
     if (!file.startsWith(dir) || !existsSync(file) || !statSync(file).isFile()) break;
@@ -130,7 +131,7 @@ describe('the package in headless Chromium, against the emulator over CORS', () 
   let tab;
 
   it('signs in: one request, the session in localStorage under the reference key', async () => {
-    await control('reset-log');
+    await control('reset-log', {});
     tab = await openPage();
     const session = await tab.evaluate(() => window.auth.signInAnonymously());
     assert.equal(session.user.is_anonymous, true);
@@ -146,7 +147,7 @@ describe('the package in headless Chromium, against the emulator over CORS', () 
 
   it('after a reload, the same guest comes back from localStorage without a request', async () => {
     const before = await user(tab);
-    await control('reset-log');
+    await control('reset-log', {});
     await tab.reload();
     await tab.waitForFunction(() => document.title === 'ready');
     assert.equal((await user(tab)).id, before.id);
@@ -157,7 +158,7 @@ describe('the package in headless Chromium, against the emulator over CORS', () 
 
   it('a soft sign-out keeps the guest resumable; signing in again resumes it', async () => {
     const { id } = await user(tab);
-    await control('reset-log');
+    await control('reset-log', {});
     await tab.evaluate(() => window.auth.signOut());
     assert.equal(await user(tab), null);
     const resumed = await tab.evaluate(() => window.auth.signInAnonymously());
@@ -202,6 +203,8 @@ describe('bundlers: a small app built without copying the .wasm by hand', () => 
 
   async function signsIn(prefix) {
     const page = await browser.newPage();
+    // A first visit: not the named account the upgrade test left behind.
+    await page.addInitScript(() => localStorage.clear());
     await page.goto(`${pageOrigin}${prefix}index.html?pid=${encodeURIComponent(pid)}&api=${encodeURIComponent(api)}`);
     await page.waitForFunction(() => document.title !== 'loading', null, { timeout: 20000 });
     const title = await page.title();

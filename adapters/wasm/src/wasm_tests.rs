@@ -132,7 +132,7 @@ fn new_client(options: JsValue) -> Result<Client, JsValue> {
     let raw = Rc::new(AuthClient::new(
         options.clone(),
         error_class(),
-        host.clone(),
+        JsValue::clone(&host).unchecked_into(),
     )?);
     let w = Rc::downgrade(&raw);
     let response = Closure::<dyn Fn(u32, u16, String, Option<String>, Vec<u8>)>::new(

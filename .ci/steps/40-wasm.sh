@@ -4,7 +4,7 @@
 # under Node, the package's JS suites (stub backend + the emulator over
 # loopback), then the package in headless Chromium (Debian's chromium via
 # apt, playwright-core/esbuild/vite from browser-test's lockfile) and the
-# bundler builds; finally its size and a quick run of the benchmark.
+# bundler builds; finally its size and a smoke run of the benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -25,4 +25,4 @@ npm ci --prefix adapters/wasm/browser-test --no-audit --no-fund
 node --test adapters/wasm/browser-test/browser.test.mjs
 
 bash adapters/wasm/size.sh
-node adapters/wasm/bench/bench.mjs --quick
+node adapters/wasm/bench/bench.mjs --smoke

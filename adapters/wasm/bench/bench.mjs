@@ -2,7 +2,7 @@
 // the same stub `fetch` (a Response-shaped object, so what is measured is
 // the client, not Node's undici) and the same synchronous in-memory storage.
 //
-//   node adapters/wasm/bench/bench.mjs [--quick] [--pkg DIR]... [--label NAME]...
+//   node adapters/wasm/bench/bench.mjs [--quick | --smoke] [--pkg DIR]... [--label NAME]...
 //
 // Each `--pkg DIR` is a built package (adapters/wasm/pkg by default; the
 // baseline is built by bench/run.sh). The first package is the reference
@@ -15,8 +15,10 @@ import { pathToFileURL } from 'node:url';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
-const ROUNDS = quick ? 3 : 9;
-const SCALE = quick ? 0.2 : 1;
+// --smoke: one short round per case, to prove in CI that the bench runs.
+const smoke = args.includes('--smoke');
+const ROUNDS = smoke ? 1 : quick ? 3 : 9;
+const SCALE = smoke ? 0.01 : quick ? 0.2 : 1;
 const pkgs = [];
 const labels = [];
 for (let i = 0; i < args.length; i++) {

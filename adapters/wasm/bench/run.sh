@@ -5,7 +5,7 @@
 #
 #   adapters/wasm/bench/run.sh [--quick]
 #
-# The baseline is built from a detached git worktree under target/ with its
+# The baseline is built from an export of that commit under target/ with its
 # own build.sh (sharing this checkout's target dir and wasm-bindgen
 # install); it is built once and reused. SKIP_BUILD=1 skips rebuilding
 # today's package.
@@ -16,9 +16,12 @@ base_commit="${BASELINE_COMMIT:-b19f70a}"
 base="$root/target/wasm-bench-baseline/$base_commit"
 
 if [ ! -f "$base/adapters/wasm/pkg/node.js" ]; then
-  if [ ! -d "$base" ]; then
-    mkdir -p "$(dirname "$base")"
-    git -C "$root" worktree add --detach "$base" "$base_commit"
+  if [ ! -f "$base/Cargo.toml" ]; then
+    # An export of the commit, not a worktree: nothing is registered in the
+    # repository.
+    rm -rf "$base"
+    mkdir -p "$base"
+    git -C "$root" archive "$base_commit" | tar -x -C "$base"
   fi
   # This checkout's target dir (dependencies are shared; the baseline's own
   # crates have another path, so other artifacts) and wasm-bindgen install.

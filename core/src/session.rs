@@ -79,7 +79,16 @@ impl Session {
     /// Whether the access token is still usable for `leeway_ms` from `now`
     /// (strictly more than the leeway left, as in the reference client).
     pub fn is_fresh(&self, now: Instant, leeway_ms: u64) -> bool {
-        self.expires_at.as_millis() > now.as_millis().saturating_add(leeway_ms)
+        now < self.fresh_until(leeway_ms)
+    }
+
+    /// The first instant at which [`is_fresh`](Self::is_fresh) is false:
+    /// `expires_at - leeway`. Until then a request for the access token is
+    /// answered from the session without a refresh, so an adapter may cache
+    /// the token and hand it out synchronously while `now < fresh_until`
+    /// without deciding freshness a second time.
+    pub fn fresh_until(&self, leeway_ms: u64) -> Instant {
+        Instant(self.expires_at.as_millis().saturating_sub(leeway_ms))
     }
 
     /// Whether the session is a guest session.

@@ -1,16 +1,31 @@
-// Benchmarks of the built package under Node with a stub fetch and an
-// in-memory synchronous storage (so what is measured is the client: the
-// wasm core, the driver loop, the JS glue, and Node's Response parsing).
+// Benchmarks of built packages under Node, side by side in one process:
+// the same stub `fetch` (a Response-shaped object, so what is measured is
+// the client, not Node's undici) and the same synchronous in-memory storage.
 //
-//   node adapters/wasm/bench/bench.mjs [--quick]
+//   node adapters/wasm/bench/bench.mjs [--quick | --smoke] [--pkg DIR]... [--label NAME]...
 //
-// Each case runs a warm-up, then timed rounds; the median round is reported.
+// Each `--pkg DIR` is a built package (adapters/wasm/pkg by default; the
+// baseline is built by bench/run.sh). The first package is the reference
+// for the ratio column ("x faster" = first / other). Each case runs a
+// warm-up, then timed rounds; the median round is reported, in µs per
+// operation.
 
-import { AuthClient } from '../pkg/node.js';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 
-const quick = process.argv.includes('--quick');
-const ROUNDS = quick ? 3 : 7;
-const PER_ROUND = quick ? 300 : 2000;
+const args = process.argv.slice(2);
+const quick = args.includes('--quick');
+// --smoke: one short round per case, to prove in CI that the bench runs.
+const smoke = args.includes('--smoke');
+const ROUNDS = smoke ? 1 : quick ? 3 : 9;
+const SCALE = smoke ? 0.01 : quick ? 0.2 : 1;
+const pkgs = [];
+const labels = [];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === '--pkg') pkgs.push(args[++i]);
+  if (args[i] === '--label') labels.push(args[++i]);
+}
+if (pkgs.length === 0) pkgs.push(new URL('../pkg', import.meta.url).pathname);
 
 const b64 = (s) => Buffer.from(s).toString('base64url');
 const accessToken = (n) =>
@@ -30,108 +45,157 @@ function tokenReply(withUser) {
   return JSON.stringify(body);
 }
 
-function json(text) {
-  return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
+const encoder = new TextEncoder();
+const jsonHeaders = { get: (name) => (name.toLowerCase() === 'content-type' ? 'application/json' : null) };
+
+/** What `fetch` resolves to, minus undici: status, headers and the body readers. */
+class StubResponse {
+  constructor(text) {
+    this.status = 200;
+    this.statusText = 'OK';
+    this.ok = true;
+    this.type = 'basic';
+    this.redirected = false;
+    this.headers = jsonHeaders;
+    this._text = text;
+  }
+  async text() {
+    return this._text;
+  }
+  async json() {
+    return JSON.parse(this._text);
+  }
+  async arrayBuffer() {
+    return encoder.encode(this._text).buffer;
+  }
 }
 
 async function stubFetch(url) {
-  if (url.endsWith('/auth/anonymous/signin')) return json(tokenReply(true));
-  if (url.endsWith('/auth/refresh')) return json(tokenReply(false));
-  return json('{"ok":true}');
+  if (url.endsWith('/auth/anonymous/signin')) return new StubResponse(tokenReply(true));
+  if (url.endsWith('/auth/refresh')) return new StubResponse(tokenReply(false));
+  return new StubResponse('{"ok":true}');
 }
 
-function memoryStorage() {
-  const m = new Map();
+function memoryStorage(initial) {
+  const m = new Map(initial);
   return {
+    map: m,
     getItem: (k) => (m.has(k) ? m.get(k) : null),
     setItem: (k, v) => void m.set(k, v),
     removeItem: (k) => void m.delete(k),
   };
 }
 
-const options = () => ({ paywallId: 'pw_bench', apiOrigin: 'https://api.bench.test', fetch: stubFetch, storage: memoryStorage() });
+const PID = 'pw_bench';
+const options = (storage = memoryStorage()) => ({ paywallId: PID, apiOrigin: 'https://api.bench.test', fetch: stubFetch, storage });
 
-async function measure(name, setup, op) {
-  const ctx = await setup();
-  for (let i = 0; i < PER_ROUND / 4; i++) await op(ctx);
-  const rounds = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < PER_ROUND; i++) await op(ctx);
-    rounds.push((performance.now() - t0) / PER_ROUND);
-  }
-  rounds.sort((a, b) => a - b);
-  const median = rounds[Math.floor(rounds.length / 2)];
-  ctx.client?.free();
-  return { name, us: median * 1000, opsPerSec: 1000 / median };
+function end(client) {
+  // `free()` ends the client like `destroy()` and releases its wasm memory.
+  if (typeof client.free === 'function') client.free();
+  else client.destroy();
 }
 
+async function signedIn(AuthClient, extra) {
+  const client = new AuthClient(options());
+  await client.signInAnonymously();
+  if (extra) extra(client);
+  return { client };
+}
+
+/** [name, per-round ops, setup(AuthClient) → ctx, op(ctx, AuthClient)] */
 const cases = [
   [
-    'stub fetch alone (baseline: Response + arrayBuffer)',
-    async () => ({}),
-    async () => {
-      await (await stubFetch('https://x/auth/anonymous/signin')).arrayBuffer();
-    },
-  ],
-  [
-    'fresh anonymous cycle (new client, sign-in, free)',
-    async () => ({}),
-    async () => {
-      const c = new AuthClient(options());
-      await c.signInAnonymously();
-      c.free();
-    },
-  ],
-  [
-    'soft sign-out + resume (signOut, signInAnonymously via /auth/refresh)',
-    async () => {
-      const client = new AuthClient(options());
+    'fresh sign-in + hard sign-out',
+    2000,
+    async (A) => ({ client: new A(options()) }),
+    async ({ client }) => {
       await client.signInAnonymously();
-      return { client };
+      await client.signOut({ forgetAnonymous: true });
     },
+  ],
+  [
+    'soft sign-out + resume',
+    2000,
+    signedIn,
     async ({ client }) => {
       await client.signOut();
       await client.signInAnonymously();
     },
   ],
+  ['refresh', 2000, signedIn, async ({ client }) => void (await client.refresh())],
+  ['getAccessToken, fresh session', 200000, signedIn, async ({ client }) => void (await client.getAccessToken())],
+  ['getCachedSession (sync)', 200000, signedIn, async ({ client }) => void client.getCachedSession()],
   [
-    'refresh (rotation, both records written)',
-    async () => {
-      const client = new AuthClient(options());
-      await client.signInAnonymously();
-      return { client };
-    },
-    async ({ client }) => {
-      await client.refresh();
+    '100 parallel signInAnonymously (new client, 100 joined calls, end)',
+    300,
+    async () => ({}),
+    async (_, A) => {
+      const client = new A(options());
+      const calls = [];
+      for (let i = 0; i < 100; i++) calls.push(client.signInAnonymously());
+      await Promise.all(calls);
+      end(client);
     },
   ],
   [
-    'getAccessToken on a fresh session (no request)',
-    async () => {
-      const client = new AuthClient(options());
-      await client.signInAnonymously();
-      return { client };
+    'new client + ready() with a stored session (+ end)',
+    20000,
+    async (A) => {
+      // The records a signed-in client wrote, read by every new client.
+      const stored = memoryStorage();
+      const src = new A(options(stored));
+      await src.signInAnonymously();
+      end(src);
+      return { stored };
     },
-    async ({ client }) => {
-      await client.getAccessToken();
+    async ({ stored }, A) => {
+      const client = new A(options(stored));
+      await client.ready();
+      end(client);
     },
   ],
   [
-    'getCachedSession (sync)',
-    async () => {
-      const client = new AuthClient(options());
-      await client.signInAnonymously();
-      return { client };
+    'refresh with 1,000 onAuthChange listeners',
+    500,
+    async (A) => {
+      const { client } = await signedIn(A);
+      let calls = 0;
+      for (let i = 0; i < 1000; i++) client.onAuthChange(() => void (calls += 1));
+      await new Promise((r) => setTimeout(r, 0));
+      return { client, calls: () => calls };
     },
-    async ({ client }) => {
-      client.getCachedSession();
-    },
+    async ({ client }) => void (await client.refresh()),
   ],
 ];
 
-console.log(`node ${process.version}, ${ROUNDS} rounds x ${PER_ROUND} ops, median round`);
-for (const [name, setup, op] of cases) {
-  const r = await measure(name, setup, op);
-  console.log(`${r.name.padEnd(72)} ${r.us.toFixed(1).padStart(8)} µs/op ${Math.round(r.opsPerSec).toString().padStart(9)} ops/s`);
+async function measure(A, [, perRound, setup, op]) {
+  const n = Math.max(20, Math.round(perRound * SCALE));
+  const ctx = await setup(A);
+  for (let i = 0; i < n / 4; i++) await op(ctx, A);
+  const rounds = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await op(ctx, A);
+    rounds.push(((performance.now() - t0) * 1000) / n);
+  }
+  if (ctx.client) end(ctx.client);
+  rounds.sort((a, b) => a - b);
+  return rounds[Math.floor(rounds.length / 2)];
+}
+
+const clients = [];
+for (const dir of pkgs) {
+  const mod = await import(pathToFileURL(resolve(dir, 'node.js')).href);
+  clients.push(mod.AuthClient);
+}
+const names = pkgs.map((p, i) => labels[i] ?? p);
+
+console.log(`node ${process.version}, ${ROUNDS} rounds, median round, µs per operation`);
+console.log(['flow', ...names, ...(pkgs.length > 1 ? names.slice(1).map((n) => `${names[0]} / ${n}`) : [])].join(' | '));
+for (const c of cases) {
+  const us = [];
+  // Alternate packages per case so drift in machine load hits both alike.
+  for (const A of clients) us.push(await measure(A, c));
+  const ratios = us.slice(1).map((u) => `${(us[0] / u).toFixed(2)}x`);
+  console.log([c[0], ...us.map((u) => (u < 10 ? u.toFixed(3) : u.toFixed(1))), ...ratios].join(' | '));
 }

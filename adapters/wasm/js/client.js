@@ -3,6 +3,10 @@
 // Every decision is made by the Rust core; nothing here looks at a session.
 
 import { AuthClient as WasmAuthClient } from './paywall_auth_wasm.js';
+import { Host } from './host.js';
+
+/** Set by the entry point once the wasm is instantiated. */
+export const loaded = { wasm: false };
 
 /** The error every failed call rejects (or, for the constructor, throws) with. */
 export class PaywallError extends Error {
@@ -80,17 +84,124 @@ function defaultFetch(url, init) {
  * and values, events and error shape.
  */
 export class AuthClient extends WasmAuthClient {
-  /** @param {{paywallId: string, apiOrigin: string, storage?: object, fetch?: Function}} options */
+  /**
+   * @param {{paywallId: string, apiOrigin: string, storage?: object, fetch?: Function,
+   *          allowInsecureHttp?: boolean}} options
+   */
   constructor(options) {
+    if (!loaded.wasm) {
+      throw new PaywallError(
+        'not_initialized',
+        'the wasm is not loaded yet: `await init()` (exported by @paywall-auth/wasm) before `new AuthClient(...)`',
+        undefined,
+      );
+    }
     const o = options ?? {};
+    const host = new Host();
     super(
       {
         paywallId: o.paywallId,
         apiOrigin: o.apiOrigin,
         storage: o.storage ?? defaultStorage(),
-        fetch: o.fetch ?? defaultFetch,
+        allowInsecureHttp: o.allowInsecureHttp === true,
       },
       PaywallError,
+      host,
     );
+    const fetch = o.fetch ?? defaultFetch;
+    if (typeof fetch !== 'function') {
+      super.free();
+      throw new PaywallError('invalid_config', 'fetch must be a function', undefined);
+    }
+    host.fetch = fetch;
+    host.client = new WeakRef(this);
+    this._h = host;
+  }
+
+  signInAnonymously(options) {
+    this._h.freshUntil = 0;
+    return new Promise((resolve, reject) => super.signInAnonymously(options, resolve, reject));
+  }
+
+  upgradeAnonymousToEmail(options) {
+    this._h.freshUntil = 0;
+    return new Promise((resolve, reject) => super.upgradeAnonymousToEmail(options, resolve, reject));
+  }
+
+  signOut(options) {
+    this._h.freshUntil = 0;
+    return new Promise((resolve, reject) => super.signOut(options, resolve, reject));
+  }
+
+  refresh() {
+    this._h.freshUntil = 0;
+    return new Promise((resolve, reject) => super.refresh(resolve, reject));
+  }
+
+  /**
+   * The access token. While the core's own freshness instant for the
+   * current session has not passed (and no call is queued), the cached
+   * token is handed out without entering wasm; otherwise the core decides.
+   */
+  getAccessToken() {
+    const h = this._h;
+    if (h.session === undefined && h.ready) super.syncSession();
+    if (h.freshUntil !== 0 && Date.now() < h.freshUntil) return Promise.resolve(h.session.access_token);
+    h.freshUntil = 0;
+    return new Promise((resolve, reject) => super.getAccessToken(resolve, reject));
+  }
+
+  /** The current session or `null`; the same object until the session changes. */
+  getCachedSession() {
+    const h = this._h;
+    if (h.session === undefined) super.syncSession();
+    return h.session ?? null;
+  }
+
+  /** The current session's user or `null`. */
+  getCachedUser() {
+    const s = this.getCachedSession();
+    return s === null ? null : s.user;
+  }
+
+  ready() {
+    if (this._h.ready) return Promise.resolve();
+    return new Promise((resolve) => super.ready(resolve));
+  }
+
+  onAuthChange(callback) {
+    const h = this._h;
+    if (h.dead) return () => {};
+    const l = { id: h.nextId++, cb: callback, live: false, removed: false };
+    h.listeners.push(l);
+    h.waiting.set(l.id, l);
+    super.addListener(l.id);
+    return () => {
+      if (l.removed) return;
+      l.removed = true;
+      l.live = false;
+      h.waiting.delete(l.id);
+      // A new array: an emit in progress keeps iterating the old one.
+      h.listeners = h.listeners.filter((x) => x !== l);
+    };
+  }
+
+  destroy() {
+    this._end();
+    super.destroy();
+  }
+
+  free() {
+    this._end();
+    super.free();
+  }
+
+  _end() {
+    const h = this._h;
+    if (h === undefined) return;
+    h.dead = true;
+    h.listeners = [];
+    h.waiting.clear();
+    h.freshUntil = 0;
   }
 }

@@ -52,6 +52,8 @@ export type FetchLike = (url: string, init: {
   headers: Record<string, string>;
   body?: string;
   credentials: 'omit';
+  /** Never followed: a 3xx (or an `opaqueredirect`) fails the call with `network_error`. */
+  redirect: 'manual';
 }) => Promise<Response>;
 
 export interface AuthClientOptions {
@@ -63,6 +65,13 @@ export interface AuthClientOptions {
   storage?: StorageAdapter;
   /** Default: the global `fetch`. */
   fetch?: FetchLike;
+  /**
+   * Allow a plain `http://` apiOrigin for a host that is not loopback.
+   * Off by default: every request carries a token or a password, which
+   * plain http sends in clear text. `http://localhost`, `127.0.0.0/8` and
+   * `[::1]` need no opt-in.
+   */
+  allowInsecureHttp?: boolean;
 }
 
 export interface SignInAnonymouslyOptions {
@@ -90,18 +99,36 @@ export interface SignOutOptions {
   forgetAnonymous?: boolean;
 }
 
+/**
+ * Loads the wasm; await it once before `new AuthClient(...)`. Under Node it
+ * is already loaded and this resolves at once. `input` (browser entry
+ * only) overrides where the `.wasm` is fetched from.
+ */
+export function init(input?: string | URL | Request | Response | BufferSource | WebAssembly.Module): Promise<void>;
+
 /** What every failed call rejects with (and the constructor throws). */
 export class PaywallError extends Error {
   constructor(code: string, message: string, status?: number);
   readonly name: 'PaywallError';
-  /** Stable slug: `invalid_config`, `network_error`, `anonymous_disabled`, `http_503`, `aborted`, … */
+  /**
+   * Stable slug (README.md, "Error codes", lists them all): `invalid_config`,
+   * `not_initialized`, `invalid_argument`, `capacity_exceeded`,
+   * `network_error`, `invalid_response`, `not_authenticated`,
+   * `not_anonymous`, `upgrade_in_progress`, `superseded`, `storage_failed`,
+   * `busy`, `aborted`, or the server's own code (`anonymous_disabled`, …,
+   * `http_<status>` when it sent none).
+   */
   code: string;
   /** HTTP status for errors that came with one. */
   status: number | undefined;
 }
 
 export class AuthClient {
-  /** @throws {PaywallError} `invalid_config` when `paywallId` or `apiOrigin` is missing or unusable. */
+  /**
+   * @throws {PaywallError} `invalid_config` when `paywallId` or `apiOrigin` is missing or unusable
+   * (plain `http://` to a host that is not loopback needs `allowInsecureHttp: true`);
+   * `not_initialized` before `init()` resolved (browsers).
+   */
   constructor(options: AuthClientOptions);
   /** The current anonymous session, else the resumed stored one, else a new anonymous user. */
   signInAnonymously(options?: SignInAnonymouslyOptions): Promise<AuthSession>;

@@ -14,25 +14,28 @@
 //!   a Promise) and acknowledged before anything queued behind it is
 //!   drained, so no promise resolves and no event fires before the write
 //!   that backs it is done.
-//! - **Completions fan out.** Each JS call registers a waiter under the
-//!   [`CommandId`] the core returned; commands the core collapsed share an
-//!   id, so one completion settles them all.
+//! - **One value per session.** A session is rendered to a JS object once
+//!   (from the very string written to storage, when it was just stored) and
+//!   that object is shared by the event, every joined caller and the
+//!   synchronous getters until the session changes, so identity is stable.
+//! - **One call per fan-out.** The listener list, `fetch` and the timer live
+//!   in the JS `Host`; an event is one call, whatever the listener count.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
-use js_sys::{Function, Object, Promise, Uint8Array};
+use js_sys::{Function, Promise};
 use paywall_auth::{
-    AuthChange, CommandId, Error, Instant, Machine, Notice, Outcome, Output, RecordKey, Request,
-    RequestId, Response, StorageError, StoreFormat, StoreId, StoreOp, TransportError,
+    AuthChange, CommandId, Error, Instant, Machine, Notice, Outcome, Output, RecordKey,
+    RecordValue, Request, RequestId, Response, Session, StorageError, StoreFormat, StoreId,
+    StoreOp, TransportError,
 };
-use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 
 use crate::buf;
-use crate::js::{self, Errors, FetchHeaders, FetchResponse, StorageAdapter};
+use crate::js::{self, Errors, Host, StorageAdapter};
 
 pub type Shared = Rc<RefCell<Driver>>;
 
@@ -80,6 +83,9 @@ pub enum Pending {
     Transport {
         id: RequestId,
         error: TransportError,
+        /// Why, when the adapter knows better than the core's generic text
+        /// (a refused redirect).
+        note: Option<String>,
     },
     External {
         key: RecordKey,
@@ -95,18 +101,11 @@ pub enum Pending {
     Pull(RecordKey),
 }
 
-struct Listener {
-    id: u32,
-    callback: Function,
-    /// Has had its `INITIAL_SESSION`; only live listeners hear transitions.
-    live: bool,
-}
-
 /// Something to do once the borrow is released.
 enum Effect {
     Send {
         id: RequestId,
-        target: Option<(String, Object)>,
+        target: Option<Target>,
     },
     Emit {
         event: &'static str,
@@ -119,8 +118,18 @@ enum Effect {
     Warn(&'static str),
 }
 
+/// A rendered request: URL, method, `name\nvalue\n…` headers, body.
+struct Target {
+    url: String,
+    method: &'static str,
+    headers: String,
+    body: String,
+}
+
 enum Write {
-    Set(String),
+    /// The value as a JS string (rendered once: the same string is written
+    /// and, for a session, parsed into the session object).
+    Set(JsValue),
     Remove,
     /// The record could not be encoded; acknowledged as a failed write.
     Unencodable,
@@ -132,18 +141,26 @@ struct StoreJob {
     write: Write,
 }
 
+/// The session object JS holds, and the session it renders.
+enum View {
+    /// JS holds `undefined` (asks `syncSession` when it needs one).
+    Stale,
+    /// JS holds `null`.
+    Empty,
+    /// JS holds this object, rendered from this session.
+    Shown(Box<Session>, JsValue),
+}
+
 pub struct Driver {
     machine: Machine,
     origin: String,
     /// Storage keys of [`RecordKey::Session`] and [`RecordKey::AnonRefreshToken`].
     keys: [String; 2],
     storage: StorageAdapter,
-    fetch: Function,
+    pub host: Host,
     pub errors: Errors,
     queue: VecDeque<Pending>,
     waiters: Vec<Waiter>,
-    listeners: Vec<Listener>,
-    next_listener: u32,
     ready_waiters: Vec<Function>,
     restoring: bool,
     /// An asynchronous pull is reading storage; the queue waits for it.
@@ -151,10 +168,20 @@ pub struct Driver {
     pumping: bool,
     storing: bool,
     pub destroyed: bool,
-    timer: Option<(JsValue, u64)>,
-    timer_callback: Option<Closure<dyn FnMut()>>,
-    unwatch: Vec<Function>,
+    /// Deadline the host's timer is armed for.
+    timer: Option<u64>,
     scratch: Vec<u8>,
+    view: View,
+    /// What the host was last told: `fresh_until` (ms) and readiness.
+    told: (u64, bool),
+    /// Counts inputs from outside (answers, storage, timer): a pull is
+    /// skipped when the same record was already pulled in this turn (100
+    /// joined calls read storage once, not 100 times).
+    turn: u32,
+    pulled: [u32; 2],
+    /// The refused redirect behind the input being fed, for its error text.
+    note: Option<String>,
+    unwatch: Vec<Function>,
 }
 
 fn now() -> Instant {
@@ -174,20 +201,18 @@ impl Driver {
         origin: String,
         keys: [String; 2],
         storage: StorageAdapter,
-        fetch: Function,
+        host: Host,
         errors: Errors,
     ) -> Shared {
-        let shared = Rc::new(RefCell::new(Driver {
+        Rc::new(RefCell::new(Driver {
             machine,
             origin,
             keys,
             storage,
-            fetch,
+            host,
             errors,
             queue: VecDeque::new(),
             waiters: Vec::new(),
-            listeners: Vec::new(),
-            next_listener: 1,
             ready_waiters: Vec::new(),
             restoring: true,
             pulling: false,
@@ -195,31 +220,18 @@ impl Driver {
             storing: false,
             destroyed: false,
             timer: None,
-            timer_callback: None,
-            unwatch: Vec::new(),
             scratch: Vec::new(),
-        }));
-        let weak = Rc::downgrade(&shared);
-        let on_timer = Closure::<dyn FnMut()>::new(move || {
-            if let Some(shared) = weak.upgrade() {
-                {
-                    let mut d = shared.borrow_mut();
-                    d.timer = None;
-                    d.queue.push_back(Pending::Timeout);
-                }
-                pump(&shared);
-            }
-        });
-        shared.borrow_mut().timer_callback = Some(on_timer);
-        shared
+            view: View::Stale,
+            told: (0, false),
+            turn: 0,
+            pulled: [u32::MAX; 2],
+            note: None,
+            unwatch: Vec::new(),
+        }))
     }
 
     fn storage(&self) -> StorageAdapter {
         JsValue::clone(&self.storage).unchecked_into()
-    }
-
-    pub fn scratch(&mut self) -> (&Machine, &mut Vec<u8>) {
-        (&self.machine, &mut self.scratch)
     }
 
     /// Resolves `callback` once storage has been restored.
@@ -231,47 +243,115 @@ impl Driver {
         None
     }
 
-    /// Registers a listener; its `INITIAL_SESSION` is queued behind every
-    /// input already waiting, so it is the first thing it hears.
-    pub fn subscribe(&mut self, callback: Function) -> u32 {
-        let id = self.next_listener;
-        self.next_listener = self.next_listener.wrapping_add(1);
-        self.listeners.push(Listener {
-            id,
-            callback,
-            live: false,
-        });
-        self.queue.push_back(Pending::Initial(id));
-        id
-    }
-
-    pub fn unsubscribe(&mut self, id: u32) {
-        self.listeners.retain(|l| l.id != id);
+    /// Queues a new listener's `INITIAL_SESSION` behind every input already
+    /// waiting, so it is the first thing it hears.
+    pub fn subscribe(&mut self, listener: u32) {
+        self.queue.push_back(Pending::Initial(listener));
     }
 
     pub fn enqueue(&mut self, input: Pending) {
+        if !matches!(input, Pending::Command { .. } | Pending::Pull(_)) {
+            self.turn = self.turn.wrapping_add(1);
+        }
         self.queue.push_back(input);
+        // The host may not answer from its cache while an input waits.
+        self.told.0 = 0;
+    }
+
+    /// Tells the host what its synchronous getters may answer: the session
+    /// object, and until when the core would answer `getAccessToken` from
+    /// it (0 while inputs wait, so the cache never overtakes the queue).
+    /// `render`: render the session if JS has none (it asked for it).
+    fn tell_host(&mut self, render: bool) {
+        let idle = self.queue.is_empty()
+            && !self.storing
+            && !self.pulling
+            && !self.restoring
+            && !self.destroyed;
+        let ready = self.machine.is_ready();
+        let leeway = self.machine.config().leeway.as_millis();
+        let Driver {
+            machine,
+            view,
+            scratch,
+            told,
+            host,
+            ..
+        } = self;
+        let session = machine.session();
+        let changed = match (session, &*view) {
+            (None, View::Empty) => false,
+            (None, _) => {
+                *view = View::Empty;
+                true
+            }
+            (Some(s), View::Shown(v, _)) if **v == *s => false,
+            (Some(_), View::Stale) if !render => false,
+            (Some(s), _) if render => {
+                show(view, scratch, s);
+                true
+            }
+            (Some(_), _) => {
+                *view = View::Stale;
+                true
+            }
+        };
+        let fresh_until = match (session, &*view) {
+            (Some(s), View::Shown(..)) if idle => s.fresh_until(leeway).as_millis(),
+            _ => 0,
+        };
+        if !changed && *told == (fresh_until, ready) {
+            return;
+        }
+        *told = (fresh_until, ready);
+        let value = match &*view {
+            View::Shown(_, v) => v.clone(),
+            View::Empty => JsValue::NULL,
+            View::Stale => JsValue::UNDEFINED,
+        };
+        host.state(&value, fresh_until as f64, ready);
+    }
+
+    /// Renders the current session for the host (its getters found it stale).
+    pub fn sync_session(&mut self) {
+        self.told = (u64::MAX, false); // always answer
+        self.tell_host(true);
     }
 
     /// Drains every output the machine has ready.
     fn drain(&mut self) -> (Vec<Effect>, Option<StoreJob>) {
+        let format = self.machine.config().store_format;
         let Driver {
             machine,
             origin,
-            waiters,
-            errors,
             scratch,
             ready_waiters,
+            waiters,
+            errors,
+            note,
+            view,
             ..
         } = self;
-        let format = machine.config().store_format;
         let mut effects = Vec::new();
         let mut store = None;
         while let Some(out) = machine.poll_output() {
             match out {
                 Output::Send(req) => effects.push(render_send(&req, origin, scratch)),
                 // The machine stalls behind a store: nothing follows it.
-                Output::Store(op) => store = Some(encode_store(&op, format, scratch)),
+                Output::Store(op) => {
+                    let job = encode_store(&op, format, scratch);
+                    // A session just written is parsed from that very
+                    // string: rendered once per change, no second encode.
+                    if let (Some(RecordValue::Session(s)), Write::Set(text)) =
+                        (&op.value, &job.write)
+                        && format == StoreFormat::ReferenceJson
+                        && !matches!(view, View::Shown(v, _) if **v == **s)
+                        && let Ok(value) = js::json_parse(text)
+                    {
+                        *view = View::Shown(Box::new((*s).clone()), value);
+                    }
+                    store = Some(job);
+                }
                 Output::AuthChange {
                     change: AuthChange::InitialSession,
                     ..
@@ -286,18 +366,27 @@ impl Driver {
                     }
                 }
                 Output::AuthChange { change, session } => {
-                    let session = session.map_or(JsValue::NULL, |s| js::session_value(s, scratch));
+                    let session = session.map_or(JsValue::NULL, |s| show(view, scratch, s));
                     effects.push(Effect::Emit {
                         event: change.as_str(),
                         session,
                     });
                 }
                 Output::Complete { id, result } => {
+                    // One value for every joined caller.
+                    let mut shared = Shared1::default();
                     let mut i = 0;
                     while i < waiters.len() {
                         if waiters.get(i).is_some_and(|w| w.id == id) {
                             let w = waiters.remove(i);
-                            effects.push(settle(&w, &result, errors, scratch));
+                            let mut ctx = SettleCtx {
+                                errors,
+                                note: note.as_deref(),
+                                view,
+                                scratch,
+                                shared: &mut shared,
+                            };
+                            effects.push(settle(&w, &result, &mut ctx));
                         } else {
                             i += 1;
                         }
@@ -320,6 +409,7 @@ impl Driver {
                 }
             }
         }
+        *note = None;
         (effects, store)
     }
 
@@ -332,105 +422,157 @@ impl Driver {
         let _ = self.machine.handle_stored(now(), id, result);
     }
 
-    /// (Re-)arms the one `setTimeout` for [`Machine::poll_timeout`].
+    /// (Re-)arms the host's one timer for [`Machine::poll_timeout`].
     fn arm_timer(&mut self) {
         let want = self.machine.poll_timeout().map(Instant::as_millis);
-        if want == self.timer.as_ref().map(|(_, at)| *at) {
+        if want == self.timer {
             return;
         }
-        if let Some((handle, _)) = self.timer.take() {
-            js::clear_timeout(&handle);
-        }
-        if let (Some(at), Some(callback)) = (want, &self.timer_callback) {
-            let handle =
-                js::set_timeout(callback.as_ref(), buf::timer_delay(at, now().as_millis()));
-            // Under Node, a refresh an hour away must not keep the process
-            // alive; browsers have no `unref` and need none.
-            if let Some(unref) = js::prop(&handle, "unref").dyn_ref::<Function>() {
-                let _ = unref.call0(&handle);
-            }
-            self.timer = Some((handle, at));
-        }
+        self.timer = want;
+        let delay = want.map_or(-1.0, |at| buf::timer_delay(at, now().as_millis()));
+        self.host.timer(delay);
     }
+}
+
+/// The session object JS holds for `session`: the shown one when it
+/// renders this very session, else rendered now and shown from then on.
+fn show(view: &mut View, scratch: &mut Vec<u8>, session: &Session) -> JsValue {
+    if let View::Shown(shown, value) = view
+        && **shown == *session
+    {
+        return value.clone();
+    }
+    let value = js::session_value(session, scratch);
+    *view = View::Shown(Box::new(session.clone()), value.clone());
+    value
+}
+
+/// The values built for one completion, handed to every joined caller.
+#[derive(Default)]
+struct Shared1 {
+    resolved: Option<(Reply, JsValue)>,
+    rejected: Option<JsValue>,
+}
+
+struct SettleCtx<'a> {
+    errors: &'a Errors,
+    note: Option<&'a str>,
+    view: &'a mut View,
+    scratch: &'a mut Vec<u8>,
+    shared: &'a mut Shared1,
 }
 
 /// A completion for one waiter.
-fn settle(
-    w: &Waiter,
-    result: &Result<Outcome<'_>, Error>,
-    errors: &Errors,
-    scratch: &mut Vec<u8>,
-) -> Effect {
+fn settle(w: &Waiter, result: &Result<Outcome<'_>, Error>, ctx: &mut SettleCtx<'_>) -> Effect {
+    let resolve = |value: JsValue| Effect::Settle {
+        callback: w.resolve.clone(),
+        value,
+    };
     match result {
-        Ok(outcome) => Effect::Settle {
-            callback: w.resolve.clone(),
-            value: outcome_value(w.reply, outcome, scratch),
-        },
+        Ok(outcome) => {
+            if let Some((reply, value)) = &ctx.shared.resolved
+                && *reply == w.reply
+            {
+                return resolve(value.clone());
+            }
+            let value = outcome_value(w.reply, outcome, ctx.view, ctx.scratch);
+            ctx.shared.resolved = Some((w.reply, value.clone()));
+            resolve(value)
+        }
         // `refresh()` resolves `null` when there is no session to refresh
         // or the session died (the core has signed out by then), as the
         // reference client does; other failures reject.
-        Err(Error::NotAuthenticated) if w.reply == Reply::Refresh => Effect::Settle {
-            callback: w.resolve.clone(),
-            value: JsValue::NULL,
-        },
+        Err(Error::NotAuthenticated) if w.reply == Reply::Refresh => resolve(JsValue::NULL),
         Err(Error::Api(api)) if w.reply == Reply::Refresh && api.is_dead_token() => {
+            resolve(JsValue::NULL)
+        }
+        Err(e) => {
+            let value = match &ctx.shared.rejected {
+                Some(v) => v.clone(),
+                None => {
+                    let v = match (e, ctx.note) {
+                        (Error::Network(_), Some(note)) => {
+                            ctx.errors.make("network_error", note, None)
+                        }
+                        _ => ctx.errors.of(e),
+                    };
+                    ctx.shared.rejected = Some(v.clone());
+                    v
+                }
+            };
             Effect::Settle {
-                callback: w.resolve.clone(),
-                value: JsValue::NULL,
+                callback: w.reject.clone(),
+                value,
             }
         }
-        Err(e) => Effect::Settle {
-            callback: w.reject.clone(),
-            value: errors.of(e),
-        },
     }
 }
 
-fn outcome_value(reply: Reply, outcome: &Outcome<'_>, scratch: &mut Vec<u8>) -> JsValue {
+fn outcome_value(
+    reply: Reply,
+    outcome: &Outcome<'_>,
+    view: &mut View,
+    scratch: &mut Vec<u8>,
+) -> JsValue {
     match (reply, outcome) {
         (Reply::Upgrade, Outcome::Upgraded(s)) => {
-            let o = Object::new();
+            let o = js_sys::Object::new();
             js::set(&o, "kind", &JsValue::from_str("updated"));
-            js::set(&o, "session", &js::session_value(s, scratch));
+            js::set(&o, "session", &show(view, scratch, s));
             o.into()
         }
         (Reply::Upgrade, Outcome::ConfirmationRequired { email }) => {
-            let o = Object::new();
+            let o = js_sys::Object::new();
             js::set(&o, "kind", &JsValue::from_str("confirmation_required"));
             js::set(&o, "email", &JsValue::from_str(email));
             o.into()
         }
-        (_, Outcome::Session(s) | Outcome::Upgraded(s)) => js::session_value(s, scratch),
+        (Reply::SignOut, Outcome::SignedOut(revocation)) => {
+            // `{ revoked: true | false | null, reason? }`: the reference
+            // resolves `undefined`; callers that ignore the value see no
+            // difference, callers that care learn whether the server
+            // revoked (docs/protocol.md §13.6).
+            let o = js_sys::Object::new();
+            let revoked = revocation
+                .revoked()
+                .map_or(JsValue::NULL, JsValue::from_bool);
+            js::set(&o, "revoked", &revoked);
+            if let paywall_auth::Revocation::Failed { code, message, .. } = revocation {
+                // Concatenated, not formatted: no `core::fmt` in the wasm.
+                let reason = [code, ": ", message].concat();
+                js::set(&o, "reason", &JsValue::from_str(&reason));
+            }
+            o.into()
+        }
+        (_, Outcome::Session(s) | Outcome::Upgraded(s)) => show(view, scratch, s),
         (_, Outcome::AccessToken(Some(token))) => JsValue::from_str(token.expose()),
         (Reply::Refresh | Reply::AccessToken | Reply::Session, _) => JsValue::NULL,
         (Reply::SignOut | Reply::Upgrade, _) => JsValue::UNDEFINED,
     }
 }
 
-/// URL and `fetch` init of a request: exactly the core's method, headers
-/// and body, cookies omitted (docs/protocol.md §1.2).
+/// URL, method, headers and body of a request: exactly the core's.
 fn render_send(req: &Request<'_>, origin: &str, scratch: &mut Vec<u8>) -> Effect {
     let target = (|| {
         let path = req.path().ok()?;
-        let init = Object::new();
-        js::set(&init, "method", &JsValue::from_str(req.method()));
-        let headers = Object::new();
+        let mut headers = String::new();
         for h in req.headers() {
-            let mut value = String::with_capacity(h.prefix.len() + h.value.len());
-            value.push_str(h.prefix);
-            value.push_str(h.value);
-            js::set(&headers, h.name, &JsValue::from_str(&value));
+            headers.push_str(h.name);
+            headers.push('\n');
+            headers.push_str(h.prefix);
+            headers.push_str(h.value);
+            headers.push('\n');
         }
-        js::set(&init, "headers", &headers);
-        js::set(&init, "credentials", &JsValue::from_str("omit"));
         let body = buf::encode_growing(scratch, |b| req.write_body(b)).ok()?;
-        if !body.is_empty() {
-            js::set(&init, "body", &JsValue::from_str(body));
-        }
         let mut url = String::with_capacity(origin.len() + path.len());
         url.push_str(origin);
         url.push_str(&path);
-        Some((url, init))
+        Some(Target {
+            url,
+            method: req.method(),
+            headers,
+            body: body.to_owned(),
+        })
     })();
     Effect::Send { id: req.id, target }
 }
@@ -440,7 +582,7 @@ fn encode_store(op: &StoreOp<'_>, format: StoreFormat, scratch: &mut Vec<u8>) ->
         None => Write::Remove,
         Some(value) => {
             match buf::encode_growing(scratch, |b| value.encode(format, b).map(<[u8]>::len)) {
-                Ok(text) => Write::Set(text.to_owned()),
+                Ok(text) => Write::Set(JsValue::from_str(text)),
                 Err(_) => Write::Unencodable,
             }
         }
@@ -466,7 +608,15 @@ pub fn pump(shared: &Shared) {
         d.pumping = true;
     }
     loop {
-        let (effects, store) = shared.borrow_mut().drain();
+        let (effects, store) = {
+            let mut d = shared.borrow_mut();
+            let drained = d.drain();
+            // Listeners reading `getCachedSession()` see what they hear.
+            if !drained.0.is_empty() {
+                d.tell_host(false);
+            }
+            drained
+        };
         deliver(shared, effects);
         if shared.borrow().destroyed {
             break;
@@ -476,6 +626,7 @@ pub fn pump(shared: &Shared) {
                 continue;
             }
             // The write is asynchronous: its completion resumes the pump.
+            shared.borrow_mut().tell_host(false);
             return;
         }
         let next = {
@@ -492,6 +643,7 @@ pub fn pump(shared: &Shared) {
     d.pumping = false;
     if !d.destroyed {
         d.arm_timer();
+        d.tell_host(false);
     }
 }
 
@@ -532,7 +684,8 @@ fn feed(shared: &Shared, input: Pending) {
             let _ = d.machine.handle_response(t, id, response);
             None
         }
-        Pending::Transport { id, error } => {
+        Pending::Transport { id, error, note } => {
+            d.note = note;
             let _ = d.machine.handle_transport_error(t, id, error);
             None
         }
@@ -547,10 +700,15 @@ fn feed(shared: &Shared, input: Pending) {
             None
         }
         Pending::Pull(key) => {
-            if d.machine.session().is_some() {
+            let k = key_index(key);
+            if d.machine.session().is_some() || d.pulled.get(k) == Some(&d.turn) {
                 return;
             }
-            let name = d.keys.get(key_index(key)).cloned().unwrap_or_default();
+            let turn = d.turn;
+            if let Some(p) = d.pulled.get_mut(k) {
+                *p = turn;
+            }
+            let name = d.keys.get(k).cloned().unwrap_or_default();
             // A read that fails says nothing about the record: it must not
             // pass for "absent" (that would forget the guest record).
             let Ok(read) = d.storage().get_item(&name) else {
@@ -585,21 +743,18 @@ fn feed(shared: &Shared, input: Pending) {
         }
         Pending::Initial(listener) => {
             let Driver {
-                listeners,
                 machine,
+                view,
                 scratch,
+                host,
                 ..
             } = &mut *d;
-            let Some(l) = listeners.iter_mut().find(|l| l.id == listener && !l.live) else {
-                return;
-            };
-            l.live = true;
-            let callback = l.callback.clone();
             let session = machine
                 .session()
-                .map_or(JsValue::NULL, |s| js::session_value(s, scratch));
+                .map_or(JsValue::NULL, |s| show(view, scratch, s));
+            let host: Host = JsValue::clone(host).unchecked_into();
             drop(d);
-            call_listener(&callback, "INITIAL_SESSION", &session);
+            host.initial(listener, &session);
             return;
         }
     };
@@ -625,6 +780,10 @@ fn record_value(v: &JsValue) -> Option<Option<String>> {
 }
 
 fn deliver(shared: &Shared, effects: Vec<Effect>) {
+    if effects.is_empty() {
+        return;
+    }
+    let host: Host = JsValue::clone(&shared.borrow().host).unchecked_into();
     for effect in effects {
         match effect {
             Effect::Settle { callback, value } => {
@@ -632,42 +791,18 @@ fn deliver(shared: &Shared, effects: Vec<Effect>) {
             }
             Effect::Warn(text) => js::console_warn(text),
             _ if shared.borrow().destroyed => {}
-            Effect::Send { id, target } => start_fetch(shared, id, target),
-            Effect::Emit { event, session } => emit(shared, event, &session),
+            Effect::Send { id, target } => match target {
+                Some(t) => host.send(id.0, &t.url, t.method, &t.headers, &t.body),
+                // The core could not render its own request (cannot happen
+                // within its capacities): answer it so the operation ends.
+                None => shared.borrow_mut().enqueue(Pending::Transport {
+                    id,
+                    error: TransportError::BadFraming,
+                    note: None,
+                }),
+            },
+            Effect::Emit { event, session } => host.emit(event, &session),
         }
-    }
-}
-
-/// Calls every live listener registered when the emit began, in
-/// subscription order, skipping those removed meanwhile.
-fn emit(shared: &Shared, event: &'static str, session: &JsValue) {
-    let ids: Vec<u32> = shared
-        .borrow()
-        .listeners
-        .iter()
-        .filter(|l| l.live)
-        .map(|l| l.id)
-        .collect();
-    for id in ids {
-        let callback = {
-            let d = shared.borrow();
-            if d.destroyed {
-                return;
-            }
-            d.listeners
-                .iter()
-                .find(|l| l.id == id && l.live)
-                .map(|l| l.callback.clone())
-        };
-        if let Some(callback) = callback {
-            call_listener(&callback, event, session);
-        }
-    }
-}
-
-fn call_listener(callback: &Function, event: &str, session: &JsValue) {
-    if let Err(e) = callback.call2(&JsValue::UNDEFINED, &JsValue::from_str(event), session) {
-        js::console_error("paywall-auth: an onAuthChange listener threw", &e);
     }
 }
 
@@ -703,6 +838,7 @@ fn store_now(shared: &Shared, job: StoreJob) -> bool {
                     if d.destroyed {
                         return;
                     }
+                    d.turn = d.turn.wrapping_add(1);
                     d.acknowledge(job.id, job.key, ok);
                 }
                 pump(&shared);
@@ -718,80 +854,10 @@ fn store_now(shared: &Shared, job: StoreJob) -> bool {
     }
 }
 
-fn start_fetch(shared: &Shared, id: RequestId, target: Option<(String, Object)>) {
-    let weak = Rc::downgrade(shared);
-    let Some((url, init)) = target else {
-        // The core could not render its own request (cannot happen within
-        // its capacities): answer it so the operation ends.
-        shared.borrow_mut().enqueue(Pending::Transport {
-            id,
-            error: TransportError::BadFraming,
-        });
-        return;
-    };
-    let fetch = shared.borrow().fetch.clone();
-    let called = fetch.call2(&JsValue::UNDEFINED, &JsValue::from_str(&url), &init);
-    spawn_local(async move {
-        let input = match called {
-            Ok(pending) => answer(id, pending).await,
-            Err(_) => Pending::Transport {
-                id,
-                error: TransportError::Connect,
-            },
-        };
-        resume(&weak, input);
-    });
-}
-
-/// Reads a `fetch` result into an input: status, JSON-ness, whole body.
-async fn answer(id: RequestId, pending: JsValue) -> Pending {
-    let Ok(resp) = JsFuture::from(Promise::resolve(&pending)).await else {
-        return Pending::Transport {
-            id,
-            error: TransportError::Connect,
-        };
-    };
-    let resp: FetchResponse = resp.unchecked_into();
-    let status = resp
-        .status()
-        .as_f64()
-        .filter(|s| (100.0..=599.0).contains(s));
-    let Some(status) = status else {
-        return Pending::Transport {
-            id,
-            error: TransportError::BadFraming,
-        };
-    };
-    let status_text = resp.status_text().as_string().unwrap_or_default();
-    let headers: FetchHeaders = resp.headers().unchecked_into();
-    let content_type = headers.get("content-type").ok().and_then(|v| v.as_string());
-    let json = buf::is_json_content_type(content_type.as_deref());
-    let body = match resp.array_buffer() {
-        Ok(p) => JsFuture::from(Promise::resolve(&p)).await,
-        Err(e) => Err(e),
-    };
-    match body {
-        Ok(bytes) => Pending::Response {
-            id,
-            status: status as u16,
-            status_text,
-            json,
-            body: Uint8Array::new(&bytes).to_vec(),
-        },
-        // Headers arrived, the body did not (docs/protocol.md §1.4).
-        Err(_) => Pending::Transport {
-            id,
-            error: TransportError::ConnectionLost,
-        },
-    }
-}
-
-/// Queues an input from an asynchronous task and pumps.
-pub fn resume(weak: &Weak<RefCell<Driver>>, input: Pending) {
-    if let Some(shared) = weak.upgrade() {
-        shared.borrow_mut().enqueue(input);
-        pump(&shared);
-    }
+/// Queues an input from outside and pumps.
+pub fn resume(shared: &Shared, input: Pending) {
+    shared.borrow_mut().enqueue(input);
+    pump(shared);
 }
 
 /// Subscribes to the adapter's `watch` (if any), then reads the records and
@@ -806,9 +872,11 @@ pub fn start(shared: &Shared) {
         for key in RecordKey::ALL {
             let weak = Rc::downgrade(shared);
             let on_change = Closure::<dyn FnMut(JsValue)>::new(move |value: JsValue| {
-                if value.is_null() || value.is_undefined() || value.is_string() {
+                if (value.is_null() || value.is_undefined() || value.is_string())
+                    && let Some(shared) = weak.upgrade()
+                {
                     resume(
-                        &weak,
+                        &shared,
                         Pending::External {
                             key,
                             value: value.as_string(),
@@ -821,15 +889,16 @@ pub fn start(shared: &Shared) {
             if let Ok(unsubscribe) = watch.call2(&storage, &name, &on_change)
                 && let Some(f) = unsubscribe.dyn_ref::<Function>()
             {
-                shared.borrow_mut().unwatch.push(f.clone());
+                shared.borrow_mut().unwatch_push(f.clone());
             }
         }
     }
     let [session_key, anon_key] = &keys;
-    let reads: Vec<JsValue> = [session_key.as_str(), anon_key.as_str(), VISITOR_ID_KEY]
-        .iter()
-        .map(|k| storage.get_item(k).unwrap_or(JsValue::NULL))
-        .collect();
+    let reads = [
+        storage.get_item(session_key).unwrap_or(JsValue::NULL),
+        storage.get_item(anon_key).unwrap_or(JsValue::NULL),
+        storage.get_item(VISITOR_ID_KEY).unwrap_or(JsValue::NULL),
+    ];
     if reads.iter().any(js::is_thenable) {
         let weak = Rc::downgrade(shared);
         spawn_local(async move {
@@ -843,15 +912,15 @@ pub fn start(shared: &Shared) {
                 );
             }
             if let Some(shared) = weak.upgrade() {
-                restored(&shared, values);
+                restored(&shared, &values);
             }
         });
     } else {
-        restored(shared, reads.iter().map(JsValue::as_string).collect());
+        restored(shared, &reads.map(|r| r.as_string()));
     }
 }
 
-fn restored(shared: &Shared, values: Vec<Option<String>>) {
+fn restored(shared: &Shared, values: &[Option<String>]) {
     {
         let mut d = shared.borrow_mut();
         if d.destroyed {
@@ -865,40 +934,58 @@ fn restored(shared: &Shared, values: Vec<Option<String>>) {
             value(2),
         );
         d.restoring = false;
+        d.turn = d.turn.wrapping_add(1);
     }
     pump(shared);
+}
+
+impl Driver {
+    fn unwatch_push(&mut self, f: Function) {
+        self.unwatch.push(f);
+    }
 }
 
 /// Stops everything: timer, watches, listeners; pending calls reject with
 /// `aborted`, and nothing is written to storage any more.
 pub fn destroy(shared: &Shared) {
-    let (waiters, queue, unwatch, ready, error) = {
-        let mut d = shared.borrow_mut();
+    let (waiters, queue, unwatch, ready, errors, host) = {
+        let Ok(mut d) = shared.try_borrow_mut() else {
+            return;
+        };
         if d.destroyed {
             return;
         }
         d.destroyed = true;
-        if let Some((handle, _)) = d.timer.take() {
-            js::clear_timeout(&handle);
+        if d.timer.take().is_some() {
+            d.host.timer(-1.0);
         }
-        d.listeners.clear();
-        let error = d.errors.make("aborted", "the client was destroyed", None);
+        let host: Host = JsValue::clone(&d.host).unchecked_into();
         (
             std::mem::take(&mut d.waiters),
             std::mem::take(&mut d.queue),
             std::mem::take(&mut d.unwatch),
             std::mem::take(&mut d.ready_waiters),
-            error,
+            d.errors.clone(),
+            host,
         )
     };
+    // The session stays readable; the token cache does not answer any more.
+    host.state(&JsValue::UNDEFINED, 0.0, true);
     for f in unwatch {
         let _ = f.call0(&JsValue::UNDEFINED);
     }
-    for w in waiters {
-        let _ = w.reject.call1(&JsValue::UNDEFINED, &error);
-    }
-    for input in queue {
-        if let Pending::Command { reject, .. } = input {
+    let rejects: Vec<Function> = waiters
+        .into_iter()
+        .map(|w| w.reject)
+        .chain(queue.into_iter().filter_map(|input| match input {
+            Pending::Command { reject, .. } => Some(reject),
+            _ => None,
+        }))
+        .collect();
+    // An Error (with its stack trace) only when someone will see it.
+    if !rejects.is_empty() {
+        let error = errors.make("aborted", "the client was destroyed", None);
+        for reject in rejects {
             let _ = reject.call1(&JsValue::UNDEFINED, &error);
         }
     }

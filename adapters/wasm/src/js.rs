@@ -21,50 +21,45 @@ extern "C" {
     pub fn get_item(this: &StorageAdapter, key: &str) -> Result<JsValue, JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = setItem)]
-    pub fn set_item(this: &StorageAdapter, key: &str, value: &str) -> Result<JsValue, JsValue>;
+    pub fn set_item(this: &StorageAdapter, key: &str, value: &JsValue) -> Result<JsValue, JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = removeItem)]
     pub fn remove_item(this: &StorageAdapter, key: &str) -> Result<JsValue, JsValue>;
 
-    /// What `fetch` resolves to (a `Response`, or anything shaped like one).
-    pub type FetchResponse;
+    /// The package's JS half (`client.js`, class `Host`): it owns the
+    /// listener list, the Promise-facing caches, `fetch` and the timer, so
+    /// that each of those costs one call across the boundary, not one per
+    /// listener or per property. None of these methods throws.
+    pub type Host;
 
-    #[wasm_bindgen(method, getter)]
-    pub fn status(this: &FetchResponse) -> JsValue;
+    /// Delivers an auth event to every live listener, in order.
+    #[wasm_bindgen(method, js_name = _emit)]
+    pub fn emit(this: &Host, event: &str, session: &JsValue);
 
-    #[wasm_bindgen(method, getter, js_name = statusText)]
-    pub fn status_text(this: &FetchResponse) -> JsValue;
+    /// Delivers `INITIAL_SESSION` to the listener with this id (once).
+    #[wasm_bindgen(method, js_name = _initial)]
+    pub fn initial(this: &Host, listener: u32, session: &JsValue);
 
-    #[wasm_bindgen(method, getter)]
-    pub fn headers(this: &FetchResponse) -> JsValue;
+    /// The state the synchronous getters read: the session object (or
+    /// `null`, or `undefined` for "not rendered yet: ask"), the instant
+    /// until which the core answers `getAccessToken` from it (0: ask), and
+    /// whether storage has been restored.
+    #[wasm_bindgen(method, js_name = _state)]
+    pub fn state(this: &Host, session: &JsValue, fresh_until: f64, ready: bool);
 
-    #[wasm_bindgen(method, catch, js_name = arrayBuffer)]
-    pub fn array_buffer(this: &FetchResponse) -> Result<JsValue, JsValue>;
+    /// Performs a request; its answer comes back through `__response` or
+    /// `__transport`. `headers` is `name\nvalue\n…`.
+    #[wasm_bindgen(method, js_name = _send)]
+    pub fn send(this: &Host, id: u32, url: &str, method: &str, headers: &str, body: &str);
 
-    /// `Response.headers`.
-    pub type FetchHeaders;
+    /// (Re-)arms the one timer to call `__timeout` after `delay_ms`; a
+    /// negative delay cancels it.
+    #[wasm_bindgen(method, js_name = _timer)]
+    pub fn timer(this: &Host, delay_ms: f64);
 
-    #[wasm_bindgen(method, catch)]
-    pub fn get(this: &FetchHeaders, name: &str) -> Result<JsValue, JsValue>;
-
-    /// The WHATWG `URL` class, used once to reduce `apiOrigin` to its origin.
-    #[wasm_bindgen(js_name = URL)]
-    pub type Url;
-
-    #[wasm_bindgen(constructor, catch, js_class = "URL")]
-    pub fn new(input: &str) -> Result<Url, JsValue>;
-
-    #[wasm_bindgen(method, getter)]
-    pub fn origin(this: &Url) -> String;
-
-    #[wasm_bindgen(method, getter)]
-    pub fn protocol(this: &Url) -> String;
-
-    #[wasm_bindgen(js_name = setTimeout)]
-    pub fn set_timeout(callback: &JsValue, ms: f64) -> JsValue;
-
-    #[wasm_bindgen(js_name = clearTimeout)]
-    pub fn clear_timeout(handle: &JsValue);
+    /// `JSON.parse` of a JS string (no copy through wasm memory).
+    #[wasm_bindgen(catch, js_namespace = JSON, js_name = parse)]
+    pub fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
 
     #[wasm_bindgen(js_namespace = console, js_name = warn)]
     pub fn console_warn(message: &str);
@@ -143,14 +138,6 @@ pub fn session_value(session: &Session, scratch: &mut Vec<u8>) -> JsValue {
     }
 }
 
-/// `session.user`, or `null`.
-pub fn user_value(session: Option<&Session>, scratch: &mut Vec<u8>) -> JsValue {
-    match session {
-        Some(s) => prop(&session_value(s, scratch), "user"),
-        None => JsValue::NULL,
-    }
-}
-
 /// Why an argument object was refused: `(code, message)`.
 pub type ArgError = (&'static str, String);
 
@@ -183,6 +170,16 @@ pub fn upgrade_command(options: &JsValue) -> Result<Command, ArgError> {
     let password =
         optional_string(options, "password")?.ok_or_else(|| invalid("password is required"))?;
     let key = optional_string(options, "idempotencyKey")?;
+    // It travels as a header: a control character (CR, LF) would make
+    // `fetch` throw, or split the header list the host rebuilds.
+    if key
+        .as_deref()
+        .is_some_and(|k| k.bytes().any(|b| b < 0x20 || b == 0x7f))
+    {
+        return Err(invalid(
+            "idempotencyKey must not contain control characters",
+        ));
+    }
     let mut req = UpgradeRequest::new(&email, &password, key.as_deref()).map_err(capacity)?;
     req.user_meta = user_meta(&prop(options, "userMeta"))?;
     Ok(Command::UpgradeToEmail(req))

@@ -17,12 +17,13 @@ mod wasm_tests;
 use std::fmt;
 use std::rc::Rc;
 
-use js_sys::{Function, Promise};
+use js_sys::Function;
+use paywall_auth::origin::{self, InsecureHttp, Scheme};
 use paywall_auth::{Command, Config, Machine, RecordKey};
 use wasm_bindgen::prelude::*;
 
 use driver::{Pending, Reply, Shared};
-use js::{Errors, StorageAdapter, Url};
+use js::{Errors, Host, StorageAdapter};
 
 /// The client. Construct it through the package's `AuthClient` (which
 /// supplies the default storage, `fetch` and the `PaywallError` class);
@@ -40,12 +41,14 @@ impl fmt::Debug for AuthClient {
 
 #[wasm_bindgen]
 impl AuthClient {
-    /// `new AuthClient({paywallId, apiOrigin, storage, fetch}, PaywallError)`.
-    /// Throws a `PaywallError` with code `invalid_config` when the paywall
-    /// id or the origin is missing or unusable, or `storage`/`fetch` are not
-    /// what they should be.
+    /// `new AuthClient({paywallId, apiOrigin, storage, fetch,
+    /// allowInsecureHttp?}, PaywallError, host)`. Throws a `PaywallError`
+    /// with code `invalid_config` when the paywall id or the origin is
+    /// missing or unusable (plain `http://` to a host that is not loopback
+    /// without `allowInsecureHttp: true` included), or `storage` is not
+    /// what it should be. `host` is the package's `Host` (client.js).
     #[wasm_bindgen(constructor)]
-    pub fn new(options: JsValue, error_class: Function) -> Result<AuthClient, JsValue> {
+    pub fn new(options: JsValue, error_class: Function, host: Host) -> Result<AuthClient, JsValue> {
         let errors = Errors::new(error_class);
         let invalid = |message: &str| errors.make("invalid_config", message, None);
 
@@ -57,11 +60,29 @@ impl AuthClient {
             .as_string()
             .filter(|s| !s.is_empty());
         let api_origin = api_origin.ok_or_else(|| invalid("apiOrigin is required"))?;
-        // docs/protocol.md §1.1: only scheme, host and port of apiOrigin count.
-        let url = Url::new(&api_origin).map_err(|_| invalid("apiOrigin is not a valid URL"))?;
-        if !matches!(url.protocol().as_str(), "http:" | "https:") {
-            return Err(invalid("apiOrigin must be an http(s) URL"));
+        // The core's rule, the same in every adapter (docs/protocol.md
+        // §13.4), checked before any network use: https, or http to
+        // loopback, or http anywhere when the app says so by name.
+        let insecure = if js::prop(&options, "allowInsecureHttp").is_truthy() {
+            InsecureHttp::Allow
+        } else {
+            InsecureHttp::Refuse
+        };
+        let checked = origin::check(&api_origin, insecure).map_err(|e| {
+            let message = buf::strip_code_prefix(e.message(), "invalid_config");
+            match e {
+                origin::OriginError::InsecureHttp => invalid(&format!(
+                    "{message} (pass allowInsecureHttp: true to the AuthClient options)"
+                )),
+                _ => invalid(message),
+            }
+        })?;
+        if checked.ignored_suffix {
+            js::console_warn(
+                "paywall-auth: apiOrigin has a path, query or fragment; only its origin is used",
+            );
         }
+        let origin = origin_string(&checked);
         let mut config = Config::new(&paywall_id).map_err(|e| {
             let text = e.to_string();
             invalid(buf::strip_code_prefix(&text, "invalid_config"))
@@ -79,9 +100,6 @@ impl AuthClient {
                 "storage must implement getItem, setItem and removeItem",
             ));
         }
-        let fetch: Function = js::prop(&options, "fetch")
-            .dyn_into()
-            .map_err(|_| invalid("fetch must be a function"))?;
 
         let key = |k: RecordKey| k.storage_key(&paywall_id).map(|s| s.as_str().to_owned());
         let keys = [key(RecordKey::Session), key(RecordKey::AnonRefreshToken)];
@@ -91,10 +109,10 @@ impl AuthClient {
 
         let shared = driver::Driver::new(
             Machine::new(config),
-            url.origin(),
+            origin,
             [session_key, anon_key],
             storage.unchecked_into::<StorageAdapter>(),
-            fetch,
+            host,
             errors,
         );
         driver::start(&shared);
@@ -105,104 +123,144 @@ impl AuthClient {
     /// the stored anonymous account, or creates one (docs/protocol.md §7.1).
     /// Options: `{ userMeta?, forceNewAnon?, captchaToken? }`.
     #[wasm_bindgen(js_name = signInAnonymously)]
-    pub fn sign_in_anonymously(&self, options: JsValue) -> Promise {
+    pub fn sign_in_anonymously(&self, options: JsValue, resolve: Function, reject: Function) {
         // The guest record is read fresh before a resume, as the reference
         // does (another tab may have rotated it).
         self.command_after_pull(
             RecordKey::AnonRefreshToken,
             js::sign_in_command(&options),
-            Reply::Session,
-        )
+            (Reply::Session, resolve, reject),
+        );
     }
 
     /// Attaches an email and password to the anonymous account. Options:
     /// `{ email, password, userMeta?, idempotencyKey? }`. Resolves
     /// `{kind: 'updated', session}` or `{kind: 'confirmation_required', email}`.
     #[wasm_bindgen(js_name = upgradeAnonymousToEmail)]
-    pub fn upgrade_anonymous_to_email(&self, options: JsValue) -> Promise {
-        self.command(js::upgrade_command(&options), Reply::Upgrade)
+    pub fn upgrade_anonymous_to_email(
+        &self,
+        options: JsValue,
+        resolve: Function,
+        reject: Function,
+    ) {
+        self.command(
+            js::upgrade_command(&options),
+            (Reply::Upgrade, resolve, reject),
+        );
     }
 
     /// Signs out; `{ forgetAnonymous: true }` also forgets the anonymous
     /// account (a soft sign-out keeps it resumable).
     #[wasm_bindgen(js_name = signOut)]
-    pub fn sign_out(&self, options: JsValue) -> Promise {
-        self.command(Ok(js::sign_out_command(&options)), Reply::SignOut)
+    pub fn sign_out(&self, options: JsValue, resolve: Function, reject: Function) {
+        self.command(
+            Ok(js::sign_out_command(&options)),
+            (Reply::SignOut, resolve, reject),
+        );
     }
 
     /// Rotates the tokens now. Resolves the new session, or `null` when
     /// there is no session or the server declared it dead (signed out).
-    pub fn refresh(&self) -> Promise {
-        self.command(Ok(Command::Refresh), Reply::Refresh)
+    pub fn refresh(&self, resolve: Function, reject: Function) {
+        self.command(Ok(Command::Refresh), (Reply::Refresh, resolve, reject));
     }
 
     /// A fresh access token (refreshing first if needed), or `null` when
-    /// signed out.
+    /// signed out. The package answers from its cache first while the
+    /// core's `fresh_until` has not passed; this is the full path.
     #[wasm_bindgen(js_name = getAccessToken)]
-    pub fn get_access_token(&self) -> Promise {
+    pub fn get_access_token(&self, resolve: Function, reject: Function) {
         // Signed out here? Another tab may have signed in (§6.4 "pull").
         self.command_after_pull(
             RecordKey::Session,
             Ok(Command::AccessToken),
-            Reply::AccessToken,
-        )
+            (Reply::AccessToken, resolve, reject),
+        );
     }
 
-    /// The current session, or `null`. Synchronous.
-    #[wasm_bindgen(js_name = getCachedSession)]
-    pub fn get_cached_session(&self) -> JsValue {
-        let mut d = self.shared.borrow_mut();
-        let (machine, scratch) = d.scratch();
-        machine
-            .session()
-            .map_or(JsValue::NULL, |s| js::session_value(s, scratch))
+    /// Renders the current session into the host's cache (`_state`), for
+    /// the synchronous getters when they found it not rendered yet.
+    #[wasm_bindgen(js_name = syncSession)]
+    pub fn sync_session(&self) {
+        if let Ok(mut d) = self.shared.try_borrow_mut() {
+            d.sync_session();
+        }
     }
 
-    /// The current session's user, or `null`. Synchronous.
-    #[wasm_bindgen(js_name = getCachedUser)]
-    pub fn get_cached_user(&self) -> JsValue {
-        let mut d = self.shared.borrow_mut();
-        let (machine, scratch) = d.scratch();
-        js::user_value(machine.session(), scratch)
-    }
-
-    /// Resolves once the stored session has been restored.
-    pub fn ready(&self) -> Promise {
-        let (promise, resolve, _) = deferred();
+    /// Calls `resolve` once the stored session has been restored.
+    pub fn ready(&self, resolve: Function) {
         let now = self.shared.borrow_mut().when_ready(resolve);
         if let Some(resolve) = now {
             let _ = resolve.call0(&JsValue::UNDEFINED);
         }
-        promise
     }
 
-    /// Calls `callback(event, session)` on every auth change, starting with
-    /// `INITIAL_SESSION`. Returns the function that unsubscribes it.
-    #[wasm_bindgen(js_name = onAuthChange)]
-    pub fn on_auth_change(&self, callback: Function) -> Function {
-        let id = {
+    /// Queues `INITIAL_SESSION` for the host's listener `id`, delivered
+    /// from a microtask (the caller holds its unsubscribe function before
+    /// the listener first runs) behind every input already waiting.
+    #[wasm_bindgen(js_name = addListener)]
+    pub fn add_listener(&self, id: u32) {
+        {
             let mut d = self.shared.borrow_mut();
             if d.destroyed {
-                return Function::new_no_args("");
+                return;
             }
-            d.subscribe(callback)
-        };
-        // Delivered from a microtask: the caller holds its unsubscribe
-        // function before the listener first runs.
+            d.subscribe(id);
+        }
         let weak = Rc::downgrade(&self.shared);
         wasm_bindgen_futures::spawn_local(async move {
             if let Some(shared) = weak.upgrade() {
                 driver::pump(&shared);
             }
         });
-        let weak = Rc::downgrade(&self.shared);
-        Closure::<dyn FnMut()>::new(move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.borrow_mut().unsubscribe(id);
-            }
-        })
-        .into_js_value()
-        .unchecked_into()
+    }
+
+    /// The answer to request `id` (from the host's `fetch`).
+    #[wasm_bindgen(js_name = __response)]
+    pub fn response(
+        &self,
+        id: u32,
+        status: u16,
+        status_text: String,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    ) {
+        driver::resume(
+            &self.shared,
+            Pending::Response {
+                id: paywall_auth::RequestId(id),
+                status,
+                status_text,
+                json: buf::is_json_content_type(content_type.as_deref()),
+                body,
+            },
+        );
+    }
+
+    /// Request `id` failed below HTTP: `kind` 0 no connection, 1 lost after
+    /// sending, 2 malformed answer; `note` replaces the generic text (a
+    /// refused redirect says so).
+    #[wasm_bindgen(js_name = __transport)]
+    pub fn transport(&self, id: u32, kind: u8, note: Option<String>) {
+        let error = match kind {
+            0 => paywall_auth::TransportError::Connect,
+            1 => paywall_auth::TransportError::ConnectionLost,
+            _ => paywall_auth::TransportError::BadFraming,
+        };
+        driver::resume(
+            &self.shared,
+            Pending::Transport {
+                id: paywall_auth::RequestId(id),
+                error,
+                note,
+            },
+        );
+    }
+
+    /// The host's timer fired.
+    #[wasm_bindgen(js_name = __timeout)]
+    pub fn timeout(&self) {
+        driver::resume(&self.shared, Pending::Timeout);
     }
 
     /// Stops timers, watches and listeners; pending calls reject with
@@ -220,25 +278,28 @@ impl Drop for AuthClient {
     }
 }
 
+/// A JS call's reply kind and its Promise's settle functions.
+type Settle = (Reply, Function, Function);
+
 impl AuthClient {
-    /// Queues a command (its arguments already converted) and pumps; the
-    /// Promise settles when the core completes it.
     /// [`command`](Self::command), with `key` re-read first when there is
     /// no session (see `Pending::Pull`).
     fn command_after_pull(
         &self,
         key: RecordKey,
         command: Result<Command, js::ArgError>,
-        reply: Reply,
-    ) -> Promise {
+        settle: Settle,
+    ) {
         if command.is_ok() && !self.shared.borrow().destroyed {
             self.shared.borrow_mut().enqueue(Pending::Pull(key));
         }
-        self.command(command, reply)
+        self.command(command, settle);
     }
 
-    fn command(&self, command: Result<Command, js::ArgError>, reply: Reply) -> Promise {
-        let (promise, resolve, reject) = deferred();
+    /// Queues a command (its arguments already converted) and pumps; the
+    /// Promise settles when the core completes it.
+    fn command(&self, command: Result<Command, js::ArgError>, settle: Settle) {
+        let (reply, resolve, reject) = settle;
         let refusal = {
             let mut d = self.shared.borrow_mut();
             match command {
@@ -263,15 +324,22 @@ impl AuthClient {
             }
             None => driver::pump(&self.shared),
         }
-        promise
     }
 }
 
-/// A pending Promise and its two settle functions.
-fn deferred() -> (Promise, Function, Function) {
-    let mut slots: Option<(Function, Function)> = None;
-    let promise = Promise::new(&mut |resolve, reject| slots = Some((resolve, reject)));
-    let (resolve, reject) =
-        slots.unwrap_or_else(|| (Function::new_no_args(""), Function::new_no_args("")));
-    (promise, resolve, reject)
+/// `scheme://host[:port]` as a browser's `URL.origin` spells it: lower
+/// case, the default port left out.
+fn origin_string(o: &origin::Origin<'_>) -> String {
+    let (scheme, default) = match o.scheme {
+        Scheme::Https => ("https://", 443),
+        Scheme::Http => ("http://", 80),
+    };
+    let mut s = String::with_capacity(scheme.len() + o.host.len() + 6);
+    s.push_str(scheme);
+    s.push_str(&o.host.to_ascii_lowercase());
+    if let Some(port) = o.port.filter(|p| *p != default) {
+        s.push(':');
+        s.push_str(&port.to_string());
+    }
+    s
 }

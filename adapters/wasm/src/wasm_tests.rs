@@ -6,12 +6,23 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::rc::Rc;
+
 use js_sys::{Function, JSON, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::wasm_bindgen_test;
 
 use crate::AuthClient;
+
+// The package's own JS half, not a copy of it.
+#[wasm_bindgen(module = "/js/host.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = Host)]
+    type PackageHost;
+    #[wasm_bindgen(constructor, js_class = "Host")]
+    fn new() -> PackageHost;
+}
 
 #[wasm_bindgen(inline_js = r#"
 export class TestError extends Error {
@@ -44,6 +55,14 @@ export function options(env, extra) {
   return Object.assign({ paywallId: 'pw_1', apiOrigin: 'https://api.test', fetch: env.fetch, storage: env.storage }, extra || {});
 }
 
+// Wires a Host to a test's fetch and to the client's answer entry points
+// (what client.js does with a WeakRef to the JS object).
+export function attach(host, fetch, response, transport, timeout) {
+  host.fetch = fetch;
+  const c = { __response: response, __transport: transport, __timeout: timeout };
+  host.client = { deref: () => c };
+}
+
 export function tokens(id, refresh) {
   return { access_token: 'at-' + refresh, refresh_token: refresh, expires_in: 3600, expires_at: null,
            token_type: 'bearer', user: { id, email: null, is_anonymous: true } };
@@ -55,6 +74,13 @@ extern "C" {
     fn env(replies: &JsValue, initial: &JsValue) -> JsValue;
     fn options(env: &JsValue, extra: &JsValue) -> JsValue;
     fn tokens(id: &str, refresh: &str) -> JsValue;
+    fn attach(
+        host: &JsValue,
+        fetch: &JsValue,
+        response: &JsValue,
+        transport: &JsValue,
+        timeout: &JsValue,
+    );
 }
 
 fn get(v: &JsValue, path: &str) -> JsValue {
@@ -91,8 +117,101 @@ fn reply(status: u16, body: &JsValue) -> JsValue {
     o.into()
 }
 
-fn client(e: &JsValue) -> AuthClient {
-    AuthClient::new(options(e, &JsValue::UNDEFINED), error_class()).unwrap()
+/// The raw client plus the package's Host, driven as client.js does.
+struct Client {
+    raw: Rc<AuthClient>,
+    host: JsValue,
+}
+
+fn host() -> crate::js::Host {
+    JsValue::from(PackageHost::new()).unchecked_into()
+}
+
+fn new_client(options: JsValue) -> Result<Client, JsValue> {
+    let host = host();
+    let raw = Rc::new(AuthClient::new(
+        options.clone(),
+        error_class(),
+        JsValue::clone(&host).unchecked_into(),
+    )?);
+    let w = Rc::downgrade(&raw);
+    let response = Closure::<dyn Fn(u32, u16, String, Option<String>, Vec<u8>)>::new(
+        move |id, status, text, ct, body| {
+            if let Some(c) = w.upgrade() {
+                c.response(id, status, text, ct, body);
+            }
+        },
+    );
+    let w = Rc::downgrade(&raw);
+    let transport = Closure::<dyn Fn(u32, u8, Option<String>)>::new(move |id, kind, note| {
+        if let Some(c) = w.upgrade() {
+            c.transport(id, kind, note);
+        }
+    });
+    let w = Rc::downgrade(&raw);
+    let timeout = Closure::<dyn Fn()>::new(move || {
+        if let Some(c) = w.upgrade() {
+            c.timeout();
+        }
+    });
+    attach(
+        &host,
+        &get(&options, "fetch"),
+        &response.into_js_value(),
+        &transport.into_js_value(),
+        &timeout.into_js_value(),
+    );
+    Ok(Client {
+        raw,
+        host: host.into(),
+    })
+}
+
+fn client(e: &JsValue) -> Client {
+    new_client(options(e, &JsValue::UNDEFINED)).unwrap()
+}
+
+/// A Promise settled by the callbacks a raw method takes.
+fn call(f: impl FnOnce(Function, Function)) -> Promise {
+    let mut f = Some(f);
+    Promise::new(&mut |resolve, reject| {
+        if let Some(f) = f.take() {
+            f(resolve, reject);
+        }
+    })
+}
+
+impl Client {
+    fn sign_in_anonymously(&self, o: JsValue) -> Promise {
+        call(|r, j| self.raw.sign_in_anonymously(o, r, j))
+    }
+    fn upgrade_anonymous_to_email(&self, o: JsValue) -> Promise {
+        call(|r, j| self.raw.upgrade_anonymous_to_email(o, r, j))
+    }
+    fn refresh(&self) -> Promise {
+        call(|r, j| self.raw.refresh(r, j))
+    }
+    fn get_access_token(&self) -> Promise {
+        call(|r, j| self.raw.get_access_token(r, j))
+    }
+    fn ready(&self) -> Promise {
+        call(|r, _| self.raw.ready(r))
+    }
+    fn destroy(&self) {
+        self.raw.destroy();
+    }
+    /// What the package's `getCachedSession()` returns.
+    fn get_cached_session(&self) -> JsValue {
+        if get(&self.host, "session").is_undefined() {
+            self.raw.sync_session();
+        }
+        let s = get(&self.host, "session");
+        if s.is_undefined() { JsValue::NULL } else { s }
+    }
+    fn get_cached_user(&self) -> JsValue {
+        let s = self.get_cached_session();
+        if s.is_null() { s } else { get(&s, "user") }
+    }
 }
 
 #[wasm_bindgen_test]
@@ -104,24 +223,13 @@ fn constructor_refuses_bad_config_with_the_given_error_class() {
         r#"{"paywallId":"a b"}"#,
         r#"{"apiOrigin":"mailto:x@y"}"#,
     ] {
-        let err = AuthClient::new(options(&e, &obj(extra)), error_class()).unwrap_err();
+        let err = new_client(options(&e, &obj(extra))).err().unwrap();
         assert!(err.is_instance_of::<js_sys::Error>(), "{extra}");
         assert_eq!(get(&err, "code"), "invalid_config", "{extra}");
     }
-    let no_fetch = options(&e, &obj(r#"{"fetch":null}"#));
-    assert_eq!(
-        get(
-            &AuthClient::new(no_fetch, error_class()).unwrap_err(),
-            "code"
-        ),
-        "invalid_config"
-    );
     let bad_storage = options(&e, &obj(r#"{"storage":{}}"#));
     assert_eq!(
-        get(
-            &AuthClient::new(bad_storage, error_class()).unwrap_err(),
-            "code"
-        ),
+        get(&new_client(bad_storage).err().unwrap(), "code"),
         "invalid_config"
     );
 }
@@ -147,7 +255,7 @@ async fn sign_in_sends_the_core_request_and_stores_both_records() {
     );
     assert_eq!(
         json(&get(&req, "init")),
-        r#"{"method":"POST","headers":{"Accept":"application/json","X-SDK-Version":"0.1.0","X-Paywall-Id":"pw_1","Content-Type":"application/json"},"credentials":"omit","body":"{}"}"#
+        r#"{"method":"POST","headers":{"Accept":"application/json","X-SDK-Version":"0.1.0","X-Paywall-Id":"pw_1","Content-Type":"application/json"},"credentials":"omit","redirect":"manual","body":"{}"}"#
     );
     let writes = json(&get(&e, "writes"));
     // The guest record first (the core's write order), then the session.

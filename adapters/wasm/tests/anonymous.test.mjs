@@ -47,7 +47,9 @@ describe('signInAnonymously', () => {
     assert.deepEqual(req.headers, baseHeaders());
     assert.equal(req.body, '{}');
     assert.equal(req.credentials, 'omit');
-    assert.deepEqual(req.keys, ['body', 'credentials', 'headers', 'method']);
+    assert.deepEqual(req.keys, ['body', 'credentials', 'headers', 'method', 'redirect']);
+    // A redirect would carry the body (tokens, passwords) elsewhere: never followed.
+    assert.equal(req.redirect, 'manual');
 
     const stored = storedSession(reply, anonUser('u1'));
     assert.deepEqual(timeline, [
@@ -306,7 +308,7 @@ describe('signOut', () => {
     const [req] = backend.requests;
     assert.deepEqual(req.headers, baseHeaders({ body: false, bearer: session.access_token }));
     assert.equal(req.body, undefined);
-    assert.deepEqual(req.keys, ['credentials', 'headers', 'method']);
+    assert.deepEqual(req.keys, ['credentials', 'headers', 'method', 'redirect']);
   });
 
   it('a failing /auth/signout is swallowed', async () => {
@@ -657,6 +659,75 @@ describe('construction and lifecycle', () => {
         JSON.stringify(options),
       );
     }
+  });
+
+  it('plain http:// is refused before any network use unless the host is loopback or the app opts in', async () => {
+    const backend = new Backend();
+    for (const apiOrigin of ['http://api.example.test', 'HTTP://10.0.0.7:8080', 'http://127.example.test']) {
+      assert.throws(
+        () => client(backend, recordingStorage(), { apiOrigin }),
+        (e) =>
+          e instanceof PaywallError &&
+          e.code === 'invalid_config' &&
+          /clear text/.test(e.message) &&
+          /allowInsecureHttp: true/.test(e.message),
+        apiOrigin,
+      );
+    }
+    // Credentials in the origin are refused too.
+    assert.throws(() => client(backend, recordingStorage(), { apiOrigin: 'https://u:p@api.example.test' }), {
+      code: 'invalid_config',
+    });
+    assert.equal(backend.requests.length, 0);
+
+    // Loopback needs no opt-in; the opt-in works for any host. Requests go
+    // to the origin as a browser's URL.origin spells it.
+    for (const [apiOrigin, extra, origin] of [
+      ['http://127.0.0.1:8787/x', {}, 'http://127.0.0.1:8787'],
+      ['http://LOCALHOST:80', {}, 'http://localhost'],
+      ['http://[::1]:9000', {}, 'http://[::1]:9000'],
+      ['http://api.example.test', { allowInsecureHttp: true }, 'http://api.example.test'],
+      ['https://API.example.test:443/', {}, 'https://api.example.test'],
+    ]) {
+      // The stub routes by URL: outside ORIGIN, the route is the whole URL.
+      const url = `${origin}/api/v1/paywall/${PID}/auth/anonymous/signin`;
+      const route = origin === ORIGIN ? ANON_SIGNIN : url;
+      const b = new Backend().on(route, { body: tokens({ user: anonUser('u1') }) });
+      const c = client(b, recordingStorage(), { apiOrigin, ...extra });
+      await c.signInAnonymously();
+      assert.equal(b.requests[0].url, `${origin}/api/v1/paywall/${PID}/auth/anonymous/signin`, apiOrigin);
+      c.destroy();
+    }
+  });
+
+  it('a redirect is refused, not followed: network_error saying so, nothing stored, nothing re-sent', async () => {
+    const backend = new Backend().on(
+      ANON_SIGNIN,
+      { status: 307, headers: { location: 'http://evil.example.test/steal' } },
+      // What a browser hands back for redirect: 'manual'.
+      { response: { type: 'opaqueredirect', status: 0, statusText: '', headers: new Headers() } },
+    );
+    const storage = recordingStorage();
+    const c = client(backend, storage);
+    await assert.rejects(c.signInAnonymously(), (e) => {
+      assert.equal(e.code, 'network_error');
+      assert.match(e.message, /refused a redirect \(HTTP 307 to http:\/\/evil\.example\.test\/steal\)/);
+      assert.match(e.message, /follows no redirect/);
+      return true;
+    });
+    await assert.rejects(c.signInAnonymously(), (e) => e.code === 'network_error' && /refused a redirect \(its target hidden/.test(e.message));
+    assert.deepEqual(backend.routes(), [ANON_SIGNIN, ANON_SIGNIN]);
+    assert.deepEqual(storage.timeline, []);
+    assert.equal(c.getCachedSession(), null);
+  });
+
+  it('a redirect on refresh keeps the session and both records (it is not the server declaring the token dead)', async () => {
+    const { c, backend, storage, session } = await signedIn();
+    backend.on(REFRESH, { status: 308, headers: { location: 'https://elsewhere.example.test/' } });
+    await assert.rejects(c.refresh(), (e) => e.code === 'network_error' && /refused a redirect \(HTTP 308/.test(e.message));
+    assert.deepEqual(storage.timeline, []);
+    assert.equal(c.getCachedSession().refresh_token, session.refresh_token);
+    assert.equal(storage.data.get(KEYS.anon), session.refresh_token);
   });
 
   it('defaults to a memory store when there is no localStorage', async () => {

@@ -89,6 +89,7 @@ export class Backend {
       headers: { ...init.headers },
       body: init.body,
       credentials: init.credentials,
+      redirect: init.redirect,
       keys: Object.keys(init).sort(),
     };
     this.requests.push(req);
@@ -96,12 +97,14 @@ export class Backend {
     if (typeof reply === 'function') reply = await reply(req);
     if (reply === undefined) throw new TypeError(`stub backend: no reply queued for ${req.route}`);
     if (reply instanceof Error) throw reply;
-    const { status = 200, body = null, contentType = 'application/json', statusText } = reply;
+    if (reply.response) return reply.response; // a ready-made Response-like object
+    const { status = 200, body = null, contentType = 'application/json', statusText, headers = {} } = reply;
     const text = typeof body === 'string' ? body : JSON.stringify(body);
-    return new Response(status === 204 ? null : text, {
+    const noBody = status === 204 || (status >= 300 && status < 400);
+    return new Response(noBody ? null : text, {
       status,
       statusText,
-      headers: contentType ? { 'content-type': contentType } : {},
+      headers: contentType ? { 'content-type': contentType, ...headers } : headers,
     });
   }
 

@@ -159,6 +159,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         // Outermost, so every API request is logged and can be faulted,
         // whether or not a route matched.
         .layer(from_fn_with_state(shared.clone(), observe))
+        // Outside the log: a preflight is the browser's, not the client's.
+        .layer(from_fn_with_state(shared.clone(), crate::cors::layer))
         .with_state(shared)
 }
 

@@ -40,6 +40,7 @@
 #[doc = include_str!("../README.md")]
 mod readme {}
 
+mod cors;
 mod http;
 mod model;
 mod state;
@@ -83,6 +84,10 @@ pub struct EmulatorConfig {
     /// HS256 key of the access tokens. Fixed by default so an outside tool
     /// can decode them too.
     pub jwt_secret: Vec<u8>,
+    /// Page origins (`http://127.0.0.1:5173`) whose browser `fetch`es get
+    /// CORS answers: preflights and `Access-Control-Allow-Origin`. `"*"`
+    /// allows any origin. Empty (the default): no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -95,6 +100,7 @@ impl Default for EmulatorConfig {
             reuse_interval: Duration::from_secs(10),
             refresh_checks_anonymous: false,
             jwt_secret: b"paywall-auth-emulator-insecure-secret".to_vec(),
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -109,6 +115,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("reuse_interval", &self.reuse_interval)
             .field("refresh_checks_anonymous", &self.refresh_checks_anonymous)
             .field("jwt_secret", &"<redacted>")
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
             .finish()
     }
 }

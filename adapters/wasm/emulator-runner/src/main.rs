@@ -3,13 +3,28 @@
 //! one line of stdout, and serves until stdin reaches end-of-file — so the
 //! emulator dies with the test that spawned it, whatever way that ends. The
 //! test steers the backend through the emulator's `/__emulator/` routes.
+//! `PAYWALL_EMULATOR_CORS` (comma-separated page origins, or `*`) turns on
+//! CORS answers for a browser test.
 
 use paywall_auth_emulator::{Emulator, EmulatorConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::io::Result<()> {
-    let emulator = Emulator::start(EmulatorConfig::default()).await?;
+    // Browser tests name the page origins that may call it (CORS).
+    let cors_allowed_origins = std::env::var("PAYWALL_EMULATOR_CORS")
+        .map(|v| {
+            v.split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let emulator = Emulator::start(EmulatorConfig {
+        cors_allowed_origins,
+        ..EmulatorConfig::default()
+    })
+    .await?;
     let line = format!(
         "{{\"origin\":\"{}\",\"paywallId\":\"{}\"}}\n",
         emulator.origin(),

@@ -1,0 +1,143 @@
+// The JS half of a client: see the class comment. Kept free of imports so
+// the binding tests (src/wasm_tests.rs) load the very same file.
+
+function callListener(callback, event, session) {
+  try {
+    callback(event, session);
+  } catch (e) {
+    console.error('paywall-auth: an onAuthChange listener threw', e);
+  }
+}
+
+/**
+ * The JS half of a client (src/js.rs `Host`): the listener list, the caches
+ * the synchronous getters read, `fetch` and the timer. The Rust core decides
+ * everything; this only moves values, so that an event costs one call into
+ * JS whatever the number of listeners, and a cached token none at all.
+ * None of the `_` methods throws (they are called from wasm).
+ */
+export class Host {
+  constructor() {
+    this.fetch = null;
+    this.client = null; // WeakRef: the wasm side holds the host, not the other way round
+    this.listeners = [];
+    this.waiting = new Map(); // listener id → listener, until its INITIAL_SESSION
+    this.nextId = 1;
+    /** The session object; `undefined`: not rendered yet, ask `syncSession`. */
+    this.session = undefined;
+    /** Until when (ms) the core answers `getAccessToken` from `session`; 0: ask. */
+    this.freshUntil = 0;
+    this.ready = false;
+    this.dead = false;
+    this.timer = undefined;
+  }
+
+  _state(session, freshUntil, ready) {
+    this.session = session;
+    this.freshUntil = freshUntil;
+    this.ready = ready;
+  }
+
+  /** Every live listener registered when the emit began, in order. */
+  _emit(event, session) {
+    const ls = this.listeners;
+    for (let i = 0, n = ls.length; i < n && !this.dead; i++) {
+      const l = ls[i];
+      if (l.live) callListener(l.cb, event, session);
+    }
+  }
+
+  _initial(id, session) {
+    const l = this.waiting.get(id);
+    if (l === undefined || this.dead) return;
+    this.waiting.delete(id);
+    l.live = true;
+    callListener(l.cb, 'INITIAL_SESSION', session);
+  }
+
+  _call(f) {
+    const c = this.client && this.client.deref();
+    if (c === undefined || c === null || this.dead) return;
+    try {
+      f(c);
+    } catch {
+      // freed meanwhile
+    }
+  }
+
+  _timer(delay) {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (delay < 0) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this._call((c) => c.__timeout());
+    }, delay);
+    // Under Node, a refresh an hour away must not keep the process alive.
+    if (typeof this.timer === 'object' && typeof this.timer.unref === 'function') this.timer.unref();
+  }
+
+  _send(id, url, method, headerLines, body) {
+    const headers = {};
+    const parts = headerLines.split('\n');
+    for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1];
+    // No cookies (PROTOCOL.md §1.2), and no redirects: following one would
+    // re-send refresh tokens and passwords to wherever it points.
+    const init = { method, headers, credentials: 'omit', redirect: 'manual' };
+    if (body !== '') init.body = body;
+    let pending;
+    try {
+      // Called unbound, as `fetch(url, init)` is (window.fetch refuses another `this`).
+      const fetch = this.fetch;
+      pending = fetch(url, init);
+    } catch (e) {
+      pending = Promise.reject(e);
+    }
+    Promise.resolve(pending).then(
+      (r) => this._read(id, r),
+      () => this._call((c) => c.__transport(id, 0)),
+    );
+  }
+
+  _read(id, r) {
+    const status = r.status;
+    if (r.type === 'opaqueredirect' || (status >= 300 && status < 400)) {
+      let where = '';
+      try {
+        const location = r.headers.get('location');
+        if (typeof location === 'string' && location !== '') where = ` to ${location}`;
+      } catch {
+        // no headers to read
+      }
+      const what = status >= 300 ? `HTTP ${status}${where}` : 'its target hidden by the browser';
+      const note =
+        `refused a redirect (${what}): this client follows no redirect, since that would re-send ` +
+        'tokens and passwords to wherever it points; set apiOrigin to the final https:// origin';
+      this._call((c) => c.__transport(id, 1, note));
+      return;
+    }
+    if (typeof status !== 'number' || !(status >= 100 && status <= 599)) {
+      this._call((c) => c.__transport(id, 2));
+      return;
+    }
+    let contentType;
+    try {
+      const ct = r.headers.get('content-type');
+      if (typeof ct === 'string') contentType = ct;
+    } catch {
+      // treated as absent
+    }
+    const statusText = typeof r.statusText === 'string' ? r.statusText : '';
+    let body;
+    try {
+      body = r.arrayBuffer();
+    } catch (e) {
+      body = Promise.reject(e);
+    }
+    // Headers arrived, the body did not (PROTOCOL.md §1.4): connection lost.
+    Promise.resolve(body).then(
+      (bytes) => this._call((c) => c.__response(id, status, statusText, contentType, new Uint8Array(bytes))),
+      () => this._call((c) => c.__transport(id, 1)),
+    );
+  }
+}

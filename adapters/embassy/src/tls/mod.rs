@@ -488,6 +488,7 @@ impl<'d, const CHAIN: usize> Verifier<'d, CHAIN> {
         transcript: &<CipherSuite as embedded_tls::TlsCipherSuite>::Hash,
         chain: CertificateRef<'_>,
     ) -> Result<(), CertificateError> {
+        #[allow(clippy::infallible_destructuring_match)] // not without insecure-skip-verify
         let cas = match self.trust.mode {
             Mode::Verify(cas) => cas,
             #[cfg(feature = "insecure-skip-verify")]

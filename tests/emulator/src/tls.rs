@@ -69,6 +69,11 @@ pub struct TlsIdentity {
     pub ca_pem: String,
     /// The leaf certificate the server presents, DER.
     pub leaf_der: Vec<u8>,
+    /// The leaf certificate, PEM.
+    pub leaf_pem: String,
+    /// The leaf's private key, PKCS#8 PEM: a throwaway, so that a test can
+    /// serve the same identity from another TLS server (e.g. OpenSSL).
+    pub leaf_key_pem: String,
     /// SHA-256 of the leaf's DER `SubjectPublicKeyInfo` (an SPKI pin).
     pub leaf_spki_sha256: [u8; 32],
 }
@@ -105,6 +110,8 @@ pub(crate) fn build(options: &TlsOptions) -> std::io::Result<(TlsIdentity, TlsAc
         ca_der: ca_cert.der().to_vec(),
         ca_pem: ca_cert.pem(),
         leaf_der: leaf_cert.der().to_vec(),
+        leaf_pem: leaf_cert.pem(),
+        leaf_key_pem: leaf_key.serialize_pem(),
         leaf_spki_sha256: Sha256::digest(leaf_key.subject_public_key_info()).into(),
     };
 

@@ -41,7 +41,7 @@ const PAYWALL_ID: &str = "pw_demo";
 /// throwaway generated for the example; put your backend's root here.
 static CAS: [&[u8]; 1] = [include_bytes!("../../example-ca.der")];
 
-/// Record buffers: 16 640 B read (any server), 2 KiB write; 4 KiB for the
+/// Record buffers: 16 640 B read (any server), 1 KiB write; 4 KiB for the
 /// certificate chain (the connector's defaults).
 type Tls = TlsConnector<'static, TcpConnector<'static>, BoardRng>;
 type Client = AuthClient<'static, Tls, board::RetainedFlash>;
@@ -58,6 +58,7 @@ async fn net_task(mut runner: embassy_net::Runner<'static, board::NetDriver>) ->
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let board = board::init();
+    info!("boot: warm reset {=bool}", board.warm_reset);
     let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
         address: Ipv4Cidr::new(Ipv4Address::new(192, 0, 2, 2), 24),
         gateway: None,

@@ -59,7 +59,7 @@ impl Default for TlsOptions {
 
 /// What a client needs to trust the emulator: the CA that issued its
 /// certificate, the leaf itself and the pin of the leaf's public key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsIdentity {
     /// The leaf's names.
     pub host_names: Vec<String>,
@@ -76,6 +76,16 @@ pub struct TlsIdentity {
     pub leaf_key_pem: String,
     /// SHA-256 of the leaf's DER `SubjectPublicKeyInfo` (an SPKI pin).
     pub leaf_spki_sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity")
+            .field("host_names", &self.host_names)
+            .field("leaf_spki_sha256", &self.leaf_spki_sha256)
+            .field("leaf_key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Generates the CA and the leaf and builds the acceptor.

@@ -46,6 +46,8 @@ pub enum OriginError {
     /// `https://` to an IP literal: the certificate verifier matches DNS
     /// names only, so the origin needs a host name.
     TlsNeedsHostName,
+    /// A host name longer than the TLS verifier checks (64 bytes).
+    HostTooLong,
 }
 
 impl OriginError {
@@ -62,6 +64,7 @@ impl OriginError {
             OriginError::TlsNeedsHostName => {
                 "https:// needs a host name (certificates are matched on DNS names)"
             }
+            OriginError::HostTooLong => "host name longer than 64 bytes",
         }
     }
 }
@@ -196,13 +199,18 @@ impl<'a> Origin<'a> {
     /// The rule for a TLS connector: `https://` to a host name.
     ///
     /// # Errors
-    /// [`OriginError::NotHttps`], [`OriginError::TlsNeedsHostName`].
+    /// [`OriginError::NotHttps`], [`OriginError::TlsNeedsHostName`],
+    /// [`OriginError::HostTooLong`].
     pub fn check_tls(&self) -> Result<(), OriginError> {
         if self.scheme != Scheme::Https {
             return Err(OriginError::NotHttps);
         }
         if self.is_ip_literal() {
             return Err(OriginError::TlsNeedsHostName);
+        }
+        // embedded-tls keeps the name it verifies in 64 bytes.
+        if self.host.len() > 64 {
+            return Err(OriginError::HostTooLong);
         }
         Ok(())
     }
@@ -295,5 +303,7 @@ mod tests {
             check("https://[2001:db8::1]"),
             Err(OriginError::TlsNeedsHostName)
         );
+        let long = ["https://", &"a".repeat(61), ".com"].concat();
+        assert_eq!(check(&long), Err(OriginError::HostTooLong));
     }
 }

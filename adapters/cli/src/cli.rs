@@ -246,6 +246,12 @@ pub struct EmulatorArgs {
     /// Do not print a line per request received.
     #[arg(long)]
     pub quiet: bool,
+
+    /// Serve HTTPS (TLS 1.3) with a CA and a certificate for `localhost`
+    /// generated at start; the CA is written next to the other temp files
+    /// and its path, and the server key's SPKI pin, are printed.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

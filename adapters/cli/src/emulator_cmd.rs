@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use paywall_auth_emulator::{Emulator, EmulatorConfig, LoggedRequest};
+use paywall_auth_emulator::{Emulator, EmulatorConfig, LoggedRequest, TlsOptions};
 use serde_json::json;
 
 use crate::cli::EmulatorArgs;
@@ -25,13 +25,22 @@ pub async fn run(args: &EmulatorArgs, paywall_id: &str, json_mode: bool) -> Resu
     };
     let mut stop = crate::StopSignal::install();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
-    let emulator = Emulator::start_on(addr, config).await.map_err(|e| {
+    let started = if args.tls {
+        Emulator::start_tls_on(addr, config, TlsOptions::default()).await
+    } else {
+        Emulator::start_on(addr, config).await
+    };
+    let emulator = started.map_err(|e| {
         Failure::new(
             "emulator_failed",
             format!("emulator_failed: could not listen on {addr}: {e}"),
         )
     })?;
     let origin = emulator.origin();
+    let tls = match emulator.tls_identity() {
+        Some(identity) => Some(write_ca(identity, emulator.addr().port())?),
+        None => None,
+    };
     if json_mode {
         out::json_line(&json!({
             "emulator": {
@@ -39,9 +48,15 @@ pub async fn run(args: &EmulatorArgs, paywall_id: &str, json_mode: bool) -> Resu
                 "paywall_id": paywall_id,
                 "allow_anonymous": !args.no_anonymous,
                 "confirm_email": args.confirm_email,
+                "tls": tls.as_ref().map(|(ca, pin)| json!({"ca_pem_path": ca, "spki_sha256": pin})),
             }
         }));
     } else {
+        if let Some((ca, pin)) = &tls {
+            out::line(&format!(
+                "HTTPS (TLS 1.3): CA certificate in {ca} (curl --cacert {ca}), server key pin sha256/{pin}"
+            ));
+        }
         let on_off = |b: bool| if b { "on" } else { "off" };
         out::line(&format!(
             "paywall-auth emulator listening on {origin}\n\
@@ -93,6 +108,27 @@ pub async fn run(args: &EmulatorArgs, paywall_id: &str, json_mode: bool) -> Resu
     }
     emulator.shutdown().await;
     Ok(())
+}
+
+/// Writes the HTTPS emulator's CA (PEM) to the temp directory; returns its
+/// path and the leaf's SPKI pin in hex.
+fn write_ca(
+    identity: &paywall_auth_emulator::TlsIdentity,
+    port: u16,
+) -> Result<(String, String), Failure> {
+    let path = std::env::temp_dir().join(format!("paywall-auth-emulator-{port}-ca.pem"));
+    std::fs::write(&path, &identity.ca_pem).map_err(|e| {
+        Failure::new(
+            "emulator_failed",
+            format!("emulator_failed: could not write {}: {e}", path.display()),
+        )
+    })?;
+    let pin = identity
+        .leaf_spki_sha256
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((path.display().to_string(), pin))
 }
 
 /// The request's path below the paywall, e.g. `/auth/refresh` for

@@ -193,6 +193,8 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     /// RTC should set it before the first call.
     pub fn set_unix_time(&mut self, unix_ms: u64) {
         self.unix_offset_ms = unix_ms.saturating_sub(BootInstant::now().as_millis());
+        // The connector checks certificate validity against the same clock.
+        self.connector.set_unix_time(unix_ms);
     }
 
     /// The current time as the core sees it.
@@ -225,6 +227,12 @@ impl<'e, C: Connect, F: NorFlash, const BUF: usize> AuthClient<'e, C, F, BUF> {
     /// The machine, for read-only views.
     pub fn machine(&self) -> &Machine {
         &self.machine
+    }
+
+    /// The connector, e.g. to ask a `TlsConnector` why the last connection
+    /// failed (the core only hears "could not connect").
+    pub fn connector(&self) -> &C {
+        &self.connector
     }
 
     /// Gives back the connector and the flash (to simulate a reboot in

@@ -39,6 +39,13 @@ pub trait Connect {
     /// handshake when the stream is encrypted).
     async fn connect(&mut self) -> Result<Self::Connection<'_>, Self::Error>;
 
+    /// The wall clock (ms since the Unix epoch), forwarded by
+    /// `AuthClient::set_unix_time`; a TLS connector checks certificate
+    /// validity against it. The default ignores it.
+    fn set_unix_time(&mut self, unix_ms: u64) {
+        let _ = unix_ms;
+    }
+
     /// Called once the whole response has been read, before the connection
     /// is dropped; the place for a graceful close (TCP FIN, TLS
     /// `close_notify`). The default does nothing.

@@ -81,7 +81,7 @@ export class Host {
     const headers = {};
     const parts = headerLines.split('\n');
     for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1];
-    // No cookies (PROTOCOL.md §1.2), and no redirects: following one would
+    // No cookies (docs/protocol.md §1.2), and no redirects: following one would
     // re-send refresh tokens and passwords to wherever it points.
     const init = { method, headers, credentials: 'omit', redirect: 'manual' };
     if (body !== '') init.body = body;
@@ -134,7 +134,7 @@ export class Host {
     } catch (e) {
       body = Promise.reject(e);
     }
-    // Headers arrived, the body did not (PROTOCOL.md §1.4): connection lost.
+    // Headers arrived, the body did not (docs/protocol.md §1.4): connection lost.
     Promise.resolve(body).then(
       (bytes) => this._call((c) => c.__response(id, status, statusText, contentType, new Uint8Array(bytes))),
       () => this._call((c) => c.__transport(id, 1)),

@@ -6,7 +6,7 @@ flash = every allocated section that occupies bytes in the image
         (.vector_table, .text, .rodata, .data's load image, ...)
 ram   = every allocated, writable section (.data, .bss, .uninit, ...)
 
-Usage: elf_size.py FIRMWARE.elf [--check BUDGET_FILE [--slack PERCENT]]
+Usage: elf_size.py FIRMWARE.elf [--check BUDGET_FILE [--slack PERCENT] [--budget-prefix P]]
 With --check, exits 1 when flash or ram exceeds the budget by more than
 PERCENT (default 10); the budget file holds `flash = N` and `ram = N` lines.
 """
@@ -56,6 +56,8 @@ def main():
     parser.add_argument("elf")
     parser.add_argument("--check")
     parser.add_argument("--slack", type=float, default=10.0)
+    parser.add_argument("--budget-prefix", default="",
+                        help="read PREFIXflash / PREFIXram from the budget file (e.g. tls_)")
     args = parser.parse_args()
 
     flash, ram, rows = measure(args.elf)
@@ -74,7 +76,7 @@ def main():
                     key, value = (part.strip() for part in line.split("=", 1))
                     budget[key] = int(value)
         failed = False
-        for key, used in (("flash", flash), ("ram", ram)):
+        for key, used in ((args.budget_prefix + "flash", flash), (args.budget_prefix + "ram", ram)):
             if key not in budget:
                 continue
             limit = budget[key] * (1 + args.slack / 100)

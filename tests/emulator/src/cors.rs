@@ -16,7 +16,7 @@ use axum::response::Response;
 
 use crate::Shared;
 
-/// Request headers the paywall client sends (PROTOCOL.md §1.2).
+/// Request headers the paywall client sends (docs/protocol.md §1.2).
 const ALLOWED_HEADERS: &str =
     "accept, authorization, content-type, idempotency-key, x-paywall-id, x-sdk-version";
 

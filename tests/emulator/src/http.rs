@@ -563,7 +563,16 @@ impl std::error::Error for HangUp {}
 /// `serve_connection` whose service turns a response marked
 /// [`DropConnection`] into an error, and hyper answers a service error by
 /// closing the socket without writing anything.
-pub(crate) async fn serve(listener: TcpListener, app: Router, mut shutdown: watch::Receiver<bool>) {
+///
+/// With `tls`, each connection first completes a TLS handshake in its own
+/// task; a client that aborts the handshake (say, because it refused the
+/// certificate) never reaches the router, so nothing is logged for it.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -571,7 +580,15 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, mut shutdown: watc
                 Ok((stream, _peer)) => {
                     // Replies are small and the tests measure latency.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, app.clone()));
+                    let app = app.clone();
+                    match tls.clone() {
+                        None => connections.spawn(serve_connection(stream, app)),
+                        Some(acceptor) => connections.spawn(async move {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve_connection(stream, app).await;
+                            }
+                        }),
+                    };
                 }
                 // Typically EMFILE under a connection storm: back off instead
                 // of spinning, then keep serving.
@@ -589,7 +606,10 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, mut shutdown: watc
     connections.shutdown().await;
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, app: Router) {
+async fn serve_connection<S>(stream: S, app: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let mut app = app.clone();

@@ -44,6 +44,7 @@ mod cors;
 mod http;
 mod model;
 mod state;
+mod tls;
 mod tokens;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -55,6 +56,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use model::{Fault, LoggedRequest, Route, SessionRecord, UserRecord};
+pub use tls::{TlsIdentity, TlsOptions};
 
 use state::State;
 
@@ -141,6 +143,8 @@ impl Shared {
 #[derive(Debug)]
 struct Server {
     addr: SocketAddr,
+    /// Set when serving HTTPS.
+    tls: Option<TlsIdentity>,
     shutdown: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -195,6 +199,38 @@ impl Emulator {
 
     /// Starts an emulator listening on `addr`, on the current tokio runtime.
     pub async fn start_on(addr: SocketAddr, config: EmulatorConfig) -> std::io::Result<Emulator> {
+        Emulator::start_with(addr, config, None).await
+    }
+
+    /// Starts an HTTPS emulator on `127.0.0.1` with an OS-chosen port: a
+    /// CA and a leaf for `tls.host_names` are generated now, and
+    /// [`tls_identity`](Self::tls_identity) gives what a client pins.
+    /// TLS 1.3 only, ECDSA P-256.
+    pub async fn start_tls(config: EmulatorConfig, tls: TlsOptions) -> std::io::Result<Emulator> {
+        Emulator::start_tls_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config, tls).await
+    }
+
+    /// [`start_tls`](Self::start_tls) on `addr`.
+    pub async fn start_tls_on(
+        addr: SocketAddr,
+        config: EmulatorConfig,
+        tls: TlsOptions,
+    ) -> std::io::Result<Emulator> {
+        Emulator::start_with(addr, config, Some(tls)).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        config: EmulatorConfig,
+        tls: Option<TlsOptions>,
+    ) -> std::io::Result<Emulator> {
+        let (identity, acceptor) = match tls {
+            Some(options) => {
+                let (identity, acceptor) = tls::build(&options)?;
+                (Some(identity), Some(acceptor))
+            }
+            None => (None, None),
+        };
         // jsonwebtoken picks its crypto backend from cargo features and
         // refuses to sign if a workspace build unifies both backends; naming
         // one explicitly makes the emulator immune to that. An `Err` only
@@ -208,11 +244,12 @@ impl Emulator {
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let app = http::router(shared.clone());
-        let task = tokio::spawn(http::serve(listener, app, shutdown_rx));
+        let task = tokio::spawn(http::serve(listener, app, acceptor, shutdown_rx));
         Ok(Emulator {
             shared,
             server: Arc::new(Server {
                 addr,
+                tls: identity,
                 shutdown,
                 task: Mutex::new(Some(task)),
             }),
@@ -227,8 +264,20 @@ impl Emulator {
     /// The API origin to hand to a client, e.g. `http://127.0.0.1:41234`.
     /// An IP-literal `http` origin also disables the client's edge failover
     /// (docs/protocol.md §10).
+    ///
+    /// Over HTTPS it is `https://<first host name>:<port>`: the name the
+    /// certificate carries, which the client must send as SNI and verify
+    /// (it need not resolve: connect to [`addr`](Self::addr)).
     pub fn origin(&self) -> String {
-        format!("http://{}", self.server.addr)
+        match self.server.tls.as_ref().and_then(|t| t.host_names.first()) {
+            Some(host) => format!("https://{host}:{}", self.server.addr.port()),
+            None => format!("http://{}", self.server.addr),
+        }
+    }
+
+    /// The CA, leaf and SPKI pin of an HTTPS emulator; `None` over HTTP.
+    pub fn tls_identity(&self) -> Option<&TlsIdentity> {
+        self.server.tls.as_ref()
     }
 
     /// The paywall id the routes accept.

@@ -71,8 +71,7 @@ async fn main(spawner: Spawner) {
     stack.wait_config_up().await;
 
     let client = CLIENT.init_with(|| {
-        let connector =
-            TcpConnector::new(stack, Remote::Ip((API_ADDR, API_PORT).into()), API_HOST);
+        let connector = TcpConnector::new(stack, Remote::Ip((API_ADDR, API_PORT).into()), API_HOST);
         app::new_client(connector, board.flash, &EVENTS)
     });
     client.start().await;

@@ -24,7 +24,10 @@ unsafe extern "C" {
 
 fn bounds() -> (usize, usize) {
     // Only the addresses of the linker symbols are taken, never their values.
-    (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
+    (
+        addr_of!(_stack_end) as usize,
+        addr_of!(_stack_start) as usize,
+    )
 }
 
 /// Paints the stack below the current stack pointer. Call once, first

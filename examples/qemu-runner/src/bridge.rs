@@ -129,3 +129,117 @@ pub fn serve(serial: TcpStream, api: SocketAddr) -> io::Result<LinkStats> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn frame(kind: Kind, conn: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = Header::new(kind, conn, payload.len() as u16)
+            .encode()
+            .to_vec();
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    fn next_frame(serial: &mut TcpStream) -> (Header, Vec<u8>) {
+        let mut head = [0; HEADER_LEN];
+        serial.read_exact(&mut head).expect("a frame header");
+        let header = Header::decode(head).expect("a valid header");
+        let mut payload = vec![0; usize::from(header.len)];
+        serial.read_exact(&mut payload).expect("the payload");
+        (header, payload)
+    }
+
+    /// A firmware end and the bridge serving it, towards `api`.
+    fn link(api: SocketAddr) -> (TcpStream, thread::JoinHandle<io::Result<LinkStats>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let firmware = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (serial, _) = listener.accept().expect("accept");
+        (firmware, thread::spawn(move || serve(serial, api)))
+    }
+
+    #[test]
+    fn a_connection_carries_bytes_both_ways_and_ends_with_closed() {
+        let api = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let api_addr = api.local_addr().expect("addr");
+        let server = thread::spawn(move || {
+            let (mut socket, _) = api.accept().expect("accept");
+            let mut request = [0; 4];
+            socket.read_exact(&mut request).expect("request");
+            socket.write_all(b"pong").expect("reply");
+            request
+        });
+        let (mut firmware, bridge) = link(api_addr);
+
+        firmware
+            .write_all(&frame(Kind::Open, 1, &[]))
+            .expect("open");
+        let (opened, status) = next_frame(&mut firmware);
+        assert_eq!(opened, Header::new(Kind::Opened, 1, 1));
+        assert_eq!(status, [OPENED_OK]);
+        // A frame of another connection goes nowhere.
+        firmware
+            .write_all(&frame(Kind::Data, 9, b"stale"))
+            .expect("stale");
+        firmware
+            .write_all(&frame(Kind::Data, 1, b"ping"))
+            .expect("data");
+        assert_eq!(server.join().expect("server"), *b"ping");
+        let (data, reply) = next_frame(&mut firmware);
+        assert_eq!(
+            (data.kind, data.conn, reply.as_slice()),
+            (Kind::Data, 1, &b"pong"[..])
+        );
+        assert_eq!(next_frame(&mut firmware).0, Header::new(Kind::Closed, 1, 0));
+
+        firmware
+            .write_all(&frame(Kind::Close, 1, &[]))
+            .expect("close");
+        drop(firmware);
+        let stats = bridge.join().expect("bridge").expect("clean end");
+        assert_eq!(
+            stats,
+            LinkStats {
+                connections: 1,
+                refused: 0,
+                bytes_up: 4
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreachable_api_is_answered_refused() {
+        // A port that was just free: nothing listens on it.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let (mut firmware, bridge) = link(closed);
+        firmware
+            .write_all(&frame(Kind::Open, 3, &[]))
+            .expect("open");
+        let (opened, status) = next_frame(&mut firmware);
+        assert_eq!(opened, Header::new(Kind::Opened, 3, 1));
+        assert_eq!(status, [OPENED_REFUSED]);
+        drop(firmware);
+        let stats = bridge.join().expect("bridge").expect("clean end");
+        assert_eq!(stats.refused, 1);
+    }
+
+    #[test]
+    fn a_malformed_frame_ends_the_link_with_an_error() {
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        // An unknown kind; a frame only the bridge may send (with its payload).
+        for garbage in [vec![0x55, 1, 0, 0], frame(Kind::Opened, 1, &[OPENED_OK])] {
+            let (mut firmware, bridge) = link(closed);
+            firmware.write_all(&garbage).expect("garbage");
+            let error = bridge.join().expect("bridge").expect_err("rejected");
+            assert_eq!(error.kind(), ErrorKind::InvalidData, "{garbage:?}: {error}");
+        }
+    }
+}

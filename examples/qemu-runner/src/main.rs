@@ -438,7 +438,12 @@ fn main() -> ExitCode {
                 stack_max = Some(stack_max.map_or((used, size), |(max, _)| (max.max(used), size)));
             }
             check(step, &boot, &emulator, log_before, &flash, &mut ids)
-                .map(|detail| format!("{detail}, {} connection(s)", boot.connections))
+                .map(|detail| {
+                    let stack = boot
+                        .stack
+                        .map_or("stack ?".to_owned(), |(used, _)| format!("stack {used} B"));
+                    format!("{detail}, {} connection(s), {stack}", boot.connections)
+                })
                 .map_err(|e| format!("{e}\n--- firmware output ---\n{}", boot.output.trim_end()))
         });
         match result {

@@ -42,7 +42,7 @@ impl FileFlash {
     /// [`OpenError`].
     pub fn open(path: &[u8], size: usize) -> Result<FileFlash, OpenError> {
         if let Some(file) = HostFile::open(path, false) {
-            return match file.len() {
+            return match file.size() {
                 Some(len) if len == size => Ok(FileFlash { file, size }),
                 _ => Err(OpenError::WrongSize),
             };

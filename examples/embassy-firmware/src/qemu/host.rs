@@ -66,8 +66,8 @@ impl HostFile {
         (handle as isize >= 0).then_some(HostFile { handle })
     }
 
-    /// The file's length.
-    pub fn len(&self) -> Option<usize> {
+    /// The file's size in bytes.
+    pub fn size(&self) -> Option<usize> {
         // SAFETY: SYS_FLEN only reads the handle.
         let len = unsafe { syscall!(FLEN, self.handle) } as isize;
         usize::try_from(len).ok()

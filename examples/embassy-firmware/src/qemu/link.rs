@@ -44,47 +44,95 @@ impl embedded_io_async::Error for LinkError {
 }
 
 /// Connects through the host bridge; `host` is the `Host` header.
+///
+/// Cancel-safe: the client drops a connection future when its request
+/// times out, possibly in the middle of a frame. Where the receiver is in
+/// the byte stream (a half-read header, payload bytes still to come) is
+/// kept here, across connections, so the next connection skips the rest
+/// of the frame instead of reading it as a header; and frames are sent
+/// whole (`uart::write_all` never yields).
 pub struct UartConnector {
     host: &'static str,
     /// Id of the last connection opened; frames of older ones are dropped.
     last: u8,
+    rx: Receiver,
+}
+
+/// The receiving side of the link: which frame the next byte belongs to.
+struct Receiver {
+    /// Header bytes read so far (`have` of them).
+    head: [u8; HEADER_LEN],
+    have: usize,
+    /// The frame whose payload is being received, and how much is left.
+    frame: Option<Header>,
+    remaining: usize,
+}
+
+impl Receiver {
+    /// Skips what is left of the current frame, then reads the next header.
+    async fn header(&mut self) -> Result<Header, LinkError> {
+        let mut sink = [0; 32];
+        while self.remaining > 0 {
+            let n = sink.len().min(self.remaining);
+            self.remaining -= uart::read_some(&mut sink[..n]).await;
+        }
+        self.frame = None;
+        while self.have < HEADER_LEN {
+            self.have += uart::read_some(&mut self.head[self.have..]).await;
+        }
+        self.have = 0;
+        let header = Header::decode(self.head)?;
+        self.frame = Some(header);
+        self.remaining = usize::from(header.len);
+        Ok(header)
+    }
+
+    /// Reads payload bytes of the current frame (0 when none are left).
+    async fn payload(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.remaining);
+        if n == 0 {
+            return 0;
+        }
+        let n = uart::read_some(&mut buf[..n]).await;
+        self.remaining -= n;
+        n
+    }
+
+    /// Whether payload of a `Data` frame of `conn` is waiting.
+    fn data_of(&self, conn: u8) -> bool {
+        self.remaining > 0
+            && matches!(self.frame, Some(Header { kind: Kind::Data, conn: c, .. }) if c == conn)
+    }
 }
 
 impl UartConnector {
     /// A connector sending `host` as the `Host` header. Call
     /// [`uart::init`] first.
     pub const fn new(host: &'static str) -> Self {
-        UartConnector { host, last: 0 }
+        UartConnector {
+            host,
+            last: 0,
+            rx: Receiver {
+                head: [0; HEADER_LEN],
+                have: 0,
+                frame: None,
+                remaining: 0,
+            },
+        }
     }
 }
 
 /// An open connection.
 pub struct UartConnection<'a> {
-    _link: &'a mut UartConnector,
+    link: &'a mut UartConnector,
     conn: u8,
-    /// Payload bytes of the current `Data` frame not read yet.
-    remaining: usize,
     /// The bridge said `Closed`.
     eof: bool,
 }
 
-async fn send(header: Header, payload: &[u8]) {
-    uart::write_all(&header.encode()).await;
-    uart::write_all(payload).await;
-}
-
-async fn next_header() -> Result<Header, LinkError> {
-    let mut bytes = [0; HEADER_LEN];
-    uart::read_exact(&mut bytes).await;
-    Ok(Header::decode(bytes)?)
-}
-
-async fn skip(mut len: usize) {
-    let mut sink = [0; 32];
-    while len > 0 {
-        let n = sink.len().min(len);
-        len -= uart::read_some(&mut sink[..n]).await;
-    }
+fn send(header: Header, payload: &[u8]) {
+    uart::write_all(&header.encode());
+    uart::write_all(payload);
 }
 
 impl Connect for UartConnector {
@@ -98,24 +146,23 @@ impl Connect for UartConnector {
     async fn connect(&mut self) -> Result<UartConnection<'_>, LinkError> {
         self.last = self.last.wrapping_add(1);
         let conn = self.last;
-        send(Header::new(Kind::Open, conn, 0), &[]).await;
+        send(Header::new(Kind::Open, conn, 0), &[]);
         loop {
-            let header = next_header().await?;
+            // Anything else is a late frame of a connection given up on.
+            let header = self.rx.header().await?;
             if header.kind == Kind::Opened && header.conn == conn {
+                // `Header::decode` made sure the status byte is there.
                 let mut status = [0];
-                uart::read_exact(&mut status).await;
-                if status[0] != OPENED_OK {
+                let got = self.rx.payload(&mut status).await;
+                if got != 1 || status[0] != OPENED_OK {
                     return Err(LinkError::Refused);
                 }
                 return Ok(UartConnection {
-                    _link: self,
+                    link: self,
                     conn,
-                    remaining: 0,
                     eof: false,
                 });
             }
-            // A late frame of a connection given up on.
-            skip(usize::from(header.len)).await;
         }
     }
 
@@ -123,7 +170,7 @@ impl Connect for UartConnector {
     where
         Self: 'a,
     {
-        send(Header::new(Kind::Close, connection.conn, 0), &[]).await;
+        send(Header::new(Kind::Close, connection.conn, 0), &[]);
     }
 }
 
@@ -137,22 +184,15 @@ impl Read for UartConnection<'_> {
             return Ok(0);
         }
         loop {
-            if self.remaining > 0 {
-                let n = self.remaining.min(buf.len());
-                let n = uart::read_some(&mut buf[..n]).await;
-                self.remaining -= n;
-                return Ok(n);
+            if self.link.rx.data_of(self.conn) {
+                return Ok(self.link.rx.payload(buf).await);
             }
             if self.eof {
                 return Ok(0);
             }
-            let header = next_header().await?;
-            match header.kind {
-                Kind::Data if header.conn == self.conn => {
-                    self.remaining = usize::from(header.len);
-                }
-                Kind::Closed if header.conn == self.conn => self.eof = true,
-                _ => skip(usize::from(header.len)).await,
+            let header = self.link.rx.header().await?;
+            if header.kind == Kind::Closed && header.conn == self.conn {
+                self.eof = true;
             }
         }
     }
@@ -163,7 +203,7 @@ impl Write for UartConnection<'_> {
         let n = buf.len().min(MAX_PAYLOAD);
         if n > 0 {
             // n <= MAX_PAYLOAD, which fits a u16.
-            send(Header::new(Kind::Data, self.conn, n as u16), &buf[..n]).await;
+            send(Header::new(Kind::Data, self.conn, n as u16), &buf[..n]);
         }
         Ok(n)
     }

@@ -7,6 +7,9 @@
 //! ever dropped. Reading from the ring unmasks it again. Transmission polls
 //! the one-byte transmit buffer, which QEMU empties as soon as it is
 //! written.
+//!
+//! Reads are cancel-safe: `read_some` takes bytes out of the ring only in
+//! the poll that returns them.
 
 use core::cell::RefCell;
 use core::future::poll_fn;
@@ -79,17 +82,23 @@ pub fn init() {
 fn drain(cs: CriticalSection<'_>) {
     let mut ring = RX.borrow_ref_mut(cs);
     let mut got = false;
-    while read(STATE) & STATE_RX_FULL != 0 {
+    loop {
+        while read(STATE) & STATE_RX_FULL != 0 && !ring.is_full() {
+            // Cannot fail: the ring is not full.
+            let _ = ring.push_back(read(DATA) as u8);
+            got = true;
+        }
         if ring.is_full() {
+            // Leave the byte in the UART; `read_some` re-arms after popping.
             write(CTRL, CTRL_TX_EN | CTRL_RX_EN);
             break;
         }
-        // Cannot fail: the ring is not full.
-        let _ = ring.push_back(read(DATA) as u8);
-        got = true;
-    }
-    if !ring.is_full() {
         write(CTRL, CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INT_EN);
+        // A byte that arrived while the interrupt was masked raised none:
+        // take it now. One arriving from here on raises the interrupt.
+        if read(STATE) & STATE_RX_FULL == 0 {
+            break;
+        }
     }
     if got {
         RX_WAKER.wake();
@@ -137,19 +146,16 @@ pub async fn read_some(buf: &mut [u8]) -> usize {
     .await
 }
 
-/// Reads exactly `buf.len()` bytes.
-pub async fn read_exact(buf: &mut [u8]) {
-    let mut filled = 0;
-    while filled < buf.len() {
-        filled += read_some(&mut buf[filled..]).await;
-    }
-}
-
-/// Sends `bytes`, yielding to other tasks while the transmit buffer is full.
-pub async fn write_all(bytes: &[u8]) {
+/// Sends `bytes`, busy-waiting while the one-byte transmit buffer is full.
+///
+/// Not async on purpose: a frame must reach the wire whole, and a future
+/// dropped between two bytes (a request timeout) would cut one and put the
+/// host bridge out of step. On QEMU the buffer empties as soon as it is
+/// written, so the wait is nil.
+pub fn write_all(bytes: &[u8]) {
     for &byte in bytes {
         while read(STATE) & STATE_TX_FULL != 0 {
-            embassy_futures::yield_now().await;
+            core::hint::spin_loop();
         }
         write(DATA, u32::from(byte));
     }

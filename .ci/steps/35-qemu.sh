@@ -5,6 +5,10 @@
 #    (examples/embassy-firmware/qemu-test.sh);
 # 2. the real-board example (NUCLEO-F429ZI, embassy-stm32 Ethernet, chip
 #    flash) builds from its own lockfile, and its size is printed.
+# Wall time on this machine: 1 min 22 s with the dependencies built (the
+# QEMU run itself is about 6 s). From cold, the embassy-stm32 build
+# dominates: 23 min 22 s measured with the 2 cores shared by ~6 builds
+# (load ~15), so a few minutes on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

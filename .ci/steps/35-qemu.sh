@@ -8,7 +8,7 @@
 # Wall time on this machine: 1 min 22 s with the dependencies built (the
 # QEMU run itself is about 6 s). From cold, the embassy-stm32 build
 # dominates: 23 min 22 s measured with the 2 cores shared by ~6 builds
-# (load ~15), so a few minutes on an idle machine.
+# (load ~15); not measured on an idle machine (estimated: a few minutes).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

@@ -7,23 +7,19 @@
 //!   clear bits, 4-byte words, 4 KiB pages) over 16 KiB of RAM outside the
 //!   linker's RAM region, so the stored session survives a warm reset.
 //!   Replace with the HAL's async flash driver and a flash range.
-//! - A SysTick time driver for embassy-time (1 kHz), because no HAL is here
-//!   to provide one.
+//! - The SysTick time driver for embassy-time is the library's
+//!   (`paywall_auth_embassy_firmware::time`), shared with the QEMU board.
 
-use core::cell::{Cell, RefCell};
-use core::task::{Context, Waker};
+use core::task::Context;
 
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m_rt::exception;
-use critical_section::Mutex;
 use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
 use embedded_storage_async::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
 
-/// Bytes of the placeholder flash (four 4 KiB pages).
-pub const FLASH_SIZE: u32 = 16 * 1024;
+/// Bytes of the placeholder flash: exactly the session store.
+pub const FLASH_SIZE: u32 = paywall_auth_embassy_firmware::app::STORE_SIZE;
 const PAGE: usize = 4096;
 /// Where the placeholder flash lives: right after the linker's RAM (see
-/// memory.x), followed by one word that marks it as initialised.
+/// layouts/board.x), followed by one word that marks it as initialised.
 const RETAINED_BASE: usize = 0x2001_B000;
 const MAGIC: u32 = 0x5041_5957; // "PAYW"
 
@@ -44,15 +40,10 @@ pub fn init() -> Board {
     let Some(peripherals) = cortex_m::Peripherals::take() else {
         defmt::panic!("board::init runs once");
     };
-    let mut syst = peripherals.SYST;
-    syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(CORE_HZ / 1_000 - 1);
-    syst.clear_current();
-    syst.enable_interrupt();
-    syst.enable_counter();
+    paywall_auth_embassy_firmware::time::init(peripherals.SYST, CORE_HZ);
 
     // SAFETY: the region is outside every section the linker places
-    // (memory.x ends RAM below it), this is the only reference ever made
+    // (layouts/board.x ends RAM below it), this is the only reference ever made
     // to it (`init` runs once, checked above), and it is word-aligned RAM.
     let (memory, magic) = unsafe {
         (
@@ -187,40 +178,4 @@ impl NorFlash for RetainedFlash {
         }
         Ok(())
     }
-}
-
-// ---------------------------------------------------------------------------
-// Time
-// ---------------------------------------------------------------------------
-
-struct SysTickDriver {
-    ticks: Mutex<Cell<u64>>,
-    queue: Mutex<RefCell<embassy_time_queue_utils::Queue>>,
-}
-
-embassy_time_driver::time_driver_impl!(static DRIVER: SysTickDriver = SysTickDriver {
-    ticks: Mutex::new(Cell::new(0)),
-    queue: Mutex::new(RefCell::new(embassy_time_queue_utils::Queue::new())),
-});
-
-impl embassy_time_driver::Driver for SysTickDriver {
-    fn now(&self) -> u64 {
-        critical_section::with(|cs| self.ticks.borrow(cs).get())
-    }
-
-    fn schedule_wake(&self, at: u64, waker: &Waker) {
-        critical_section::with(|cs| {
-            // Checked on every tick; nothing to re-arm.
-            self.queue.borrow_ref_mut(cs).schedule_wake(at, waker);
-        });
-    }
-}
-
-#[exception]
-fn SysTick() {
-    critical_section::with(|cs| {
-        let now = DRIVER.ticks.borrow(cs).get() + 1;
-        DRIVER.ticks.borrow(cs).set(now);
-        DRIVER.queue.borrow_ref_mut(cs).next_expiration(now);
-    });
 }

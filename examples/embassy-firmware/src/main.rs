@@ -22,21 +22,20 @@ use panic_halt as _;
 use defmt::{error, info, warn};
 use embassy_executor::Spawner;
 use embassy_futures::select::{Either, select};
-use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
-use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
-use paywall_auth_embassy::paywall_auth::{Config, SignInOptions, StoreFormat};
-use paywall_auth_embassy::{AuthClient, Event, EventChannel, FlashStore, Remote, TcpConnector};
+use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
+use paywall_auth_embassy::paywall_auth::SignInOptions;
+use paywall_auth_embassy::{AuthClient, Event, Remote, TcpConnector};
+use paywall_auth_embassy_firmware::app;
 use static_cell::StaticCell;
 
 /// The API: an IP literal (no DNS needed), port 8080, plain HTTP.
 const API_ADDR: Ipv4Address = Ipv4Address::new(192, 0, 2, 1);
 const API_PORT: u16 = 8080;
 const API_HOST: &str = "192.0.2.1:8080";
-const PAYWALL_ID: &str = "pw_demo";
 
 type Client = AuthClient<'static, TcpConnector<'static>, board::RetainedFlash>;
 
-static EVENTS: EventChannel<CriticalSectionRawMutex, 4> = EventChannel::new();
+static EVENTS: app::Events = app::Events::new();
 static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
 static CLIENT: StaticCell<Client> = StaticCell::new();
 
@@ -71,7 +70,10 @@ async fn main(spawner: Spawner) {
     spawner.spawn(net_task(runner).expect("the net task is spawned once"));
     stack.wait_config_up().await;
 
-    let client = CLIENT.init_with(|| new_client(stack, board.flash));
+    let client = CLIENT.init_with(|| {
+        let connector = TcpConnector::new(stack, Remote::Ip((API_ADDR, API_PORT).into()), API_HOST);
+        app::new_client(connector, board.flash, &EVENTS)
+    });
     client.start().await;
 
     match client.sign_in_anonymously(SignInOptions::default()).await {
@@ -93,17 +95,4 @@ async fn main(spawner: Spawner) {
             Either::Second(other) => warn!("{}", other),
         }
     }
-}
-
-fn new_client(stack: Stack<'static>, flash: board::RetainedFlash) -> Client {
-    let config = match Config::new(PAYWALL_ID) {
-        Ok(config) => config.with_store_format(StoreFormat::Postcard),
-        Err(_) => defmt::panic!("invalid paywall id"),
-    };
-    let connector = TcpConnector::new(stack, Remote::Ip((API_ADDR, API_PORT).into()), API_HOST);
-    let store = match FlashStore::new(flash, 0..board::FLASH_SIZE) {
-        Ok(store) => store,
-        Err(_) => defmt::panic!("flash range must be page-aligned and span two pages"),
-    };
-    AuthClient::new(config, connector, store, &EVENTS)
 }

@@ -150,6 +150,17 @@ const B6_RESTORE_SETTLES_FOR_THE_STALE_SESSION_OPEN: bool = false;
 /// orphaned create is adopted over a record that still holds a live guest.
 /// Trigger: a sign-in while a refresh is in flight.
 const B7_RESUME_RACES_ORPHAN_REFRESH_OPEN: bool = false;
+/// B10 — open. A peer that writes the session first rotates the guest and
+/// dies before its guest record; the machine crashed before mirroring it,
+/// so at restore the session record holds the only live token (records
+/// disagree, the session is unsettled). If a peer then removes the session
+/// record (its soft sign-out) before the machine's first refresh settles
+/// the records, the live token survives only in memory: a restart loses
+/// the guest. Trigger: an external sign-out while the guest records
+/// disagree on storage. Fix direction: settle (refresh) before accepting
+/// the removal, or mirror the session token once the anonymous record's
+/// is proven dead.
+const B10_PEER_SIGN_OUT_WHILE_UNSETTLED_OPEN: bool = true;
 
 // ---------------------------------------------------------------------------
 // The simulated backend (docs/protocol.md §3, §5, §11)
@@ -1564,6 +1575,10 @@ impl Sim {
         if self.steer && B7_RESUME_RACES_ORPHAN_REFRESH_OPEN && b7_trigger {
             return self.check_after_step();
         }
+        let b10_trigger = matches!(step, Step::ExternalSignOut) && self.guest_records_disagree();
+        if self.steer && B10_PEER_SIGN_OUT_WHILE_UNSETTLED_OPEN && b10_trigger {
+            return self.check_after_step();
+        }
         let alive = match step {
             Step::SignIn { force, captcha } => {
                 let mut options = if *force {
@@ -2461,6 +2476,30 @@ fn a_restart_after_force_new_with_failed_writes_does_not_hold_the_old_guest_agai
             applied: 0,
             early_sign_in: false,
         },
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+#[ignore = "B10 is open: see B10_PEER_SIGN_OUT_WHILE_UNSETTLED_OPEN"]
+fn b10_a_peer_dying_between_writes_then_signing_out_leaves_the_guest_resumable() {
+    // Found by the search on the core before the field-safety changes: a
+    // crash before the machine's own write, a peer's rotation that dies
+    // before the guest record (reference order: session first), then the
+    // peer signs out (removes the session record). The guest must stay
+    // resumable from storage.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::CrashBeforeWrite(0),
+        Step::ExternalRefresh {
+            notify_anon: false,
+            dies_before_anon: true,
+        },
+        Step::ExternalSignOut,
     ];
     assert_trace_holds(plain_config(), Mode::Model, &steps);
 }

@@ -90,6 +90,13 @@ pub struct Global {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Allow a plain http:// API origin whose host is not loopback. Every
+    /// request carries a token or password, so without this flag such an
+    /// origin is refused before anything is sent (http://localhost,
+    /// 127.0.0.0/8 and [::1] are always allowed).
+    #[arg(long, global = true)]
+    pub allow_insecure_http: bool,
+
     /// Deadline of each HTTP request, in seconds (fractions allowed; default
     /// 30).
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_secs)]

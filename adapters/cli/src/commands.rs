@@ -47,6 +47,8 @@ pub struct Ctx {
     pub store: PathBuf,
     pub json: bool,
     pub timeout: Option<Duration>,
+    /// `--allow-insecure-http`.
+    pub allow_insecure_http: bool,
 }
 
 impl Ctx {
@@ -62,6 +64,7 @@ impl Ctx {
             store,
             json: global.json,
             timeout: global.timeout,
+            allow_insecure_http: global.allow_insecure_http,
         })
     }
 
@@ -92,7 +95,9 @@ impl Ctx {
             self.store.display(),
             plan.paywall_id
         );
-        let mut builder = AuthClient::builder(api_origin, plan.paywall_id.as_str()).store(store);
+        let mut builder = AuthClient::builder(api_origin, plan.paywall_id.as_str())
+            .store(store)
+            .allow_insecure_http(self.allow_insecure_http);
         if let Some(timeout) = self.timeout {
             builder = builder.request_timeout(timeout);
         }
@@ -105,7 +110,11 @@ impl Ctx {
                 if plan.write.is_some() {
                     self.unbind_if_unused(&plan).await;
                 }
-                return Err(e.into());
+                let mut failure = Failure::from(e);
+                if failure.message.contains("clear text") {
+                    failure.message.push_str(" (--allow-insecure-http)");
+                }
+                return Err(failure);
             }
         };
         warn_notices(&client).await;

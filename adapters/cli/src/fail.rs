@@ -98,7 +98,10 @@ pub fn exit_code_for(code: &str, status: Option<u16>) -> u8 {
 
 impl From<paywall_auth_tokio::Error> for Failure {
     fn from(e: paywall_auth_tokio::Error) -> Self {
-        if let Some(core) = e.as_auth() {
+        // `StorageFailed` carries the store's own account (OS error, path)
+        // beyond the core's error: keep it.
+        let store_cause = matches!(e, paywall_auth_tokio::Error::StorageFailed { .. });
+        if let (Some(core), false) = (e.as_auth(), store_cause) {
             return Failure::from(core.clone());
         }
         Failure {
@@ -112,11 +115,9 @@ impl From<paywall_auth_tokio::Error> for Failure {
 impl From<paywall_auth::Error> for Failure {
     fn from(e: paywall_auth::Error) -> Self {
         let message = match &e {
-            // The tokio transport refuses a body over its cap as
-            // `BadFraming` (unread, so it cannot say which it was); name
-            // the likelier cause instead of only "malformed".
-            paywall_auth::Error::Network(paywall_auth::TransportError::BadFraming) => format!(
-                "network_error: malformed HTTP response, or response too large (more than {} KiB)",
+            // The tokio transport refuses a body over its cap unread.
+            paywall_auth::Error::Network(paywall_auth::TransportError::TooLarge) => format!(
+                "network_error: response too large (more than {} KiB)",
                 paywall_auth_tokio::DEFAULT_MAX_RESPONSE_BYTES / 1024
             ),
             e => e.to_string(),

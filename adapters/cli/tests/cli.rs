@@ -1391,3 +1391,68 @@ async fn a_failed_write_shows_the_path_and_the_os_cause() {
     assert!(text.contains(&env.store.display().to_string()), "{run:?}");
     assert!(text.contains("File too large (os error 27)"), "{run:?}");
 }
+
+/// Runs `args` with every file write failing (`ulimit -f 0`), as on a full
+/// disk.
+fn on_full_disk(env: &Env, args: &[&str]) -> Run {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "trap '' XFSZ; ulimit -f 0; exec \"$@\"", "sh"])
+        .arg(BIN)
+        .args(env.cmd(args).get_args())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    finish(&mut cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_full_disk_spends_no_token_and_the_guest_comes_back() {
+    // docs/protocol.md §13.2: refresh, a stale token and a resume are
+    // refused before the request when the rotated token could not be saved.
+    let env = Env::new().await;
+    let user = env.anon_user();
+    let refreshes = env.emulator.count(Route::Refresh);
+    for args in [&["refresh", "--json"][..], &["token", "--json"][..]] {
+        env.emulator.expire_access_tokens();
+        let run = on_full_disk(&env, args);
+        if args[0] == "token" && run.code == 0 {
+            // Still valid on the local clock: handed out, nothing spent.
+            continue;
+        }
+        assert_eq!(run.code, 5, "{args:?}: {run:?}");
+        assert_eq!(error_of(&run).0, "storage_failed", "{args:?}");
+    }
+    env.run(&["sign-out"]).ok();
+    let run = on_full_disk(&env, &["anon", "--json"]);
+    assert_eq!(run.code, 5, "{run:?}");
+    assert_eq!(
+        env.emulator.count(Route::Refresh),
+        refreshes,
+        "no token was spent on the full disk"
+    );
+    assert_eq!(env.anon_user(), user, "the same guest, once there is room");
+}
+
+#[test]
+fn plain_http_to_a_remote_host_needs_allow_insecure_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let run = finish(
+        command("http://pay.example.invalid", &store, &["anon", "--json"]).stdin(Stdio::null()),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(error_of(&run).0, "invalid_config");
+    let message = run.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("--allow-insecure-http"), "{message}");
+    // Opted in: the origin is accepted and the request is attempted (the
+    // .invalid host then fails to resolve: a network error, not a refusal).
+    let run = finish(
+        command(
+            "http://pay.example.invalid",
+            &store,
+            &["--allow-insecure-http", "anon", "--json"],
+        )
+        .stdin(Stdio::null()),
+    );
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_eq!(error_of(&run).0, "network_error");
+}

@@ -961,19 +961,18 @@ impl Machine {
         };
         let error = Error::Storage(error);
         match purpose {
-            Purpose::AnonResume { .. } => {
-                if self.anon.as_ref().is_some_and(|op| op.request == request) {
-                    self.cancel_anon(error);
-                }
+            Purpose::AnonResume { .. }
+                if self.anon.as_ref().is_some_and(|op| op.request == request) =>
+            {
+                self.cancel_anon(error);
             }
-            Purpose::Refresh { .. } => {
+            Purpose::Refresh { .. }
                 if self
                     .refresh
                     .as_ref()
-                    .is_some_and(|op| op.request == request)
-                {
-                    self.fail_refresh(error);
-                }
+                    .is_some_and(|op| op.request == request) =>
+            {
+                self.fail_refresh(error);
             }
             _ => {}
         }

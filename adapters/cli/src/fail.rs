@@ -156,9 +156,9 @@ mod tests {
     }
 
     #[test]
-    fn an_unframed_response_may_be_a_too_large_one() {
+    fn a_response_over_the_cap_says_response_too_large() {
         let failure = Failure::from(paywall_auth::Error::Network(
-            paywall_auth::TransportError::BadFraming,
+            paywall_auth::TransportError::TooLarge,
         ));
         assert_eq!(failure.code, "network_error");
         assert_eq!(failure.exit_code(), exit::TRANSIENT);

@@ -7,6 +7,12 @@ use paywall_auth_emulator::{Emulator, EmulatorConfig, Route};
 
 const PAGE: &str = "http://127.0.0.1:5173";
 
+/// A plain reqwest client (rustls needs a process provider installed).
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 async fn start(origins: &[&str]) -> Emulator {
     Emulator::start(EmulatorConfig {
         cors_allowed_origins: origins.iter().map(|s| (*s).to_owned()).collect(),
@@ -17,7 +23,7 @@ async fn start(origins: &[&str]) -> Emulator {
 }
 
 async fn preflight(emu: &Emulator, origin: &str) -> reqwest::Response {
-    reqwest::Client::new()
+    http()
         .request(reqwest::Method::OPTIONS, emu.url(Route::AnonymousSignIn))
         .header("origin", origin)
         .header("access-control-request-method", "POST")
@@ -62,7 +68,7 @@ async fn an_allowed_origin_gets_its_preflight_and_the_allow_origin_header() {
     // The preflight is not a client request: not logged.
     assert!(emu.requests().is_empty());
 
-    let r = reqwest::Client::new()
+    let r = http()
         .post(emu.url(Route::AnonymousSignIn))
         .header("origin", PAGE)
         .header("content-type", "application/json")

@@ -37,6 +37,8 @@ done
 # emulator's HTTPS listener, the typed certificate refusals, and the record
 # buffer sizes (docs/embassy-measurements.md).
 cargo test -p paywall-auth-embassy --features tls --test tls --test tls_records --locked
+# The README's TLS snippet is compiled as a doctest with the feature on.
+cargo test -p paywall-auth-embassy --features tls --doc --locked
 
 # The firmware over HTTPS (examples/embassy-firmware, bin `tls`), at the
 # profile's opt-level "s" so it reuses 30-embassy-firmware.sh's build:

@@ -218,17 +218,7 @@ impl Machine {
                         return;
                     }
                     self.push(Queued::Notice(Notice::GuestAccountClaimed));
-                    if let Some(op) = self.anon.as_mut() {
-                        op.resuming = false;
-                    }
-                    match self.send(Purpose::AnonCreate { guest_gen }) {
-                        Ok(req) => {
-                            if let Some(op) = self.anon.as_mut() {
-                                op.request = req;
-                            }
-                        }
-                        Err(e) => self.finish_anon(Err(e)),
-                    }
+                    self.fall_back_to_create(guest_gen);
                     return;
                 }
                 if !live {
@@ -300,17 +290,7 @@ impl Machine {
                     return;
                 }
                 // Fall through to a fresh account, same operation, same id.
-                if let Some(op) = self.anon.as_mut() {
-                    op.resuming = false;
-                }
-                match self.send(Purpose::AnonCreate { guest_gen }) {
-                    Ok(req) => {
-                        if let Some(op) = self.anon.as_mut() {
-                            op.request = req;
-                        }
-                    }
-                    Err(e) => self.finish_anon(Err(e)),
-                }
+                self.fall_back_to_create(guest_gen);
             }
             failed => {
                 if live {
@@ -375,6 +355,22 @@ impl Machine {
                     self.end_orphan(request);
                 }
             }
+        }
+    }
+
+    /// The resume of the operation in flight cannot go on: it creates a
+    /// fresh guest instead, same operation, same caller id.
+    fn fall_back_to_create(&mut self, guest_gen: u32) {
+        if let Some(op) = self.anon.as_mut() {
+            op.resuming = false;
+        }
+        match self.send(Purpose::AnonCreate { guest_gen }) {
+            Ok(req) => {
+                if let Some(op) = self.anon.as_mut() {
+                    op.request = req;
+                }
+            }
+            Err(e) => self.finish_anon(Err(e)),
         }
     }
 

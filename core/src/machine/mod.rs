@@ -900,16 +900,7 @@ impl Machine {
 
     /// Registers a request and queues it for sending.
     fn send(&mut self, purpose: Purpose) -> Result<RequestId, Error> {
-        let id = RequestId(self.fresh_id());
-        let deadline = self.config.request_timeout.map_or(NEVER, |t| self.now + t);
-        self.in_flight
-            .push(InFlight {
-                id,
-                purpose,
-                deadline,
-                timed_out: false,
-            })
-            .map_err(|_| Error::Busy)?;
+        let id = self.register(purpose)?;
         self.push(Queued::Send(id));
         trace!("send request {}", id.0);
         Ok(id)
@@ -929,6 +920,14 @@ impl Machine {
         if !self.config.verify_storage_before_rotation || !has_value {
             return self.send(purpose);
         }
+        let id = self.register(purpose)?;
+        self.push(Queued::Guard(key, id));
+        self.push(Queued::Send(id));
+        Ok(id)
+    }
+
+    /// Takes a request slot for `purpose`, with its deadline.
+    fn register(&mut self, purpose: Purpose) -> Result<RequestId, Error> {
         let id = RequestId(self.fresh_id());
         let deadline = self.config.request_timeout.map_or(NEVER, |t| self.now + t);
         self.in_flight
@@ -939,8 +938,6 @@ impl Machine {
                 timed_out: false,
             })
             .map_err(|_| Error::Busy)?;
-        self.push(Queued::Guard(key, id));
-        self.push(Queued::Send(id));
         Ok(id)
     }
 

@@ -104,6 +104,9 @@ describe('signInAnonymously', () => {
     const stored = storedSession(reply, anonUser('u-old'));
     assert.deepEqual(timeline, [
       ['INITIAL_SESSION', null],
+      // The proof that storage takes the rotated token, before it is spent
+      // (docs/protocol.md §13.2): the record rewritten with its own value.
+      ['set', KEYS.anon, 'r-stored'],
       ['set', KEYS.anon, 'r-next'],
       ['set', KEYS.session, stored],
       ['SIGNED_IN', 'u-old'],
@@ -124,6 +127,7 @@ describe('signInAnonymously', () => {
 
     assert.deepEqual(backend.routes(), [REFRESH, ANON_SIGNIN]);
     assert.deepEqual(timeline.map(([op, key]) => [op, key]), [
+      ['set', KEYS.anon], // the proof write before the resume (§13.2)
       ['remove', KEYS.anon],
       ['set', KEYS.anon],
       ['set', KEYS.session],
@@ -139,7 +143,8 @@ describe('signInAnonymously', () => {
     await assert.rejects(c.signInAnonymously(), { name: 'PaywallError', code: 'http_503', status: 503 });
     assert.deepEqual(backend.routes(), [REFRESH]);
     assert.equal(storage.data.get(KEYS.anon), 'r-kept');
-    assert.deepEqual(storage.timeline, []);
+    // Only the proof write (the record's own value) before the request.
+    assert.deepEqual(storage.timeline, [['set', KEYS.anon, 'r-kept']]);
   });
 
   it('anonymous_disabled rejects with the server code, nothing stored', async () => {
@@ -335,6 +340,7 @@ describe('refresh and getAccessToken', () => {
     assert.deepEqual(backend.requests[0].headers, baseHeaders());
     const stored = storedSession(reply, anonUser('u1'));
     assert.deepEqual(timeline, [
+      ['set', KEYS.anon, 'r1'], // the proof write before the token is spent (§13.2)
       ['set', KEYS.anon, 'r2'],
       ['set', KEYS.session, stored],
       ['TOKEN_REFRESHED', 'u1'],
@@ -351,7 +357,12 @@ describe('refresh and getAccessToken', () => {
     backend.on(REFRESH, { status: 401, body: { error: 'invalid_refresh_token' } });
 
     assert.equal(await c.refresh(), null);
-    assert.deepEqual(timeline, [['remove', KEYS.anon], ['remove', KEYS.session], ['SIGNED_OUT', null]]);
+    assert.deepEqual(timeline, [
+      ['set', KEYS.anon, 'r1'], // the proof write (§13.2)
+      ['remove', KEYS.anon],
+      ['remove', KEYS.session],
+      ['SIGNED_OUT', null],
+    ]);
     assert.equal(storage.data.size, 0);
     assert.equal(await c.getAccessToken(), null);
   });
@@ -725,7 +736,8 @@ describe('construction and lifecycle', () => {
     const { c, backend, storage, session } = await signedIn();
     backend.on(REFRESH, { status: 308, headers: { location: 'https://elsewhere.example.test/' } });
     await assert.rejects(c.refresh(), (e) => e.code === 'network_error' && /refused a redirect \(HTTP 308/.test(e.message));
-    assert.deepEqual(storage.timeline, []);
+    // Only the proof write (the record's own value) before the request.
+    assert.deepEqual(storage.timeline, [['set', KEYS.anon, session.refresh_token]]);
     assert.equal(c.getCachedSession().refresh_token, session.refresh_token);
     assert.equal(storage.data.get(KEYS.anon), session.refresh_token);
   });

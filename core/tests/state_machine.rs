@@ -1336,13 +1336,16 @@ impl Sim {
 
     /// The session record holds a guest whose token is not the one the
     /// guest record holds.
+    /// (An unreadable guest record counts: it cannot be trusted to hold the
+    /// live token, so keeping the session record is the safe side.)
     fn guest_records_disagree(&self) -> bool {
         let session = self.stored_session(self.store[0].as_ref());
         let anon = self.store[1]
             .as_ref()
-            .and_then(|b| decode_anon_token(b, self.format()).ok().flatten());
+            .map(|b| decode_anon_token(b, self.format()).ok().flatten());
         match (session, anon) {
-            (Some(s), Some(a)) => s.user.is_anonymous && s.refresh_token != a,
+            (Some(s), Some(Some(a))) => s.user.is_anonymous && s.refresh_token != a,
+            (Some(s), Some(None)) => s.user.is_anonymous,
             _ => false,
         }
     }

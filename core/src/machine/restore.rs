@@ -99,7 +99,14 @@ impl Machine {
         let format = self.config.store_format;
         match key {
             RecordKey::AnonRefreshToken => match value.map(|b| decode_anon_token(b, format)) {
-                None => self.anon_token = None,
+                None => {
+                    self.anon_token = None;
+                    // Nothing left to disagree with: the session's token is
+                    // the only one, so a signed-in session is settled.
+                    if self.current().is_some() {
+                        self.stale_guest = false;
+                    }
+                }
                 // An echo of an older write of ours: a token this machine has
                 // already spent can resume nothing (§12.9).
                 Some(Ok(Some(token))) if self.is_spent(token.fingerprint()) => {}

@@ -39,7 +39,13 @@ impl Machine {
         // would survive only in memory. The price, in that rare state: a
         // restart shows the guest signed in again (unsettled), which the
         // next sign-in settles.
-        let keep_record = self.stale_guest && !options.forget_anonymous;
+        let keep_record = self.stale_guest
+            && !options.forget_anonymous
+            && self.current().is_some_and(|s| {
+                self.anon_token
+                    .as_ref()
+                    .is_some_and(|a| a.fingerprint() != s.refresh_token.fingerprint())
+            });
         // The old session stays in the slot, retired, for its revocation.
         self.end_epoch();
         if old.is_some() && !keep_record {

@@ -143,6 +143,32 @@ impl Harness {
         self.input(Input::Response(id, Response::json(status, body.as_bytes())));
     }
 
+    /// A response that is not JSON (a proxy's page, a redirect).
+    fn respond_plain(&mut self, id: RequestId, status: u16, body: &[u8], reason: &str) {
+        self.input(Input::Response(
+            id,
+            Response {
+                status,
+                content_type_json: false,
+                body,
+                reason,
+            },
+        ));
+    }
+
+    /// Guest `u1` with session token `r1`, restarted after `anon` landed in
+    /// the guest record but not the session record (a crash between the
+    /// two writes): an unsettled session (docs/protocol.md §13.7).
+    fn unsettled(anon: &str) -> Self {
+        let mut h = Harness::guest("u1", "r1");
+        h.store.insert(
+            Harness::key(RecordKey::AnonRefreshToken),
+            anon.as_bytes().to_vec(),
+        );
+        h.restart();
+        h
+    }
+
     fn fail(&mut self, id: RequestId, e: TransportError) {
         self.input(Input::TransportFailed(id, e));
     }
@@ -1144,10 +1170,7 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     // came before the session record): the session stays signed in — a
     // crash must not read as a sign-out (§13.7) — but unsettled: nothing is
     // written at restore, and its next refresh presents the guest record.
-    let mut h = Harness::guest("u1", "r1");
-    h.store
-        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
-    h.restart();
+    let mut h = Harness::unsettled("r5");
     assert_eq!(
         h.take(),
         [Rec::Event(AuthChange::InitialSession, Some("u1".into()))],
@@ -1183,10 +1206,7 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
 
     // A plain sign-in settles it the same way (resume), never handing back
     // the session record's guest unverified.
-    let mut h = Harness::guest("u1", "r1");
-    h.store
-        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
-    h.restart();
+    let mut h = Harness::unsettled("r5");
     h.take();
     let id = h.sign_in();
     let (req, _, body) = Harness::one_send(&h.take());
@@ -1203,10 +1223,7 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     // The guest record's token is dead (a record written by a client that
     // writes the session first, caught between its writes): the session's
     // own token is tried before the session is given up.
-    let mut h = Harness::guest("u1", "r1");
-    h.store
-        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
-    h.restart();
+    let mut h = Harness::unsettled("r0");
     h.take();
     let id = h.cmd(Command::Refresh);
     let (req, _, body) = Harness::one_send(&h.take());
@@ -1232,10 +1249,7 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     assert!(log.contains(&done_ok(id, "session u1")));
 
     // After a soft sign-out, the next sign-in also falls back to it.
-    let mut h = Harness::guest("u1", "r1");
-    h.store
-        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
-    h.restart();
+    let mut h = Harness::unsettled("r0");
     h.cmd(Command::SignOut(SignOutOptions::default()));
     h.take();
     let id = h.sign_in();
@@ -1252,10 +1266,7 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     assert!(h.take().contains(&done_ok(id, "session u1")));
 
     // Both dead: only then a new guest.
-    let mut h = Harness::guest("u1", "r1");
-    h.store
-        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r0".to_vec());
-    h.restart();
+    let mut h = Harness::unsettled("r0");
     h.take();
     h.sign_in();
     let (req, _, _) = Harness::one_send(&h.take());
@@ -1302,10 +1313,7 @@ fn a_failed_session_write_after_force_new_never_hands_the_account_back_to_the_ol
 
 #[test]
 fn a_hard_sign_out_also_forgets_a_set_aside_guest_session() {
-    let mut h = Harness::guest("u1", "r1");
-    h.store
-        .insert(Harness::key(RecordKey::AnonRefreshToken), b"r5".to_vec());
-    h.restart();
+    let mut h = Harness::unsettled("r5");
     h.take();
     h.cmd(Command::SignOut(SignOutOptions {
         forget_anonymous: true,
@@ -1742,15 +1750,12 @@ fn a_captive_portal_401_keeps_both_records() {
     let mut h = Harness::guest("u1", "r1");
     let id = h.cmd(Command::Refresh);
     let (req, _, _) = Harness::one_send(&h.take());
-    h.input(Input::Response(
+    h.respond_plain(
         req,
-        Response {
-            status: 401,
-            content_type_json: false,
-            body: b"<html>Please log in to the hotel Wi-Fi</html>",
-            reason: "Unauthorized",
-        },
-    ));
+        401,
+        b"<html>Please log in to the hotel Wi-Fi</html>",
+        "Unauthorized",
+    );
     let log = h.take();
     assert!(!log.iter().any(|r| matches!(r, Rec::Remove(_))), "{log:#?}");
     assert!(log.contains(&done_err(id, "http_401")));
@@ -1778,15 +1783,7 @@ fn a_redirect_is_an_error_that_says_so_and_spends_nothing_locally() {
     let mut h = Harness::guest("u1", "r1");
     let id = h.cmd(Command::Refresh);
     let (req, _, _) = Harness::one_send(&h.take());
-    h.input(Input::Response(
-        req,
-        Response {
-            status: 307,
-            content_type_json: false,
-            body: b"",
-            reason: "Temporary Redirect",
-        },
-    ));
+    h.respond_plain(req, 307, b"", "Temporary Redirect");
     let log = h.take();
     assert!(log.contains(&done_err(id, "redirect_refused")));
     assert!(!log.iter().any(|r| matches!(r, Rec::Remove(_))));

@@ -21,14 +21,24 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `target/<profile>`, where cargo puts `libpaywall_auth_ffi.a` before it
-/// builds this test.
-fn profile_dir() -> PathBuf {
+/// The static library cargo built for this test run. `cargo test` leaves
+/// it in `target/<profile>/deps/` (next to this test's executable); only
+/// `cargo build` copies it up to `target/<profile>/`, so a fresh clone that
+/// runs only the tests has it in `deps/` alone.
+fn static_lib() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
+    let deps = exe.parent().expect("target/<profile>/deps/<test>");
+    let candidates = [
+        deps.join("libpaywall_auth_ffi.a"),
+        deps.parent()
+            .map(|profile| profile.join("libpaywall_auth_ffi.a"))
+            .unwrap_or_default(),
+    ];
+    candidates
+        .iter()
+        .find(|lib| lib.is_file())
+        .cloned()
+        .unwrap_or_else(|| panic!("libpaywall_auth_ffi.a not built; looked at {candidates:?}"))
 }
 
 fn cc() -> String {
@@ -45,8 +55,7 @@ fn have_cc() -> bool {
 /// Compiles `source` as the host program `name`; `sanitize` adds ASan +
 /// UBSan (aborting on the first report).
 fn build(source: &Path, out: &Path, name: &str, sanitize: bool) -> PathBuf {
-    let lib = profile_dir().join("libpaywall_auth_ffi.a");
-    assert!(lib.exists(), "{} not built", lib.display());
+    let lib = static_lib();
     let exe = out.join(name);
     let mut cmd = Command::new(cc());
     cmd.args(["-std=c11", "-g", "-O1", "-Wall", "-Wextra", "-Werror"])

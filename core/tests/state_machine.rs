@@ -536,6 +536,9 @@ enum Effect {
         id: StoreId,
         key: RecordKey,
         value: Option<Vec<u8>>,
+        /// A rewrite of the value the machine believes the record holds; a
+        /// failure leaves nothing to retry.
+        verify_only: bool,
     },
     Event(AuthChange, Option<SessionView>),
     /// The command, whether it succeeded, and whether it completed with a
@@ -589,6 +592,7 @@ fn describe(out: Output<'_>, format: StoreFormat) -> (String, Effect) {
                     id: op.id,
                     key: op.key,
                     value,
+                    verify_only: op.verify_only,
                 },
             )
         }
@@ -1276,7 +1280,12 @@ impl Sim {
                     self.in_flight.push(sent);
                 }
                 Effect::Event(change, session) => self.on_event(change, session)?,
-                Effect::Store { id, key, value } => {
+                Effect::Store {
+                    id,
+                    key,
+                    value,
+                    verify_only,
+                } => {
                     if i + 1 != count {
                         return Err(
                             "STORE-STALL: outputs were released after an unacknowledged write"
@@ -1298,7 +1307,9 @@ impl Sim {
                     let result = if self.fail_writes > 0 {
                         self.fail_writes -= 1;
                         self.cov.failed_writes += 1;
-                        self.dirty[s] = Some(value);
+                        if !verify_only {
+                            self.dirty[s] = Some(value);
+                        }
                         Err(StorageError { key })
                     } else {
                         self.store[s].clone_from(&value);
@@ -1387,13 +1398,16 @@ impl Sim {
                     .stored_session(self.store[0].as_ref())
                     .is_some_and(|s| view.same_tokens(&s));
                 // Pending: the session write failed with these tokens, or it
-                // waits behind a failed guest-record write (writes land in
-                // order; the retry writes the session as it is then).
+                // waits behind a failed write (writes land in order; the
+                // retry writes the session as it is then): a guest-record
+                // write, or the removal of another account's session record
+                // that goes before a new guest's records (§13.8).
                 let pending = match &self.dirty[0] {
                     Some(Some(b)) => self
                         .stored_session(Some(b))
                         .is_some_and(|s| view.same_tokens(&s)),
-                    _ => false,
+                    Some(None) => true,
+                    None => false,
                 } || self.dirty[1].is_some();
                 if !written && !pending {
                     return Err(format!(
@@ -2002,6 +2016,31 @@ impl Sim {
         [pick(0), pick(1)]
     }
 
+    /// The records as the machine's retry will write them while a write
+    /// failed: the session it holds, mirrored in the guest record for a
+    /// guest. (Writes behind a failed one are never attempted, so `dirty`
+    /// cannot know their values.)
+    fn retried(&self) -> [Option<Vec<u8>>; 2] {
+        if !self.dirty.iter().any(Option::is_some) {
+            return [None, None];
+        }
+        let mut buf = vec![0u8; 8192];
+        let format = self.format();
+        let session = self.m.session().map(|s| {
+            RecordValue::Session(s)
+                .encode(format, &mut buf)
+                .expect("fits")
+                .to_vec()
+        });
+        let anon = self.m.anonymous_refresh_token().map(|t| {
+            RecordValue::AnonRefreshToken(t)
+                .encode(format, &mut buf)
+                .expect("fits")
+                .to_vec()
+        });
+        [session, anon]
+    }
+
     /// The account invariant: the most recent anonymous account the user did
     /// not forget is resumable from storage — the session record or the
     /// anonymous record holds a refresh token the backend still accepts for
@@ -2026,8 +2065,12 @@ impl Sim {
                     .map_or(0..0, |floor| floor..self.server.accounts.len()),
             )
             .collect();
+        let retried = self.retried();
         for &candidate in &candidates {
-            if self.resumable(&self.store, candidate) || self.resumable(&intended, candidate) {
+            if self.resumable(&self.store, candidate)
+                || self.resumable(&intended, candidate)
+                || self.resumable(&retried, candidate)
+            {
                 return Ok(());
             }
         }
@@ -2503,6 +2546,248 @@ fn b10_a_peer_dying_between_writes_then_signing_out_leaves_the_guest_resumable()
             dies_before_anon: true,
         },
         Step::ExternalSignOut,
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+fn an_unsettled_guest_mirrors_the_sessions_token_before_a_peer_can_sign_out() {
+    // Found by the search (1 run in ~8): a crash before the guest record's
+    // write, a peer's rotation that dies before its guest record, then a
+    // sign-in: the guest record's token is dead, the session's own is the
+    // fallback, and a peer's sign-out removes the session record while that
+    // fallback is in flight. The guest record must already hold the live
+    // token by then (docs/protocol.md §13.4).
+    let steps = [
+        Step::CrashBeforeWrite(2),
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::ExternalRefresh {
+            notify_anon: false,
+            dies_before_anon: true,
+        },
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::ExternalSignOut,
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+fn a_store_that_recovers_takes_the_waiting_session_write_before_a_peer_reads_it() {
+    // Found by the search: a forced new guest whose writes fail; the proof
+    // write of a refresh succeeds (the store recovered) and the new guest
+    // record lands beside the old guest's session record. Had the session
+    // record waited for its retry timer, a peer refreshing "the session"
+    // from storage would rotate the old guest and overwrite the new guest's
+    // record: the account the user asked for, lost.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::FailWrites(3),
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Advance(1_750),
+        Step::Tick { spurious: false },
+        Step::Advance(3_750),
+        Step::Tick { spurious: false },
+        Step::Refresh,
+        Step::ExternalRefresh {
+            notify_anon: false,
+            dies_before_anon: false,
+        },
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+fn a_failed_sign_out_then_force_new_never_leaves_two_guests_for_a_peer_to_mix_up() {
+    // Found by the search: the soft sign-out's removal fails, a forced new
+    // guest arrives, and the store recovers on a refresh's proof write.
+    // Writing the new guest record beside the old guest's session record
+    // let a peer refresh the old guest and overwrite the new one; the old
+    // session record now goes first (docs/protocol.md §13.8).
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::FailWrites(2),
+        Step::SignOut { hard: false },
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::CrashBeforeWrite(2),
+        Step::Deliver(first()),
+        Step::Refresh,
+        Step::ExternalRefresh {
+            notify_anon: false,
+            dies_before_anon: false,
+        },
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+fn late_echoes_of_the_first_guest_never_replace_the_forced_guest_record() {
+    // Found by the search in echo mode: a guest switch writes three records
+    // in one batch; with four echoes already pending, a six-entry ledger
+    // forgot the oldest, and its late echo was taken for a peer's write.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Upgrade {
+            email: 0,
+            key: None,
+        },
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::SignOut { hard: false },
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+    ];
+    assert_trace_holds(plain_config(), Mode::Echoes, &steps);
+}
+
+#[test]
+fn a_plain_refresh_after_a_guest_switch_removes_no_session_record() {
+    // Found while building the guest-switch rule: a late echo of the old
+    // guest's session record must not count as what the record holds now,
+    // or the next refresh removes the session record for nothing.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Refresh,
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Deliver(first()),
+        Step::Refresh,
+        Step::Deliver(first()),
+        Step::Echo,
+        Step::Echo,
+    ];
+    assert_trace_holds(plain_config(), Mode::Echoes, &steps);
+}
+
+#[test]
+fn an_orphaned_resume_that_proves_the_guest_record_dead_mirrors_the_sessions_token() {
+    // Found by the search: an unsettled guest, a sign-in whose resume is
+    // orphaned by a soft sign-out (which keeps the session record while the
+    // records disagree), the resume's 401, then a peer's sign-out. Removing
+    // the dead guest record left the live token in the session record
+    // alone, and the peer removed that.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::CrashBeforeWrite(2),
+        Step::Deliver(first()),
+        Step::ExternalRefresh {
+            notify_anon: false,
+            dies_before_anon: true,
+        },
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::SignOut { hard: false },
+        Step::Deliver(first()),
+        Step::ExternalSignOut,
+    ];
+    assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+fn garbage_over_an_unsettled_session_record_is_replaced_with_the_session() {
+    // Found by the junk-input search: the session record of an unsettled
+    // guest may hold the only live token; garbage written over it is
+    // replaced with the session the machine holds, and a soft sign-out
+    // then keeps or removes a record it can read.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::CrashBeforeWrite(0),
+        Step::ExternalRefresh {
+            notify_anon: false,
+            dies_before_anon: true,
+        },
+        Step::ExternalGarbage {
+            key: true,
+            value: Some(Blob::Raw(Vec::new())),
+        },
+        Step::SignOut { hard: false },
+    ];
+    assert_trace_holds(plain_config(), Mode::Chaos, &steps);
+}
+
+#[test]
+fn a_guest_given_up_by_force_new_is_not_revived_by_the_fallback_token() {
+    // Found while widening the fallback: a forced sign-in superseded by a
+    // soft sign-out, then a plain sign-in whose guest record is dead. Only
+    // an unsettled session's own token is a fallback; this session's guest
+    // was given up, and reviving it would orphan the guest the user asked
+    // for.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Tick { spurious: false },
+        Step::Restart {
+            applied: 151,
+            early_sign_in: false,
+        },
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::SignOut { hard: false },
+        Step::Deliver(first()),
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(Index(9223372036854775808)),
+        Step::Deliver(Index(9223372036854775808)),
+        Step::Deliver(first()),
     ];
     assert_trace_holds(plain_config(), Mode::Model, &steps);
 }

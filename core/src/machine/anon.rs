@@ -249,25 +249,38 @@ impl Machine {
                 if self.anon_fingerprint() == presented {
                     // The stored account is gone server-side; the record is
                     // useless, and keeping it would make every sign-in fail.
+                    // The session of a guest (signed in or signed out since)
+                    // whose token differs — an unsettled one — is the last
+                    // way back into an account: the guest record takes its
+                    // token (written before it is presented), so that token
+                    // never lives in the session record alone, which a
+                    // peer's sign-out may remove at any moment.
+                    if let Some(fallback) = self.mirror_session_token(presented) {
+                        if !live {
+                            self.store_put(RecordKey::AnonRefreshToken);
+                            self.end_orphan(request);
+                            return;
+                        }
+                        let purpose = Purpose::AnonResume {
+                            presented: fallback,
+                            guest_gen,
+                        };
+                        match self.send_after_write(purpose, RecordKey::AnonRefreshToken) {
+                            Ok(req) => {
+                                if let Some(op) = self.anon.as_mut() {
+                                    op.request = req;
+                                }
+                            }
+                            Err(e) => self.finish_anon(Err(e)),
+                        }
+                        return;
+                    }
                     self.anon_token = None;
                     self.store_remove(RecordKey::AnonRefreshToken);
                 }
                 if !live {
                     self.end_orphan(request);
                     return;
-                }
-                // The session of an unsettled guest (signed in or signed out
-                // since): its token is the last way back into an account
-                // before minting a new one.
-                if let Some(token) = self
-                    .slot
-                    .as_ref()
-                    .filter(|_| self.stale_guest)
-                    .map(|s| s.refresh_token.clone())
-                    .filter(|t| t.fingerprint() != presented && !self.is_spent(t.fingerprint()))
-                {
-                    self.stale_guest = false;
-                    self.anon_token = Some(token);
                 }
                 // The record moved on while we waited (a late refresh of the
                 // same guest rotated it): resume with what it holds now

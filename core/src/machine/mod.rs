@@ -160,10 +160,13 @@ enum Queued {
         key: RecordKey,
         put: bool,
     },
-    /// Rewrites `key` with the value it already holds, to prove the store
-    /// can take the write that answering request `.1` will need; the
-    /// request follows it and is cancelled if it fails (nothing spent).
-    Guard(RecordKey, RequestId),
+    /// Writes `key` before request `.1` goes out; the request follows the
+    /// write and is cancelled if it fails (nothing spent). Usually the
+    /// record's current value, rewritten to prove the store can take the
+    /// write the answer will need (`.2`: verify only); when `.2` is false
+    /// the value is new (a guest record mirroring the session's token) and
+    /// must really be written.
+    Guard(RecordKey, RequestId, bool),
     Change(AuthChange),
     Complete(CommandId, Result<Done, Failure>),
     Notice(Notice),
@@ -251,6 +254,21 @@ struct AwaitingStore {
     written: u64,
     /// The request this write guards (see [`Queued::Guard`]).
     guards: Option<RequestId>,
+    kind: WriteKind,
+}
+
+/// What a write handed out is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    /// The record's new value (or its removal).
+    Value,
+    /// A rewrite of the value the record holds (see [`Queued::Guard`]): if
+    /// it fails, the record still holds that value, so nothing is dirty.
+    Verify,
+    /// The removal of another account's session record that goes before a
+    /// guest record is written (see [`Machine::session_record_user`]): not
+    /// the session's own write, so the record stays dirty if it was.
+    ClearOther,
 }
 
 /// The anonymous sign-in in flight (at most one: never two sign-ups).
@@ -404,12 +422,21 @@ pub struct Machine {
     api_error: Option<ApiError>,
     /// The store operation handed out and not yet acknowledged.
     awaiting_store: Option<AwaitingStore>,
-    /// Own writes whose echo is still to come (with `echoes_own_writes`):
-    /// the record and the fingerprint of the refresh token written, 0 for a
-    /// removal.
-    echoes: Deque<(RecordKey, u64), 6>,
+    /// Own writes whose echo is still to come (with `echoes_own_writes`),
+    /// each an [`echo_tag`] of the record and the fingerprint of the
+    /// refresh token written: eight fit where six key/fingerprint pairs did
+    /// (a guest switch writes three records in one batch).
+    echoes: Deque<u64, 8>,
     /// Records whose last write failed, retried at `storage_retry_at`.
     dirty: [bool; 2],
+    /// Fingerprint of the user id the session record on storage holds, as
+    /// far as this machine knows (0: no record). A guest record is never
+    /// written beside another account's session record: a client that
+    /// trusts the session record (the reference one) would refresh that
+    /// account and overwrite the guest record with its token, and a crash
+    /// would leave restore two guests to choose from. So switching guests
+    /// removes the old session record first (docs/protocol.md §13.8).
+    session_record_user: u32,
     storage_retry_at: Option<Instant>,
     storage_backoff: u64,
     /// When a failed proactive refresh may be retried.
@@ -452,6 +479,7 @@ impl Machine {
             awaiting_store: None,
             echoes: Deque::new(),
             dirty: [false; 2],
+            session_record_user: 0,
             storage_retry_at: None,
             storage_backoff: 0,
             refresh_retry_at: None,
@@ -490,6 +518,14 @@ impl Machine {
     /// Whether an anonymous account can be resumed from storage.
     pub fn has_resumable_anonymous(&self) -> bool {
         self.anon_token.is_some()
+    }
+
+    /// The refresh token of the guest record as the machine holds it: on
+    /// storage, or about to be (a write waiting for its retry). For
+    /// simulations and diagnostics; like [`Machine::session`], the secret
+    /// never prints.
+    pub fn anonymous_refresh_token(&self) -> Option<&RefreshToken> {
+        self.anon_token.as_ref()
     }
 
     /// Email of an upgrade that awaits confirmation.
@@ -634,10 +670,38 @@ impl Machine {
             self.run_early_command();
         }
         let item = self.outputs.pop_front()?;
+        if self.writes_beside_other_account(&item) {
+            // Put it back: it goes once the other account's session record
+            // is gone.
+            if self.outputs.push_front(item).is_err() {
+                warn!("output queue full");
+            }
+            let id = StoreId(self.fresh_id());
+            self.awaiting_store = Some(AwaitingStore {
+                id,
+                key: RecordKey::Session,
+                written: 0,
+                guards: None,
+                kind: WriteKind::ClearOther,
+            });
+            return Some(Output::Store(StoreOp {
+                id,
+                key: RecordKey::Session,
+                value: None,
+                verify_only: false,
+            }));
+        }
         let (item, guards) = match item {
-            Queued::Guard(key, request) => (Queued::Store { key, put: true }, Some(request)),
+            Queued::Guard(key, request, verify_only) => (
+                Queued::Store { key, put: true },
+                Some((request, verify_only)),
+            ),
             other => (other, None),
         };
+        // A record whose last write failed holds an older value: rewriting
+        // it is a real write.
+        let verify_only = guards.is_some_and(|(_, verify_only)| verify_only)
+            && !matches!(item, Queued::Store { key, .. } if self.dirty.get(key_index(key)).copied().unwrap_or(false));
         Some(match item {
             Queued::Send(id) => Output::Send(self.render_request(id)),
             Queued::Guard(..) => return None,
@@ -658,7 +722,12 @@ impl Machine {
                     id,
                     key,
                     written,
-                    guards,
+                    guards: guards.map(|(request, _)| request),
+                    kind: if verify_only {
+                        WriteKind::Verify
+                    } else {
+                        WriteKind::Value
+                    },
                 });
                 let value = if put {
                     match key {
@@ -674,7 +743,7 @@ impl Machine {
                     id,
                     key,
                     value,
-                    verify_only: guards.is_some(),
+                    verify_only,
                 })
             }
             Queued::Change(change) => Output::AuthChange {
@@ -913,17 +982,50 @@ impl Machine {
     /// token rotated on the server that cannot be saved is an account lost
     /// once the reuse window closes.
     fn send_guarded(&mut self, purpose: Purpose, key: RecordKey) -> Result<RequestId, Error> {
-        let has_value = match key {
-            RecordKey::Session => self.current().is_some(),
-            RecordKey::AnonRefreshToken => self.anon_token.is_some(),
-        };
-        if !self.config.verify_storage_before_rotation || !has_value {
+        if !self.config.verify_storage_before_rotation || !self.holds(key) {
             return self.send(purpose);
         }
         let id = self.register(purpose)?;
-        self.push(Queued::Guard(key, id));
+        self.push(Queued::Guard(key, id, true));
         self.push(Queued::Send(id));
         Ok(id)
+    }
+
+    /// Registers a request that will rotate the token `key` now holds in
+    /// memory but not yet on storage, and queues it behind that write: the
+    /// token goes out only once a copy of it is durable, and not at all if
+    /// the write fails. Used when a guest record takes over the session's
+    /// token (`mirror_session_token`), whatever
+    /// [`Config::verify_storage_before_rotation`] says: the write is needed
+    /// anyway, and guarding it costs nothing.
+    fn send_after_write(&mut self, purpose: Purpose, key: RecordKey) -> Result<RequestId, Error> {
+        let id = self.register(purpose)?;
+        self.push(Queued::Guard(key, id, false));
+        self.push(Queued::Send(id));
+        Ok(id)
+    }
+
+    /// The guest record takes over the session's own token: the record's
+    /// token was just proven dead, and the session's is the last live way
+    /// back into the account. Until it is written, that token would be
+    /// durable only in the session record, which a peer's sign-out may
+    /// remove at any moment (docs/protocol.md §13.4). Returns the token's
+    /// fingerprint, or `None` if there is no live candidate.
+    fn mirror_session_token(&mut self, dead: u64) -> Option<u64> {
+        // Only an unsettled session's: any other guest session mirrors its
+        // token already, or was given up (`force_new`) and must not come
+        // back.
+        let token = self
+            .slot
+            .as_ref()
+            .filter(|s| self.stale_guest && s.is_anonymous())
+            .map(|s| &s.refresh_token)
+            .filter(|t| t.fingerprint() != dead && !self.is_spent(t.fingerprint()))?
+            .clone();
+        let fingerprint = token.fingerprint();
+        self.stale_guest = false;
+        self.anon_token = Some(token);
+        Some(fingerprint)
     }
 
     /// Takes a request slot for `purpose`, with its deadline.
@@ -1021,7 +1123,8 @@ impl Machine {
                     .map_or(u64::MAX, |t| t.fingerprint())
             }
         };
-        let Some(pos) = self.echoes.iter().position(|e| *e == (key, fingerprint)) else {
+        let tag = echo_tag(key, fingerprint);
+        let Some(pos) = self.echoes.iter().position(|e| *e == tag) else {
             return false;
         };
         // Echoes come in order: everything older than this one was either
@@ -1229,6 +1332,7 @@ impl Machine {
             key,
             written,
             guards,
+            kind,
         }) = self.awaiting_store
         else {
             return;
@@ -1246,7 +1350,20 @@ impl Machine {
                         // forget the oldest rather than grow.
                         self.echoes.pop_front();
                     }
-                    let _ = self.echoes.push_back((key, written));
+                    let _ = self.echoes.push_back(echo_tag(key, written));
+                }
+                if key == RecordKey::Session {
+                    // Nothing else is fed while a write is unacknowledged,
+                    // so the session is still the one written (`written`
+                    // is 0 for a removal).
+                    self.session_record_user = match self.current() {
+                        Some(s) if written != 0 => user_fingerprint(s),
+                        _ => 0,
+                    };
+                }
+                if kind == WriteKind::ClearOther {
+                    // Not the session's own write: whatever was dirty stays.
+                    return;
                 }
                 if let Some(d) = self.dirty.get_mut(slot) {
                     *d = false;
@@ -1254,6 +1371,13 @@ impl Machine {
                 if !self.dirty.iter().any(|d| *d) {
                     self.storage_backoff = 0;
                     self.storage_retry_at = None;
+                } else {
+                    // The store took a write again: the records still
+                    // waiting for their retry go now, ahead of anything
+                    // queued. Waiting for the timer would leave storage
+                    // half-updated (a new guest record beside an old session
+                    // record) for a peer to act on meanwhile.
+                    self.flush_dirty_first();
                 }
             }
             Err(_) => {
@@ -1261,7 +1385,9 @@ impl Machine {
                 if let Some(request) = guards {
                     self.cancel_guarded(request, StorageError { key });
                 }
-                if let Some(d) = self.dirty.get_mut(slot) {
+                if kind != WriteKind::Verify
+                    && let Some(d) = self.dirty.get_mut(slot)
+                {
                     *d = true;
                 }
                 self.storage_backoff = next_backoff(self.storage_backoff, &self.config);
@@ -1278,7 +1404,10 @@ impl Machine {
                 // Writes land in order or not at all: the batch's later
                 // writes wait for the retry too. Restore relies on it (a
                 // guest's anonymous record is written first, so it is never
-                // older than the session record).
+                // older than the session record). A request guarded by a
+                // later write is taken back unsent: its proof cannot come
+                // before the writes ahead of it.
+                let mut cancelled: Vec<(RecordKey, RequestId), REQUESTS_IN_FLIGHT> = Vec::new();
                 for _ in 0..self.outputs.len() {
                     match self.outputs.pop_front() {
                         Some(Queued::Store { key, .. }) => {
@@ -1286,14 +1415,73 @@ impl Machine {
                                 *d = true;
                             }
                         }
+                        Some(Queued::Guard(key, request, _)) => {
+                            if let Some(d) = self.dirty.get_mut(key_index(key)) {
+                                *d = true;
+                            }
+                            // One guard per request in flight at most.
+                            let _ = cancelled.push((key, request));
+                        }
                         Some(other) => {
                             let _ = self.outputs.push_back(other);
                         }
                         None => break,
                     }
                 }
+                for (key, request) in cancelled {
+                    self.cancel_guarded(request, StorageError { key });
+                }
                 let notice = Queued::Notice(Notice::StorageFailed { key });
                 if self.outputs.push_front(notice).is_err() {
+                    warn!("output queue full");
+                }
+            }
+        }
+    }
+
+    /// Whether `item` writes the guest record with a new value while the
+    /// session record holds another account (see `session_record_user`).
+    fn writes_beside_other_account(&self, item: &Queued) -> bool {
+        let real_write = match item {
+            Queued::Store {
+                key: RecordKey::AnonRefreshToken,
+                put: true,
+            } => true,
+            Queued::Guard(RecordKey::AnonRefreshToken, _, verify_only) => {
+                !verify_only || self.dirty.get(1).copied().unwrap_or(false)
+            }
+            _ => false,
+        };
+        let guest = self
+            .slot
+            .as_ref()
+            .filter(|s| s.is_anonymous())
+            .map(user_fingerprint);
+        real_write
+            && self.session_record_user != 0
+            && guest.is_some_and(|g| g != self.session_record_user)
+    }
+
+    /// Whether the machine holds a value for `key` (else the record is to
+    /// be removed).
+    fn holds(&self, key: RecordKey) -> bool {
+        match key {
+            RecordKey::Session => self.current().is_some(),
+            RecordKey::AnonRefreshToken => self.anon_token.is_some(),
+        }
+    }
+
+    /// Queues the writes of every record still marked dirty at the front of
+    /// the queue, in [`WRITE_ORDER`], unless one is queued already.
+    fn flush_dirty_first(&mut self) {
+        for key in WRITE_ORDER.into_iter().rev() {
+            let dirty = self.dirty.get(key_index(key)).copied().unwrap_or(false);
+            let queued = self.outputs.iter().any(
+                |q| matches!(q, Queued::Store { key: k, .. } | Queued::Guard(k, ..) if *k == key),
+            );
+            if dirty && !queued {
+                let put = self.holds(key);
+                if self.outputs.push_front(Queued::Store { key, put }).is_err() {
                     warn!("output queue full");
                 }
             }
@@ -1339,10 +1527,7 @@ impl Machine {
             self.storage_retry_at = None;
             for key in WRITE_ORDER {
                 if self.dirty.get(key_index(key)).copied().unwrap_or(false) {
-                    let put = match key {
-                        RecordKey::Session => self.current().is_some(),
-                        RecordKey::AnonRefreshToken => self.anon_token.is_some(),
-                    };
+                    let put = self.holds(key);
                     self.push(Queued::Store { key, put });
                 }
             }
@@ -1357,6 +1542,21 @@ impl Machine {
 /// first, so that after a crash or a failed write it is never older than
 /// the session record (restore trusts it when they disagree).
 const WRITE_ORDER: [RecordKey; 2] = [RecordKey::AnonRefreshToken, RecordKey::Session];
+
+/// One entry of the echo ledger: the fingerprint of the refresh token
+/// written (0 for a removal) with its lowest bit replaced by the record key.
+/// Losing one bit of a 64-bit fingerprint costs nothing that matters here.
+fn echo_tag(key: RecordKey, fingerprint: u64) -> u64 {
+    (fingerprint & !1) | key_index(key) as u64
+}
+
+/// Fingerprint of a session's user id (see `Machine::session_record_user`);
+/// 32 bits tell the few accounts of one device apart, and keep the machine
+/// within its 8 KiB.
+fn user_fingerprint(session: &Session) -> u32 {
+    // Never 0, which means "no record".
+    (crate::secret::fingerprint(session.user.id.as_bytes()) as u32).max(1)
+}
 
 fn key_index(key: RecordKey) -> usize {
     match key {

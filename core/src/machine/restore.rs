@@ -7,7 +7,7 @@ use crate::secret::bounded;
 use crate::session::Session;
 use crate::storage::RecordKey;
 
-use super::{Machine, Queued};
+use super::{Machine, Queued, user_fingerprint};
 
 impl Machine {
     #[inline(never)]
@@ -38,6 +38,7 @@ impl Machine {
             match decode_session_into(bytes, format, slot) {
                 Ok(()) => {
                     repair_user(slot);
+                    self.session_record_user = user_fingerprint(slot);
                     self.retired = false;
                     self.stale_guest = false;
                     self.tokens_since = self.now;
@@ -115,6 +116,7 @@ impl Machine {
             },
             RecordKey::Session => {
                 let Some(bytes) = value else {
+                    self.session_record_user = 0;
                     if self.current().is_some() {
                         self.detach_anon();
                         self.end_epoch();
@@ -126,6 +128,12 @@ impl Machine {
                 if let Err(error) = decode_session_into(bytes, format, &mut incoming) {
                     // Another writer's garbage never replaces a good session.
                     self.push(Queued::Notice(Notice::CorruptRecord { key, error }));
+                    if self.stale_guest && self.current().is_some() {
+                        // An unsettled session's record may hold the only
+                        // copy of the live token (the guest record's may be
+                        // the dead one): put it back.
+                        self.store_put(RecordKey::Session);
+                    }
                     return;
                 }
                 repair_user(&mut incoming);
@@ -138,6 +146,7 @@ impl Machine {
                     // a session we have since signed out (§12.9).
                     return;
                 }
+                self.session_record_user = user_fingerprint(&incoming);
                 if incoming.is_anonymous() {
                     if let Some(current) = self.current() {
                         let spent = current.refresh_token.fingerprint();

@@ -1205,7 +1205,10 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     assert!(Harness::sends(&h.take()).is_empty());
 
     // A plain sign-in settles it the same way (resume), never handing back
-    // the session record's guest unverified.
+    // the session record's guest unverified. The guest record turned out to
+    // be another guest (a `force_new` caught between its writes): the old
+    // guest's session record goes before the new guest record is written,
+    // so the two never sit side by side (§13.8).
     let mut h = Harness::unsettled("r5");
     h.take();
     let id = h.sign_in();
@@ -1213,16 +1216,22 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     assert_eq!(body, r#"{"refresh_token":"r5"}"#);
     h.respond(req, 200, &tokens("u5", "r6", Some(("u5", None, true))));
     let log = h.take();
+    assert_eq!(log[0], Rec::Remove(Harness::key(RecordKey::Session)));
     assert_eq!(
-        log[0],
+        log[1],
         Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r6".into())
     );
-    assert_eq!(log[2], Rec::Event(AuthChange::SignedIn, Some("u5".into())));
-    assert_eq!(log[3], done_ok(id, "session u5"));
+    assert!(
+        matches!(&log[2], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""refresh_token":"r6""#))
+    );
+    assert_eq!(log[3], Rec::Event(AuthChange::SignedIn, Some("u5".into())));
+    assert_eq!(log[4], done_ok(id, "session u5"));
 
     // The guest record's token is dead (a record written by a client that
     // writes the session first, caught between its writes): the session's
-    // own token is tried before the session is given up.
+    // own token is tried before the session is given up, and the guest
+    // record takes it over first, so a peer's sign-out (which removes the
+    // session record) cannot leave it in memory alone.
     let mut h = Harness::unsettled("r0");
     h.take();
     let id = h.cmd(Command::Refresh);
@@ -1232,7 +1241,8 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     let log = h.take();
     assert_eq!(
         log[0],
-        Rec::Remove(Harness::key(RecordKey::AnonRefreshToken))
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into()),
+        "mirrored before it is presented"
     );
     let (req, p, body) = Harness::one_send(&log[1..]);
     assert_eq!(
@@ -1257,6 +1267,11 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     assert_eq!(body, r#"{"refresh_token":"r0"}"#);
     h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
     let log = h.take();
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into()),
+        "mirrored before it is presented"
+    );
     let (req, p, body) = Harness::one_send(&log);
     assert_eq!(
         (p, body),
@@ -1278,37 +1293,115 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
 }
 
 #[test]
-fn a_failed_session_write_after_force_new_never_hands_the_account_back_to_the_old_guest() {
-    // B6 of the property suite: U0 signed in; force_new mints U1; U1's guest
-    // record lands, its session write fails; restart before the retry.
+fn an_unsettled_guest_whose_mirror_write_fails_spends_nothing() {
+    // The guest record's token is dead and the session's own is the
+    // fallback: the guest record takes it over first. If that write fails,
+    // the fallback is not sent (the token stays unspent in the session
+    // record) and the caller learns why.
+    let mut h = Harness::unsettled("r0");
+    h.take();
+    let id = h.cmd(Command::Refresh);
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.fail_writes.push(RecordKey::AnonRefreshToken);
+    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
+    let log = h.take();
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into())
+    );
+    assert!(Harness::sends(&log).is_empty(), "nothing spent: {log:?}");
+    assert!(
+        log.iter()
+            .any(|r| matches!(r, Rec::Done(i, Err(e)) if *i == id && e.contains("storage_failed"))),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|r| matches!(r, Rec::Event(AuthChange::SignedOut, _))),
+        "not a sign-out"
+    );
+    assert_eq!(
+        h.store
+            .get(&Harness::key(RecordKey::Session))
+            .map(|v| !v.is_empty()),
+        Some(true),
+        "the session record, with the live token, is untouched"
+    );
+    assert!(
+        String::from_utf8_lossy(&h.store[&Harness::key(RecordKey::Session)])
+            .contains(r#""refresh_token":"r1""#)
+    );
+    // Once the store works again, the retry writes the mirror and the next
+    // refresh presents the live token.
+    h.fail_writes.clear();
+    h.now += 60_000;
+    h.input(Input::Timeout);
+    let log = h.take();
+    assert!(
+        log.contains(&Rec::Put(
+            Harness::key(RecordKey::AnonRefreshToken),
+            "r1".into()
+        )),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn a_new_guest_record_never_lands_beside_the_old_guests_session_record() {
+    // B6 of the property suite, and the peer-refresh loss after it: U0 signed
+    // in; force_new mints U1. Writing U1's guest record while the session
+    // record still holds U0 would let a peer refresh U0 and overwrite it,
+    // and leave restore two guests to choose from. So U0's session record is
+    // removed first; while that removal fails, U1's records wait, the caller
+    // learns it, and storage keeps one consistent guest.
     let mut h = Harness::guest("u0", "r0");
     h.fail_writes.push(RecordKey::Session);
-    h.cmd(Command::SignInAnonymously(SignInOptions {
+    let id = h.cmd(Command::SignInAnonymously(SignInOptions {
         force_new: true,
         ..SignInOptions::default()
     }));
     let (req, _, _) = Harness::one_send(&h.take());
     h.respond(req, 200, &tokens("u1", "r1", Some(("u1", None, true))));
-    h.take();
-    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
+    let log = h.take();
+    assert_eq!(log[0], Rec::Remove(Harness::key(RecordKey::Session)));
+    assert!(
+        !log.iter().any(|r| matches!(r, Rec::Put(..))),
+        "nothing written beside U0's session record: {log:?}"
+    );
+    assert!(log.contains(&done_err(id, "storage_failed")), "{log:?}");
+    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r0"));
     assert!(
         h.stored(RecordKey::Session)
             .unwrap()
             .contains(r#""refresh_token":"r0""#)
     );
+
+    // The store recovers: the retry removes U0's session record, then
+    // writes U1's two records in order.
     h.fail_writes.clear();
+    h.now += 60_000;
+    h.input(Input::Timeout);
+    let log = h.take();
+    let writes: Vec<&Rec> = log
+        .iter()
+        .filter(|r| matches!(r, Rec::Put(..) | Rec::Remove(..)))
+        .collect();
+    assert_eq!(writes[0], &Rec::Remove(Harness::key(RecordKey::Session)));
+    assert_eq!(
+        writes[1],
+        &Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into())
+    );
+    assert!(
+        matches!(writes[2], Rec::Put(k, v) if *k == Harness::key(RecordKey::Session) && v.contains(r#""refresh_token":"r1""#))
+    );
+
+    // Had the process died before the retry, restore would have found U0's
+    // consistent records; after it, U1's.
     h.restart();
     assert_eq!(
         h.take(),
-        [Rec::Event(AuthChange::InitialSession, Some("u0".into()))]
+        [Rec::Event(AuthChange::InitialSession, Some("u1".into()))]
     );
-    h.sign_in();
-    let (_, _, body) = Harness::one_send(&h.take());
-    assert_eq!(
-        body, r#"{"refresh_token":"r1"}"#,
-        "U1, the guest the user asked for"
-    );
-    assert_eq!(h.stored(RecordKey::AnonRefreshToken).as_deref(), Some("r1"));
 }
 
 #[test]

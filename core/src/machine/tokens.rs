@@ -107,6 +107,18 @@ impl Machine {
         refresh_id: Option<CommandId>,
         token_id: Option<CommandId>,
     ) {
+        self.start_refresh_with(refresh_id, token_id, false);
+    }
+
+    /// [`Machine::start_refresh`]; `mirrored`: the guest record was just
+    /// given the session's token in memory and must be written (not only
+    /// verified) before the request goes out.
+    fn start_refresh_with(
+        &mut self,
+        refresh_id: Option<CommandId>,
+        token_id: Option<CommandId>,
+        mirrored: bool,
+    ) {
         let Some(session) = self.current() else {
             return;
         };
@@ -132,7 +144,12 @@ impl Machine {
         } else {
             RecordKey::Session
         };
-        match self.send_guarded(purpose, guarded) {
+        let sent = if mirrored {
+            self.send_after_write(purpose, RecordKey::AnonRefreshToken)
+        } else {
+            self.send_guarded(purpose, guarded)
+        };
+        match sent {
             Ok(request) => {
                 self.refresh = Some(RefreshOp {
                     request,
@@ -278,9 +295,22 @@ impl Machine {
             }
             Ok(resp) if api_error(&resp).is_dead_token() => {
                 if self.anon_fingerprint() == presented {
-                    // Dead server-side: a copy of it can never resume anything.
-                    self.anon_token = None;
-                    self.store_remove(RecordKey::AnonRefreshToken);
+                    // Dead server-side: a copy of it can never resume
+                    // anything. An unsettled session's own token (the
+                    // anonymous record's was the older one, written
+                    // session-first) is the way back: the guest record takes
+                    // it over before it is presented (`mirror_session_token`).
+                    if self.mirror_session_token(presented).is_some() {
+                        if live && let Some(op) = self.refresh.take() {
+                            debug!("unsettled session: falling back to its own token");
+                            self.start_refresh_with(op.refresh_id, op.token_id, true);
+                            return;
+                        }
+                        self.store_put(RecordKey::AnonRefreshToken);
+                    } else {
+                        self.anon_token = None;
+                        self.store_remove(RecordKey::AnonRefreshToken);
+                    }
                 }
                 if !live {
                     return;
@@ -288,20 +318,6 @@ impl Machine {
                 let Some(op) = self.refresh.take() else {
                     return;
                 };
-                if self.stale_guest
-                    && self.current().is_some_and(|s| {
-                        let own = s.refresh_token.fingerprint();
-                        own != presented && !self.is_spent(own)
-                    })
-                {
-                    // The anonymous record's token was the older one (written
-                    // session-first): the session's own is the way back.
-                    debug!("unsettled session: falling back to its own token");
-                    self.stale_guest = false;
-                    self.anon_token = None;
-                    self.start_refresh(op.refresh_id, op.token_id);
-                    return;
-                }
                 if self
                     .current()
                     .is_some_and(|s| s.refresh_token.fingerprint() != presented)

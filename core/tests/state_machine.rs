@@ -1524,7 +1524,7 @@ impl Sim {
         self.sign_in_cmds.clear();
         self.named_done.clear();
         self.force_in_flight = false;
-        self.settle_force_window();
+        self.settle_force_window(unwritten);
         self.log.push("--- restart ---".into());
         if early_sign_in {
             self.command(Command::SignInAnonymously(SignInOptions::default()))?;
@@ -1973,7 +1973,12 @@ impl Sim {
     /// The forced command died with the process (command ids restart, too):
     /// whichever candidate guest storage can resume — or lost in transit —
     /// is the one the user has now.
-    fn settle_force_window(&mut self) {
+    ///
+    /// `unwritten`: the process died with state only in memory; then a
+    /// candidate counts only if storage resumes it for good (a spent token
+    /// inside the reuse window is what a failed write left behind, and it
+    /// closes by itself).
+    fn settle_force_window(&mut self, unwritten: bool) {
         self.force_cmd = None;
         let Some(floor) = self.force_floor.take() else {
             return;
@@ -1984,7 +1989,7 @@ impl Sim {
         if let Some(c) = newer
             .clone()
             .rev()
-            .find(|&c| anonymous(c) && self.resumable(&self.store, c))
+            .find(|&c| anonymous(c) && self.resumable_by(&self.store, c, unwritten))
         {
             self.protected = Some(c);
         } else if !self
@@ -2790,4 +2795,36 @@ fn a_guest_given_up_by_force_new_is_not_revived_by_the_fallback_token() {
         Step::Deliver(first()),
     ];
     assert_trace_holds(plain_config(), Mode::Model, &steps);
+}
+
+#[test]
+fn a_forced_guest_whose_rotation_was_never_saved_is_not_held_against_the_machine() {
+    // Found by the search (a model fix): an orphaned forced guest is
+    // resumed, its rotation's write fails and the process dies before the
+    // retry. Storage keeps the spent token, valid only inside the reuse
+    // window; the loss is the unwritten state's, like any failed write
+    // before a restart, not a rule the machine broke.
+    let mut cfg = plain_config();
+    cfg.reuse_window_ms = 10_000;
+    let steps = [
+        Step::SignIn {
+            force: true,
+            captcha: false,
+        },
+        Step::SignOut { hard: false },
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::SignOut { hard: false },
+        Step::FailWrites(1),
+        Step::Deliver(first()),
+        Step::Restart {
+            applied: 0,
+            early_sign_in: false,
+        },
+        Step::Advance(60_000),
+    ];
+    assert_trace_holds(cfg, Mode::Model, &steps);
 }

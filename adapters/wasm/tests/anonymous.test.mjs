@@ -207,7 +207,10 @@ describe('signInAnonymously', () => {
 
     assert.deepEqual(backend.routes(), [ANON_SIGNIN]);
     assert.equal(session.user.id, 'u2');
+    // The old guest's session record goes first, so a new guest record
+    // never sits beside it (docs/protocol.md §13.8).
     assert.deepEqual(timeline.map((e) => e.slice(0, 2)), [
+      ['remove', KEYS.session],
       ['set', KEYS.anon],
       ['set', KEYS.session],
       ['SIGNED_IN', 'u2'],

@@ -1009,7 +1009,7 @@ impl Machine {
     /// token was just proven dead, and the session's is the last live way
     /// back into the account. Until it is written, that token would be
     /// durable only in the session record, which a peer's sign-out may
-    /// remove at any moment (docs/protocol.md §13.4). Returns the token's
+    /// remove at any moment (docs/protocol.md §13.7). Returns the token's
     /// fingerprint, or `None` if there is no live candidate.
     fn mirror_session_token(&mut self, dead: u64) -> Option<u64> {
         // Only an unsettled session's: any other guest session mirrors its
@@ -1448,7 +1448,12 @@ impl Machine {
                 put: true,
             } => true,
             Queued::Guard(RecordKey::AnonRefreshToken, _, verify_only) => {
-                !verify_only || self.dirty.get(1).copied().unwrap_or(false)
+                !verify_only
+                    || self
+                        .dirty
+                        .get(key_index(RecordKey::AnonRefreshToken))
+                        .copied()
+                        .unwrap_or(false)
             }
             _ => false,
         };

@@ -8,6 +8,9 @@
 #![cfg_attr(feature = "document-features", doc = "\n## Cargo features\n")]
 #![cfg_attr(feature = "document-features", doc = document_features::document_features!())]
 
+#[cfg(feature = "trace")]
+extern crate alloc;
+
 #[macro_use]
 mod fmt;
 
@@ -24,6 +27,9 @@ mod secret;
 mod session;
 mod storage;
 mod time;
+#[cfg(feature = "trace")]
+#[cfg_attr(docsrs, doc(cfg(feature = "trace")))]
+pub mod trace;
 
 pub use command::{Command, CommandId, SignInOptions, SignOutOptions, UpgradeRequest};
 pub use config::{Config, ConfigError};

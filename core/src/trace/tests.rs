@@ -1,0 +1,176 @@
+use alloc::string::String;
+
+use super::*;
+use crate::{Command, Config, Input, Instant, Machine, SignInOptions, UpgradeRequest};
+
+const BODY: &str = r#"{"access_token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSIsImV4cCI6MjAwMDAwMDAwMCwiaXNfYW5vbnltb3VzIjp0cnVlfQ.c2lnbmF0dXJlLXNlY3JldC1ieXRlcw","token_type":"bearer","expires_in":3600,"refresh_token":"refresh-secret-0001","user":{"id":"u1","email":null,"is_anonymous":true}}"#;
+
+/// Drives a sign-in, an upgrade and a refresh, recording as a driver does.
+fn record(secrets: Secrets, format: StoreFormat) -> String {
+    let config = Config::new("pw_trace").unwrap().with_store_format(format);
+    let mut m = Machine::new(config.clone());
+    let mut rec = Recorder::new(&config, secrets);
+    let mut trace = rec.header();
+    let mut pending: alloc::vec::Vec<Input<'static>> = alloc::vec![
+        Input::Restored {
+            session: None,
+            anon_refresh_token: None,
+            visitor_id: None,
+        },
+        Input::Command(Command::SignInAnonymously(SignInOptions::default())),
+    ];
+    let mut now = 1_000;
+    let mut step = 0;
+    while !pending.is_empty() || step < 3 {
+        let input = if pending.is_empty() {
+            step += 1;
+            match step {
+                1 => Input::Command(Command::UpgradeToEmail(
+                    UpgradeRequest::new("a@example.com", "hunter2-password", Some("k1")).unwrap(),
+                )),
+                2 => Input::Command(Command::Refresh),
+                _ => Input::Timeout,
+            }
+        } else {
+            pending.remove(0)
+        };
+        now += 10;
+        rec.input(Instant(now), &input);
+        m.handle_input(Instant(now), input).unwrap();
+        let mut acks = alloc::vec::Vec::new();
+        let mut sends = alloc::vec::Vec::new();
+        while let Some(out) = m.poll_output() {
+            rec.output(&out);
+            match out {
+                Output::Store(op) => acks.push(op.id),
+                Output::Send(req) => sends.push(req.id),
+                _ => {}
+            }
+        }
+        trace.push_str(&rec.end(m.poll_timeout()));
+        for id in acks {
+            now += 1;
+            let ack = Input::Stored(id, Ok(()));
+            rec.input(Instant(now), &ack);
+            m.handle_input(Instant(now), ack).unwrap();
+            while let Some(out) = m.poll_output() {
+                rec.output(&out);
+                if let Output::Send(req) = out {
+                    sends.push(req.id);
+                }
+            }
+            trace.push_str(&rec.end(m.poll_timeout()));
+        }
+        for id in sends {
+            now += 1;
+            let resp = Input::Response(id, Response::json(200, BODY.as_bytes()));
+            rec.input(Instant(now), &resp);
+            m.handle_input(Instant(now), resp).unwrap();
+            let mut acks = alloc::vec::Vec::new();
+            while let Some(out) = m.poll_output() {
+                rec.output(&out);
+                if let Output::Store(op) = out {
+                    acks.push(op.id);
+                }
+            }
+            trace.push_str(&rec.end(m.poll_timeout()));
+            // Acknowledge the writes one by one, as the machine releases them.
+            while let Some(id) = acks.pop() {
+                now += 1;
+                let ack = Input::Stored(id, Ok(()));
+                rec.input(Instant(now), &ack);
+                m.handle_input(Instant(now), ack).unwrap();
+                while let Some(out) = m.poll_output() {
+                    rec.output(&out);
+                    if let Output::Store(op) = out {
+                        acks.push(op.id);
+                    }
+                }
+                trace.push_str(&rec.end(m.poll_timeout()));
+            }
+        }
+    }
+    trace
+}
+
+#[test]
+fn a_redacted_trace_hides_every_secret_and_still_replays() {
+    for format in [StoreFormat::ReferenceJson, StoreFormat::Postcard] {
+        let trace = record(Secrets::Redact, format);
+        for secret in [
+            "refresh-secret-0001",
+            "c2lnbmF0dXJlLXNlY3JldC1ieXRlcw",
+            "hunter2-password",
+        ] {
+            assert!(!trace.contains(secret), "{secret} leaked into\n{trace}");
+        }
+        // The claims the machine reads are kept.
+        assert!(
+            trace.contains("eyJzdWIiOiJ1MSIsImV4cCI6MjAwMDAwMDAwMCwiaXNfYW5vbnltb3VzIjp0cnVlfQ")
+        );
+        let done = replay(&trace).unwrap_or_else(|e| panic!("{e}\n{trace}"));
+        assert!(done.inputs > 8 && done.outputs > 8, "{done:?}");
+    }
+}
+
+#[test]
+fn a_trace_with_secrets_kept_holds_them_and_replays() {
+    let trace = record(Secrets::Keep, StoreFormat::ReferenceJson);
+    assert!(trace.contains("refresh-secret-0001"));
+    assert!(trace.contains(r#""secrets":true"#));
+    replay(&trace).unwrap();
+}
+
+#[test]
+fn the_first_divergence_is_reported_with_its_line() {
+    let trace = record(Secrets::Redact, StoreFormat::ReferenceJson);
+    // Change what the machine answered to the sign-in: the path of the
+    // first request it sent.
+    let tampered = trace.replacen("/auth/anonymous/signin", "/auth/anonymous/other", 1);
+    match replay(&tampered) {
+        Err(ReplayError::Diverged(d)) => {
+            assert_eq!(d.line, 3, "{d}");
+            assert_eq!(d.what, "output 1");
+            assert!(d.expected.contains("/auth/anonymous/other"));
+            assert!(d.actual.contains("/auth/anonymous/signin"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A deadline that moved is a divergence too.
+    let mut lines: alloc::vec::Vec<String> = trace.lines().map(String::from).collect();
+    let last = lines.len() - 1;
+    lines[last] = lines[last].replace(r#""timeout":"#, r#""timeout":1,"x":"#);
+    let tampered = lines.join("\n");
+    assert!(matches!(
+        replay(&tampered),
+        Err(ReplayError::Diverged(Divergence { ref what, .. })) if what == "timeout"
+    ));
+}
+
+#[test]
+fn bad_traces_are_typed_errors_not_panics() {
+    assert_eq!(replay(""), Err(ReplayError::Trace(TraceError::Empty)));
+    assert!(matches!(
+        replay("not json"),
+        Err(ReplayError::Trace(TraceError::Syntax(1, _)))
+    ));
+    let header = Recorder::new(&Config::new("pw_x").unwrap(), Secrets::Redact).header();
+    let future = header.replace(r#""paywall_auth_trace":1"#, r#""paywall_auth_trace":99"#);
+    assert_eq!(
+        replay(&future),
+        Err(ReplayError::Trace(TraceError::Version(99)))
+    );
+    let broken = format!("{header}{{\"now\":1,\"input\":{{\"kind\":\"nope\"}}}}\n");
+    assert!(matches!(
+        replay(&broken),
+        Err(ReplayError::Trace(TraceError::Syntax(2, _)))
+    ));
+    let bad_hex = format!(
+        "{header}{}\n",
+        r#"{"now":1,"input":{"kind":"restored","session":{"hex":"zz"},"anon_refresh_token":null,"visitor_id":null},"outputs":[],"timeout":null}"#
+    );
+    assert_eq!(
+        replay(&bad_hex),
+        Err(ReplayError::Trace(TraceError::Invalid("hex bytes")))
+    );
+}

@@ -29,6 +29,24 @@
 //! sequence valid and shrink well.
 //!
 //! Case count: `PROPTEST_CASES` (default 1000 per test).
+//!
+//! **Traces.** With the core's `trace` feature (on in `cargo test
+//! --workspace`, which the adapters' features unify), the simulation
+//! records the machine's inputs and outputs as a driver does
+//! (docs/protocol.md §14), one trace per process lifetime; every case's
+//! trace must replay through a fresh machine. A failing case writes the
+//! trace of the process that failed to
+//! `target/tmp/property-traces/<mode>-<hash>.jsonl` and prints the path.
+//! Replay it, or step through it without the simulation around it:
+//!
+//! ```text
+//! cargo run -p paywall-auth-cli -- replay target/tmp/property-traces/model-….jsonl
+//! ```
+//!
+//! or from Rust, `paywall_auth::trace::replay(&std::fs::read_to_string(path)?)`
+//! (a unit test of the machine can start from the same file). A replay that
+//! diverges after a change to the core names the first line and output
+//! that differ.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -692,7 +710,11 @@ impl std::fmt::Debug for Fed {
 }
 
 fn feed(m: &mut Machine, now: u64, input: &Fed) -> Result<Option<CommandId>, NotDrained> {
-    let input = match input {
+    m.handle_input(Instant(now), input_of(input))
+}
+
+fn input_of(input: &Fed) -> Input<'_> {
+    match input {
         Fed::Restored {
             session,
             anon,
@@ -721,21 +743,106 @@ fn feed(m: &mut Machine, now: u64, input: &Fed) -> Result<Option<CommandId>, Not
         Fed::Stored(id, r) => Input::Stored(*id, *r),
         Fed::External(k, v) => Input::ExternalChange(*k, v.as_deref()),
         Fed::Timeout => Input::Timeout,
-    };
-    m.handle_input(Instant(now), input)
+    }
 }
 
 /// Polls until `None`; the last line is the next deadline.
-fn drain(m: &mut Machine, format: StoreFormat) -> (Vec<String>, Vec<Effect>) {
+fn drain(m: &mut Machine, format: StoreFormat, trace: &mut Trace) -> (Vec<String>, Vec<Effect>) {
     let mut texts = Vec::new();
     let mut effects = Vec::new();
     while let Some(out) = m.poll_output() {
+        trace.output(&out);
         let (text, effect) = describe(out, format);
         texts.push(text);
         effects.push(effect);
     }
+    trace.end(m.poll_timeout());
     texts.push(format!("TIMEOUT {:?}", m.poll_timeout()));
     (texts, effects)
+}
+
+/// The trace of the current machine's lifetime (one process: a restart
+/// starts a new one), recorded as a driver records it (docs/protocol.md
+/// §14). A failing case writes it next to the build, so it can be replayed
+/// with `paywall-auth replay FILE` or `paywall_auth::trace::replay`, and
+/// stepped through in a debugger without the simulation around it.
+/// Without the core's `trace` feature (`cargo test -p paywall-auth` alone)
+/// nothing is recorded; the workspace's tests enable it.
+#[derive(Default)]
+struct Trace {
+    #[cfg(feature = "trace")]
+    recorder: Option<paywall_auth::trace::Recorder>,
+    #[cfg(feature = "trace")]
+    text: String,
+}
+
+impl Trace {
+    #[cfg(feature = "trace")]
+    fn start(config: &Config) -> Self {
+        // The simulation's tokens are not secrets, and kept ones make the
+        // trace read exactly like the log.
+        let recorder =
+            paywall_auth::trace::Recorder::new(config, paywall_auth::trace::Secrets::Keep);
+        let text = recorder.header();
+        Trace {
+            recorder: Some(recorder),
+            text,
+        }
+    }
+
+    #[cfg(not(feature = "trace"))]
+    fn start(_config: &Config) -> Self {
+        Trace::default()
+    }
+
+    #[cfg_attr(not(feature = "trace"), allow(unused_variables))]
+    fn input(&mut self, now: u64, input: &Input<'_>) {
+        #[cfg(feature = "trace")]
+        if let Some(r) = self.recorder.as_mut() {
+            r.input(Instant(now), input);
+        }
+    }
+
+    #[cfg_attr(not(feature = "trace"), allow(unused_variables))]
+    fn output(&mut self, output: &Output<'_>) {
+        #[cfg(feature = "trace")]
+        if let Some(r) = self.recorder.as_mut() {
+            r.output(output);
+        }
+    }
+
+    #[cfg_attr(not(feature = "trace"), allow(unused_variables))]
+    fn end(&mut self, timeout: Option<Instant>) {
+        #[cfg(feature = "trace")]
+        if let Some(r) = self.recorder.as_mut() {
+            self.text.push_str(&r.end(timeout));
+        }
+    }
+
+    /// Replays the trace through a fresh machine: it must give the very
+    /// outputs the simulation saw.
+    fn check_replay(&self) -> Result<(), String> {
+        #[cfg(feature = "trace")]
+        if self.recorder.is_some() {
+            paywall_auth::trace::replay(&self.text)
+                .map_err(|e| format!("TRACE: the recorded trace does not replay: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the trace under the test's target directory; returns where.
+    fn save(&self, name: &str) -> Option<String> {
+        #[cfg(feature = "trace")]
+        if self.recorder.is_some() {
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("property-traces");
+            let path = dir.join(format!("{name}.jsonl"));
+            if std::fs::create_dir_all(&dir).is_ok() && std::fs::write(&path, &self.text).is_ok() {
+                return Some(path.display().to_string());
+            }
+        }
+        let _ = name;
+        None
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1139,6 +1246,8 @@ struct Sim {
     m: Machine,
     /// A fresh machine fed the same inputs: its outputs must be identical.
     shadow: Machine,
+    /// The trace of `m`'s lifetime.
+    trace: Trace,
     now: u64,
     /// The two records on storage.
     store: [Option<Vec<u8>>; 2],
@@ -1194,6 +1303,7 @@ impl Sim {
             mode,
             steer,
             m: Machine::new(config.clone()),
+            trace: Trace::start(&config),
             shadow: Machine::new(config),
             now: T0,
             store: [None, None],
@@ -1233,6 +1343,7 @@ impl Sim {
         let mut next = Some(input);
         while let Some(input) = next.take() {
             self.log.push(format!("IN  t={} {input:?}", self.now));
+            self.trace.input(self.now, &input_of(&input));
             let a = feed(&mut self.m, self.now, &input)
                 .map_err(|_| "machine refused a drained input".to_string())?;
             let b = feed(&mut self.shadow, self.now, &input)
@@ -1241,8 +1352,8 @@ impl Sim {
                 self.last_cmd = a;
             }
             let format = self.format();
-            let (texts, effects) = drain(&mut self.m, format);
-            let (shadow_texts, _) = drain(&mut self.shadow, format);
+            let (texts, effects) = drain(&mut self.m, format, &mut self.trace);
+            let (shadow_texts, _) = drain(&mut self.shadow, format, &mut Trace::default());
             if a != b || texts != shadow_texts {
                 return Err(format!(
                     "REPLAY: the same input trace gave different outputs\n main:   {a:?} {texts:#?}\n shadow: {b:?} {shadow_texts:#?}"
@@ -1517,6 +1628,7 @@ impl Sim {
         self.cov.restarts += 1;
         let config = machine_config(&self.cfg, self.mode);
         self.m = Machine::new(config.clone());
+        self.trace = Trace::start(&config);
         self.shadow = Machine::new(config);
         self.dirty = [None, None];
         self.echoes.clear();
@@ -1809,6 +1921,7 @@ impl Sim {
                 self.cov.restarts += 1;
                 let config = machine_config(&self.cfg, self.mode);
                 self.m = Machine::new(config.clone());
+                self.trace = Trace::start(&config);
                 self.shadow = Machine::new(config);
                 self.dirty = [None, None];
                 self.echoes.clear();
@@ -2185,6 +2298,12 @@ fn run_case(cfg: &SimConfig, steps: &[Step], mode: Mode, steer: bool) -> Result<
             msg.push_str(line);
             msg.push('\n');
         }
+        let name = format!("{mode:?}-{:016x}", case_hash(cfg, steps)).to_lowercase();
+        if let Some(path) = sim.trace.save(&name) {
+            msg.push_str(&format!(
+                "trace of the failing process: {path}\n  replay: cargo run -p paywall-auth-cli -- replay {path}\n"
+            ));
+        }
         msg
     };
     let mut sim = Sim::new(cfg.clone(), mode, steer)?;
@@ -2193,7 +2312,19 @@ fn run_case(cfg: &SimConfig, steps: &[Step], mode: Mode, steer: bool) -> Result<
             return Err(fail(&sim, &format!("step {i} ({step:?})"), e));
         }
     }
+    if let Err(e) = sim.trace.check_replay() {
+        return Err(fail(&sim, "after the last step", e));
+    }
     Ok(sim.cov)
+}
+
+/// A stable name for a case's trace file.
+fn case_hash(cfg: &SimConfig, steps: &[Step]) -> u64 {
+    format!("{cfg:?}{steps:?}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 fn cases() -> u32 {
@@ -2827,4 +2958,51 @@ fn a_forced_guest_whose_rotation_was_never_saved_is_not_held_against_the_machine
         Step::Advance(60_000),
     ];
     assert_trace_holds(cfg, Mode::Model, &steps);
+}
+
+#[cfg(feature = "trace")]
+#[test]
+fn a_property_case_saved_as_a_trace_replays_from_the_file() {
+    // What a failing case does with its trace, on a passing one: save it,
+    // read it back, replay it through a fresh machine.
+    let steps = [
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+        Step::Advance(3_500_000),
+        Step::AccessToken,
+        Step::FailWrites(1),
+        Step::Deliver(first()),
+        Step::Tick { spurious: false },
+        Step::Upgrade {
+            email: 0,
+            key: Some(1),
+        },
+        Step::Reject(first(), Reject::Unavailable503),
+        Step::SignOut { hard: false },
+        Step::SignIn {
+            force: false,
+            captcha: false,
+        },
+        Step::Deliver(first()),
+    ];
+    let mut sim = Sim::new(plain_config(), Mode::Model, false).unwrap();
+    for step in &steps {
+        sim.step(step).unwrap();
+    }
+    let path = sim.trace.save("saved-case-example").expect("trace written");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines = text.lines().count();
+    assert!(lines > 12, "{lines} lines in {path}");
+    assert!(text.starts_with(r#"{"paywall_auth_trace":1"#), "{text}");
+    let done = paywall_auth::trace::replay(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.inputs, lines - 1);
+    // And it is the machine's behaviour that is checked: one changed
+    // expectation is found at its line.
+    let changed = text.replacen("TOKEN_REFRESHED", "USER_UPDATED", 1);
+    if changed != text {
+        assert!(paywall_auth::trace::replay(&changed).is_err());
+    }
 }

@@ -2281,7 +2281,15 @@ fn templates(cfg: &SimConfig) -> Vec<Vec<u8>> {
     out
 }
 
-fn run_case(cfg: &SimConfig, steps: &[Step], mode: Mode, steer: bool) -> Result<Coverage, String> {
+/// Runs one case. `save`: a failure writes the failing process's trace
+/// (only for the minimal case: shrinking runs thousands of failing ones).
+fn run_case(
+    cfg: &SimConfig,
+    steps: &[Step],
+    mode: Mode,
+    steer: bool,
+    save: bool,
+) -> Result<Coverage, String> {
     let fail = |sim: &Sim, at: &str, e: String| {
         let tail: Vec<&String> = sim
             .log
@@ -2299,7 +2307,7 @@ fn run_case(cfg: &SimConfig, steps: &[Step], mode: Mode, steer: bool) -> Result<
             msg.push('\n');
         }
         let name = format!("{mode:?}-{:016x}", case_hash(cfg, steps)).to_lowercase();
-        if let Some(path) = sim.trace.save(&name) {
+        if let Some(path) = save.then(|| sim.trace.save(&name)).flatten() {
             msg.push_str(&format!(
                 "trace of the failing process: {path}\n  replay: cargo run -p paywall-auth-cli -- replay {path}\n"
             ));
@@ -2350,11 +2358,17 @@ fn explore(mode: Mode, max_steps: usize) -> Coverage {
         proptest::collection::vec(step(mode), 1..=max_steps),
     );
     let result = runner.run(&strategy, |(cfg, steps)| {
-        let cov = run_case(&cfg, &steps, mode, true).map_err(TestCaseError::fail)?;
+        let cov = run_case(&cfg, &steps, mode, true, false).map_err(TestCaseError::fail)?;
         total.borrow_mut().add(&cov);
         Ok(())
     });
     if let Err(e) = result {
+        // Run the minimal case once more, saving its trace.
+        if let proptest::test_runner::TestError::Fail(_, (cfg, steps)) = &e
+            && let Err(saved) = run_case(cfg, steps, mode, true, true)
+        {
+            panic!("{e}\n{saved}");
+        }
         panic!("{e}");
     }
     let total = total.into_inner();
@@ -2415,7 +2429,7 @@ fn first() -> Index {
 }
 
 fn assert_trace_holds(cfg: SimConfig, mode: Mode, steps: &[Step]) {
-    if let Err(e) = run_case(&cfg, steps, mode, false) {
+    if let Err(e) = run_case(&cfg, steps, mode, false, true) {
         panic!("{e}");
     }
 }

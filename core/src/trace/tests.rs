@@ -174,3 +174,10 @@ fn bad_traces_are_typed_errors_not_panics() {
         Err(ReplayError::Trace(TraceError::Invalid("hex bytes")))
     );
 }
+
+#[test]
+fn the_header_is_the_one_the_protocol_doc_shows() {
+    let header = Recorder::new(&Config::new("pw_demo").unwrap(), Secrets::Redact).header();
+    let doc = include_str!("../../../docs/protocol.md");
+    assert!(doc.contains(header.trim_end()), "docs/protocol.md §14.1 should show\n{header}");
+}

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 
 export RUSTDOCFLAGS="-D warnings"
 cargo doc --workspace --no-deps --locked
-cargo doc --no-deps --locked -p paywall-auth --features defmt,document-features
+cargo doc --no-deps --locked -p paywall-auth --features defmt,document-features,trace
 cargo doc --no-deps --locked -p paywall-auth-embassy \
   --features embassy-net,dns,defmt,document-features,embassy-net/medium-ip
 unset RUSTDOCFLAGS

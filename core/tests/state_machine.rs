@@ -2412,6 +2412,17 @@ fn junk_responses_records_and_notifications_never_panic_or_break_determinism() {
 // and docs/core-measurements.md for the diagnosis and proposed patches.
 // ---------------------------------------------------------------------------
 
+/// A plain anonymous sign-in, as most traces start.
+const SIGN_IN: Step = Step::SignIn {
+    force: false,
+    captcha: false,
+};
+/// `force_new`.
+const FORCE_SIGN_IN: Step = Step::SignIn {
+    force: true,
+    captcha: false,
+};
+
 fn plain_config() -> SimConfig {
     SimConfig {
         format: StoreFormat::ReferenceJson,
@@ -2456,15 +2467,9 @@ fn a_trace_of_every_step_kind_holds_without_steering() {
         },
         Step::Reject(first(), Reject::Unavailable503),
         Step::SignOut { hard: false },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::FailAfter(first(), TransportError::Timeout),
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Restart {
             applied: 0,
@@ -2484,10 +2489,7 @@ fn a_guest_session_rotated_by_a_peer_stays_resumable_after_a_soft_sign_out() {
     // lands as an orphan: anon_token still says T1 != T2 presented, so the
     // machine revokes T3's family — the guest account itself.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::ExternalRefresh {
             notify_anon: false,
@@ -2508,10 +2510,7 @@ fn a_failed_session_write_then_restart_keeps_the_rotated_guest_token() {
     // anonymous session (T1) and an anonymous record (T2) that differ and
     // "repairs" the record with T1 — which the backend already spent.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Refresh,
         Step::FailWrites(1),
@@ -2535,10 +2534,7 @@ fn an_orphaned_refresh_inside_the_reuse_window_never_revokes_the_resumable_guest
         ..plain_config()
     };
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Tick { spurious: false },
         Step::ExternalRefresh {
@@ -2555,10 +2551,7 @@ fn an_orphaned_refresh_inside_the_reuse_window_never_revokes_the_resumable_guest
 #[test]
 fn own_echo_of_a_session_write_after_sign_out_does_not_sign_back_in() {
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::SignOut { hard: false },
         Step::Echo,
@@ -2574,15 +2567,9 @@ fn a_refresh_of_the_old_guest_never_overwrites_the_new_guest_after_force_new() {
     // and replaces U1's token in the anonymous record. After a soft sign-out
     // U1, the guest the user is signed in as, cannot be resumed.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::Tick { spurious: false },
         Step::Deliver(first()),
         Step::Deliver(first()),
@@ -2598,16 +2585,10 @@ fn a_failed_session_write_of_force_new_never_hands_the_record_back_to_the_old_gu
     // records disagree, the machine refreshes the session record (U0, still
     // alive) and writes U0's new token over U1's anonymous record.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::FailWrites(1),
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::Deliver(first()),
         Step::Restart {
             applied: 0,
@@ -2627,17 +2608,11 @@ fn a_resume_racing_an_orphaned_refresh_resumes_the_same_guest() {
     // account, a new guest is created; after another soft sign-out its
     // orphaned reply overwrites T2: the original guest is gone.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Tick { spurious: false },
         Step::SignOut { hard: false },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Deliver(first()),
         Step::SignOut { hard: false },
@@ -2654,14 +2629,8 @@ fn a_restart_after_force_new_with_failed_writes_does_not_hold_the_old_guest_agai
     // guest's spent record. Not a loss the machine caused: the user asked
     // for a new guest, and that one is lost with unwritten state.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        SIGN_IN,
+        FORCE_SIGN_IN,
         Step::Deliver(first()),
         Step::Advance(3_600_000),
         Step::FailWrites(1),
@@ -2685,10 +2654,7 @@ fn b10_a_peer_dying_between_writes_then_signing_out_leaves_the_guest_resumable()
     // peer signs out (removes the session record). The guest must stay
     // resumable from storage.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::CrashBeforeWrite(0),
         Step::ExternalRefresh {
@@ -2710,19 +2676,13 @@ fn an_unsettled_guest_mirrors_the_sessions_token_before_a_peer_can_sign_out() {
     // token by then (docs/protocol.md §13.4).
     let steps = [
         Step::CrashBeforeWrite(2),
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::ExternalRefresh {
             notify_anon: false,
             dies_before_anon: true,
         },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::ExternalSignOut,
     ];
@@ -2738,16 +2698,10 @@ fn a_store_that_recovers_takes_the_waiting_session_write_before_a_peer_reads_it(
     // from storage would rotate the old guest and overwrite the new guest's
     // record: the account the user asked for, lost.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::FailWrites(3),
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::Deliver(first()),
         Step::Advance(1_750),
         Step::Tick { spurious: false },
@@ -2770,17 +2724,11 @@ fn a_failed_sign_out_then_force_new_never_leaves_two_guests_for_a_peer_to_mix_up
     // let a peer refresh the old guest and overwrite the new one; the old
     // session record now goes first (docs/protocol.md §13.8).
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::FailWrites(2),
         Step::SignOut { hard: false },
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::CrashBeforeWrite(2),
         Step::Deliver(first()),
         Step::Refresh,
@@ -2798,30 +2746,18 @@ fn late_echoes_of_the_first_guest_never_replace_the_forced_guest_record() {
     // in one batch; with four echoes already pending, a six-entry ledger
     // forgot the oldest, and its late echo was taken for a peer's write.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Upgrade {
             email: 0,
             key: None,
         },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::Deliver(first()),
         Step::SignOut { hard: false },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
     ];
     assert_trace_holds(plain_config(), Mode::Echoes, &steps);
 }
@@ -2832,16 +2768,10 @@ fn a_plain_refresh_after_a_guest_switch_removes_no_session_record() {
     // guest's session record must not count as what the record holds now,
     // or the next refresh removes the session record for nothing.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Refresh,
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::Deliver(first()),
         Step::Deliver(first()),
         Step::Refresh,
@@ -2860,20 +2790,14 @@ fn an_orphaned_resume_that_proves_the_guest_record_dead_mirrors_the_sessions_tok
     // the dead guest record left the live token in the session record
     // alone, and the peer removed that.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::CrashBeforeWrite(2),
         Step::Deliver(first()),
         Step::ExternalRefresh {
             notify_anon: false,
             dies_before_anon: true,
         },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::SignOut { hard: false },
         Step::Deliver(first()),
         Step::ExternalSignOut,
@@ -2888,10 +2812,7 @@ fn garbage_over_an_unsettled_session_record_is_replaced_with_the_session() {
     // replaced with the session the machine holds, and a soft sign-out
     // then keeps or removes a record it can read.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::CrashBeforeWrite(0),
         Step::ExternalRefresh {
@@ -2915,26 +2836,17 @@ fn a_guest_given_up_by_force_new_is_not_revived_by_the_fallback_token() {
     // was given up, and reviving it would orphan the guest the user asked
     // for.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Tick { spurious: false },
         Step::Restart {
             applied: 151,
             early_sign_in: false,
         },
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::SignOut { hard: false },
         Step::Deliver(first()),
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(Index(9223372036854775808)),
         Step::Deliver(Index(9223372036854775808)),
         Step::Deliver(first()),
@@ -2952,15 +2864,9 @@ fn a_forced_guest_whose_rotation_was_never_saved_is_not_held_against_the_machine
     let mut cfg = plain_config();
     cfg.reuse_window_ms = 10_000;
     let steps = [
-        Step::SignIn {
-            force: true,
-            captcha: false,
-        },
+        FORCE_SIGN_IN,
         Step::SignOut { hard: false },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::SignOut { hard: false },
         Step::FailWrites(1),
@@ -2980,10 +2886,7 @@ fn a_property_case_saved_as_a_trace_replays_from_the_file() {
     // What a failing case does with its trace, on a passing one: save it,
     // read it back, replay it through a fresh machine.
     let steps = [
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
         Step::Advance(3_500_000),
         Step::AccessToken,
@@ -2996,10 +2899,7 @@ fn a_property_case_saved_as_a_trace_replays_from_the_file() {
         },
         Step::Reject(first(), Reject::Unavailable503),
         Step::SignOut { hard: false },
-        Step::SignIn {
-            force: false,
-            captcha: false,
-        },
+        SIGN_IN,
         Step::Deliver(first()),
     ];
     let mut sim = Sim::new(plain_config(), Mode::Model, false).unwrap();

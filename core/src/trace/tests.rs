@@ -1,96 +1,85 @@
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use super::*;
 use crate::{Command, Config, Input, Instant, Machine, SignInOptions, UpgradeRequest};
 
 const BODY: &str = r#"{"access_token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSIsImV4cCI6MjAwMDAwMDAwMCwiaXNfYW5vbnltb3VzIjp0cnVlfQ.c2lnbmF0dXJlLXNlY3JldC1ieXRlcw","token_type":"bearer","expires_in":3600,"refresh_token":"refresh-secret-0001","user":{"id":"u1","email":null,"is_anonymous":true}}"#;
 
-/// Drives a sign-in, an upgrade and a refresh, recording as a driver does.
-fn record(secrets: Secrets, format: StoreFormat) -> String {
-    let config = Config::new("pw_trace").unwrap().with_store_format(format);
-    let mut m = Machine::new(config.clone());
-    let mut rec = Recorder::new(&config, secrets);
-    let mut trace = rec.header();
-    let mut pending: alloc::vec::Vec<Input<'static>> = alloc::vec![
-        Input::Restored {
-            session: None,
-            anon_refresh_token: None,
-            visitor_id: None,
-        },
-        Input::Command(Command::SignInAnonymously(SignInOptions::default())),
-    ];
-    let mut now = 1_000;
-    let mut step = 0;
-    while !pending.is_empty() || step < 3 {
-        let input = if pending.is_empty() {
-            step += 1;
-            match step {
-                1 => Input::Command(Command::UpgradeToEmail(
-                    UpgradeRequest::new("a@example.com", "hunter2-password", Some("k1")).unwrap(),
-                )),
-                2 => Input::Command(Command::Refresh),
-                _ => Input::Timeout,
-            }
-        } else {
-            pending.remove(0)
-        };
-        now += 10;
-        rec.input(Instant(now), &input);
-        m.handle_input(Instant(now), input).unwrap();
-        let mut acks = alloc::vec::Vec::new();
-        let mut sends = alloc::vec::Vec::new();
-        while let Some(out) = m.poll_output() {
-            rec.output(&out);
+/// A driver with its recorder: feeds one input, drains, ends the line.
+struct Driver {
+    m: Machine,
+    rec: Recorder,
+    trace: String,
+    now: u64,
+}
+
+impl Driver {
+    /// Feeds `input` and returns the ids of the writes and requests it
+    /// released.
+    fn feed(&mut self, input: Input<'_>) -> (Vec<StoreId>, Vec<RequestId>) {
+        self.now += 1;
+        self.rec.input(Instant(self.now), &input);
+        self.m.handle_input(Instant(self.now), input).unwrap();
+        let (mut stores, mut sends) = (Vec::new(), Vec::new());
+        while let Some(out) = self.m.poll_output() {
+            self.rec.output(&out);
             match out {
-                Output::Store(op) => acks.push(op.id),
+                Output::Store(op) => stores.push(op.id),
                 Output::Send(req) => sends.push(req.id),
                 _ => {}
             }
         }
-        trace.push_str(&rec.end(m.poll_timeout()));
-        for id in acks {
-            now += 1;
-            let ack = Input::Stored(id, Ok(()));
-            rec.input(Instant(now), &ack);
-            m.handle_input(Instant(now), ack).unwrap();
-            while let Some(out) = m.poll_output() {
-                rec.output(&out);
-                if let Output::Send(req) = out {
-                    sends.push(req.id);
-                }
-            }
-            trace.push_str(&rec.end(m.poll_timeout()));
-        }
-        for id in sends {
-            now += 1;
-            let resp = Input::Response(id, Response::json(200, BODY.as_bytes()));
-            rec.input(Instant(now), &resp);
-            m.handle_input(Instant(now), resp).unwrap();
-            let mut acks = alloc::vec::Vec::new();
-            while let Some(out) = m.poll_output() {
-                rec.output(&out);
-                if let Output::Store(op) = out {
-                    acks.push(op.id);
-                }
-            }
-            trace.push_str(&rec.end(m.poll_timeout()));
-            // Acknowledge the writes one by one, as the machine releases them.
-            while let Some(id) = acks.pop() {
-                now += 1;
-                let ack = Input::Stored(id, Ok(()));
-                rec.input(Instant(now), &ack);
-                m.handle_input(Instant(now), ack).unwrap();
-                while let Some(out) = m.poll_output() {
-                    rec.output(&out);
-                    if let Output::Store(op) = out {
-                        acks.push(op.id);
-                    }
-                }
-                trace.push_str(&rec.end(m.poll_timeout()));
+        self.trace.push_str(&self.rec.end(self.m.poll_timeout()));
+        (stores, sends)
+    }
+
+    /// Feeds `input`, acknowledges every write it leads to and answers
+    /// every request with a token reply, until nothing is left.
+    fn settle(&mut self, input: Input<'_>) {
+        let (mut stores, mut sends) = self.feed(input);
+        loop {
+            if let Some(id) = stores.pop() {
+                let (more, new) = self.feed(Input::Stored(id, Ok(())));
+                stores.extend(more);
+                sends.extend(new);
+            } else if let Some(id) = sends.pop() {
+                let (more, new) =
+                    self.feed(Input::Response(id, Response::json(200, BODY.as_bytes())));
+                stores.extend(more);
+                sends.extend(new);
+            } else {
+                break;
             }
         }
     }
-    trace
+}
+
+/// Drives a sign-in, an upgrade, a refresh and a timeout, recording as a
+/// driver does.
+fn record(secrets: Secrets, format: StoreFormat) -> String {
+    let config = Config::new("pw_trace").unwrap().with_store_format(format);
+    let rec = Recorder::new(&config, secrets);
+    let mut d = Driver {
+        m: Machine::new(config),
+        trace: rec.header(),
+        rec,
+        now: 1_000,
+    };
+    d.settle(Input::Restored {
+        session: None,
+        anon_refresh_token: None,
+        visitor_id: None,
+    });
+    d.settle(Input::Command(Command::SignInAnonymously(
+        SignInOptions::default(),
+    )));
+    d.settle(Input::Command(Command::UpgradeToEmail(
+        UpgradeRequest::new("a@example.com", "hunter2-password", Some("k1")).unwrap(),
+    )));
+    d.settle(Input::Command(Command::Refresh));
+    d.settle(Input::Timeout);
+    d.trace
 }
 
 #[test]
@@ -104,6 +93,8 @@ fn a_redacted_trace_hides_every_secret_and_still_replays() {
         ] {
             assert!(!trace.contains(secret), "{secret} leaked into\n{trace}");
         }
+        // The upgrade went out (its body held the password).
+        assert!(trace.contains("/auth/anonymous/upgrade"), "{trace}");
         // The claims the machine reads are kept.
         assert!(
             trace.contains("eyJzdWIiOiJ1MSIsImV4cCI6MjAwMDAwMDAwMCwiaXNfYW5vbnltb3VzIjp0cnVlfQ")
@@ -179,5 +170,8 @@ fn bad_traces_are_typed_errors_not_panics() {
 fn the_header_is_the_one_the_protocol_doc_shows() {
     let header = Recorder::new(&Config::new("pw_demo").unwrap(), Secrets::Redact).header();
     let doc = include_str!("../../../docs/protocol.md");
-    assert!(doc.contains(header.trim_end()), "docs/protocol.md §14.1 should show\n{header}");
+    assert!(
+        doc.contains(header.trim_end()),
+        "docs/protocol.md §14.1 should show\n{header}"
+    );
 }

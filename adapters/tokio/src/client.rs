@@ -1,6 +1,7 @@
 //! The public handle: [`AuthClient`] and its builder.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use paywall_auth::origin::InsecureHttp;
+use paywall_auth::trace::Secrets;
 use paywall_auth::{
     AccessToken, AuthChange, Command, Config, Notice, Session, SignInOptions, SignOutOptions,
     StoreFormat, UpgradeRequest, User,
@@ -18,6 +20,7 @@ use tracing::Instrument as _;
 use crate::driver::{Cmd, Driver, Failure, Reply, Snapshot};
 use crate::error::Error;
 use crate::store::{MemoryStore, Store};
+use crate::trace::TraceSink;
 use crate::transport::{DEFAULT_CONNECT_TIMEOUT, ReqwestTransport, Transport};
 
 /// An auth-change event (docs/protocol.md §8), with the session as it is right
@@ -144,6 +147,8 @@ impl AuthClient {
             proactive_refresh: None,
             leeway: None,
             insecure_http: InsecureHttp::Refuse,
+            trace: None,
+            trace_secrets: Secrets::Redact,
         }
     }
 
@@ -389,6 +394,8 @@ pub struct AuthClientBuilder<S = MemoryStore, T = ReqwestTransport> {
     proactive_refresh: Option<Option<Duration>>,
     leeway: Option<Duration>,
     insecure_http: InsecureHttp,
+    trace: Option<PathBuf>,
+    trace_secrets: Secrets,
 }
 
 impl<S: fmt::Debug, T> fmt::Debug for AuthClientBuilder<S, T> {
@@ -399,6 +406,8 @@ impl<S: fmt::Debug, T> fmt::Debug for AuthClientBuilder<S, T> {
             .field("store", &self.store)
             .field("request_timeout", &self.request_timeout)
             .field("store_format", &self.store_format)
+            .field("trace", &self.trace)
+            .field("trace_secrets", &self.trace_secrets)
             .finish_non_exhaustive()
     }
 }
@@ -416,6 +425,8 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
             proactive_refresh: self.proactive_refresh,
             leeway: self.leeway,
             insecure_http: self.insecure_http,
+            trace: self.trace,
+            trace_secrets: self.trace_secrets,
         }
     }
 
@@ -432,6 +443,8 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
             proactive_refresh: self.proactive_refresh,
             leeway: self.leeway,
             insecure_http: self.insecure_http,
+            trace: self.trace,
+            trace_secrets: self.trace_secrets,
         }
     }
 
@@ -479,6 +492,39 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
         self
     }
 
+    /// Records a trace of this client to `path` (docs/protocol.md §14):
+    /// every input the driver feeds the core, with its time, and every
+    /// output the core answers, one JSON line per input after a header.
+    /// [`replay_trace_file`](crate::replay_trace_file) (or `paywall-auth
+    /// replay FILE`) runs it through today's core and names the first line
+    /// where it behaves differently: a field problem becomes a
+    /// reproducible case.
+    ///
+    /// The file is created or truncated (one trace is one client from its
+    /// start), mode `0600` on Unix; lines are written as they end, so a
+    /// crash leaves a trace that still replays up to there. Refresh
+    /// tokens, access-token signatures, passwords and captcha tokens are
+    /// replaced by placeholders unless
+    /// [`record_trace_secrets`](Self::record_trace_secrets) says otherwise.
+    /// A file that cannot be created fails [`build`](Self::build)
+    /// (`invalid_config`); a write that fails later is logged once and
+    /// stops the recording, never the client.
+    pub fn record_trace(mut self, path: impl Into<PathBuf>) -> Self {
+        self.trace = Some(path.into());
+        self
+    }
+
+    /// record-secrets: keep the real tokens, password and captcha token in
+    /// the trace instead of placeholders (default `false`: traces get
+    /// attached to bug reports). Only for a trace that must replay against
+    /// real credentials; **the file is then a credential**: whoever reads
+    /// it can sign in as the user. No effect without
+    /// [`record_trace`](Self::record_trace).
+    pub fn record_trace_secrets(mut self, keep: bool) -> Self {
+        self.trace_secrets = if keep { Secrets::Keep } else { Secrets::Redact };
+        self
+    }
+
     /// Builds the client: checks the configuration, reads the stored
     /// records and restores the session from them, then starts the driver
     /// task on the current tokio runtime.
@@ -501,6 +547,27 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
             config.leeway = core_duration(leeway);
         }
         let transport = (self.transport)(self.request_timeout)?;
+        let trace = match &self.trace {
+            None => None,
+            Some(path) => {
+                let sink = TraceSink::create(path, &config, self.trace_secrets).map_err(|e| {
+                    Error::InvalidConfig(format!(
+                        "cannot create the trace file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                match self.trace_secrets {
+                    Secrets::Keep => tracing::warn!(
+                        path = %path.display(),
+                        "recording a trace WITH secrets (record-secrets): the file is a credential"
+                    ),
+                    Secrets::Redact => {
+                        tracing::info!(path = %path.display(), "recording a trace")
+                    }
+                }
+                Some(sink)
+            }
+        };
         let (state_tx, state) = watch::channel(Snapshot::default());
         let span = tracing::info_span!("paywall_auth", paywall_id = %self.paywall_id);
         let (mut driver, commands) = Driver::new(
@@ -510,6 +577,7 @@ impl<S: Store, T: Transport> AuthClientBuilder<S, T> {
             transport,
             self.request_timeout,
             state_tx,
+            trace,
         )?;
         driver.restore().instrument(span.clone()).await?;
         tokio::spawn(driver.run().instrument(span));

@@ -7,7 +7,8 @@
 //!     wait for the first of: a command, an HTTP answer, the timer, a store change
 //!     read the wall clock, feed the input, drain:
 //!         Send     → spawn the request; its answer comes back as an input
-//!         Store    → await the write, acknowledge it (nothing else runs meanwhile)
+//!         Store    → the queue stalls; once drained, await the write and
+//!                    acknowledge it (nothing else runs meanwhile), drain on
 //!         Change   → every subscriber
 //!         Complete → every caller waiting on that CommandId
 //!         Notice   → log + notice subscribers
@@ -16,6 +17,10 @@
 //!
 //! The driver decides nothing about auth: it moves bytes between the core
 //! and the outside world, in the order the core emits them.
+//!
+//! Every input goes through [`Driver::feed`] and every drain ends in
+//! [`Driver::end_line`], so a trace (`record_trace`) holds exactly what the
+//! machine was given, at the `now` it was given, and what it answered.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -24,9 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paywall_auth::{
-    AccessToken, AuthChange, CapacityError, CommandId, Config, Machine, Notice, Outcome, Output,
-    RecordKey, RecordValue, Request, RequestId, Response, Route, Session, StorageError,
-    StoreFormat, StoreId, TransportError,
+    AccessToken, AuthChange, CapacityError, CommandId, Config, Input, Machine, NotDrained, Notice,
+    Outcome, Output, RecordKey, RecordValue, Request, RequestId, Response, Route, Session,
+    StorageError, StoreFormat, StoreId, TransportError,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Sleep;
@@ -34,6 +39,7 @@ use tokio::time::Sleep;
 use crate::client::AuthEvent;
 use crate::error::Error;
 use crate::store::{Store, StoreWatch};
+use crate::trace::TraceSink;
 use crate::transport::{HttpRequest, HttpResponse, Transport};
 
 /// The global visitor id record (docs/protocol.md §6.2), read once at start.
@@ -156,6 +162,9 @@ pub(crate) struct Driver<S, T> {
     /// What the store said when a write last failed, for the message of a
     /// `storage_failed` completion.
     last_store_error: Option<Arc<str>>,
+    /// The trace being recorded, if any; dropped (recording stops) at the
+    /// first write that fails, so a full disk never breaks the client.
+    trace: Option<TraceSink>,
 }
 
 /// The caller's wall clock as the core's [`Instant`](paywall_auth::Instant),
@@ -175,6 +184,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
         transport: T,
         request_timeout: Duration,
         state: watch::Sender<Snapshot>,
+        trace: Option<TraceSink>,
     ) -> Result<(Self, mpsc::UnboundedSender<Cmd>), Error> {
         let pid = config.paywall_id();
         let key = |k: RecordKey| {
@@ -210,6 +220,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
             closing: false,
             shutdown_acks: Vec::new(),
             last_store_error: None,
+            trace,
         };
         Ok((driver, inputs_tx))
     }
@@ -227,14 +238,15 @@ impl<S: Store, T: Transport> Driver<S, T> {
             visitor = visitor.is_some(),
             "restoring from storage"
         );
-        self.machine
-            .handle_restored(
-                wall_clock(),
-                session.as_deref(),
-                anon.as_deref(),
-                visitor.as_deref(),
-            )
-            .map_err(|_| Error::Internal("restore refused: outputs not drained"))?;
+        self.feed(
+            wall_clock(),
+            Input::Restored {
+                session: session.as_deref(),
+                anon_refresh_token: anon.as_deref(),
+                visitor_id: visitor.as_deref(),
+            },
+        )
+        .map_err(|_| Error::Internal("restore refused: outputs not drained"))?;
         // Notices of this drain are kept for `notices()` (see `drain`).
         self.drain().await;
         // Changes from now on; anything before was read above.
@@ -311,7 +323,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
     async fn on_timer(&mut self) {
         self.fired = self.armed.take();
         tracing::trace!("deadline reached");
-        if self.machine.handle_timeout(wall_clock()).is_err() {
+        if self.feed(wall_clock(), Input::Timeout).is_err() {
             tracing::error!("timeout refused: outputs not drained");
         }
         self.drain().await;
@@ -330,10 +342,15 @@ impl<S: Store, T: Transport> Driver<S, T> {
             Cmd::Command(..) if self.closing => {}
             Cmd::Command(command, waiter) => {
                 let kind = command_name(&command);
-                match self.machine.handle_command(wall_clock(), command) {
-                    Ok(id) => {
+                match self.feed(wall_clock(), Input::Command(command)) {
+                    Ok(Some(id)) => {
                         tracing::debug!(command = kind, command_id = id.0, "command");
                         self.waiters.entry(id).or_default().push(waiter);
+                    }
+                    // A command input always yields its id.
+                    Ok(None) => {
+                        tracing::error!(command = kind, "command accepted without an id");
+                        let _ = waiter.send(Err(Failure::Internal("command without an id")));
                     }
                     Err(_) => {
                         tracing::error!(command = kind, "command refused: outputs not drained");
@@ -379,15 +396,17 @@ impl<S: Store, T: Transport> Driver<S, T> {
                     elapsed_ms,
                     "response"
                 );
-                self.machine.handle_response(
+                self.feed(
                     now,
-                    id,
-                    Response {
-                        status: response.status,
-                        content_type_json: response.content_type_json,
-                        body: &response.body,
-                        reason: &response.reason,
-                    },
+                    Input::Response(
+                        id,
+                        Response {
+                            status: response.status,
+                            content_type_json: response.content_type_json,
+                            body: &response.body,
+                            reason: &response.reason,
+                        },
+                    ),
                 )
             }
             Err(error) => {
@@ -398,7 +417,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
                     elapsed_ms,
                     "request failed below HTTP"
                 );
-                self.machine.handle_transport_error(now, id, *error)
+                self.feed(now, Input::TransportFailed(id, *error))
             }
         };
         if fed.is_err() {
@@ -421,8 +440,10 @@ impl<S: Store, T: Transport> Driver<S, T> {
             "external store change"
         );
         if self
-            .machine
-            .handle_external_change(wall_clock(), record, value.as_deref())
+            .feed(
+                wall_clock(),
+                Input::ExternalChange(record, value.as_deref()),
+            )
             .is_err()
         {
             tracing::error!("external change refused: outputs not drained");
@@ -430,16 +451,70 @@ impl<S: Store, T: Transport> Driver<S, T> {
         self.drain().await;
     }
 
+    /// Feeds one input to the machine, recording it first when a trace is
+    /// on. The only way in: the trace then holds every input with the very
+    /// `now` the machine got (read once by the caller).
+    fn feed(
+        &mut self,
+        now: paywall_auth::Instant,
+        input: Input<'_>,
+    ) -> Result<Option<CommandId>, NotDrained> {
+        if let Some(trace) = self.trace.as_mut() {
+            trace.input(now, &input);
+        }
+        self.machine.handle_input(now, input)
+    }
+
+    /// Closes the trace line of the last input: its outputs are all polled
+    /// (`poll_output` gave `None`), so the deadline now is the one a
+    /// replay must find. A failed write stops the recording, not the
+    /// client.
+    fn end_line(&mut self) {
+        let Some(trace) = self.trace.as_mut() else {
+            return;
+        };
+        if let Err(error) = trace.end(self.machine.poll_timeout()) {
+            tracing::warn!(
+                path = %trace.path().display(),
+                %error,
+                "cannot write the trace; recording stopped (the client carries on)"
+            );
+            self.trace = None;
+        }
+    }
+
     /// Performs every output the core has queued, in order.
+    ///
+    /// A storage operation stalls the core's queue until it is
+    /// acknowledged: it is performed once `poll_output` says `None` (which
+    /// it does right after a store output), and its acknowledgement is the
+    /// next input, whose outputs this drains in turn. So each input's
+    /// outputs end where the core stopped giving them, which is where its
+    /// trace line ends.
     async fn drain(&mut self) {
+        let mut stalled_on = None;
         loop {
             let action = match self.machine.poll_output() {
-                None => break,
-                Some(output) => action_of(output, &self.origin, self.format),
+                None => {
+                    self.end_line();
+                    match stalled_on.take() {
+                        Some((id, key, value)) => {
+                            self.store(id, key, value).await;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+                Some(output) => {
+                    if let Some(trace) = self.trace.as_mut() {
+                        trace.output(&output);
+                    }
+                    action_of(output, &self.origin, self.format)
+                }
             };
             match action {
                 Action::Send(id, route, request) => self.send(id, route, request),
-                Action::Store { id, key, value } => self.store(id, key, value).await,
+                Action::Store { id, key, value } => stalled_on = Some((id, key, value)),
                 Action::Event(event) => {
                     tracing::debug!(
                         event = event.change.as_str(),
@@ -583,11 +658,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
             }
         };
         self.state_dirty = true;
-        if self
-            .machine
-            .handle_stored(wall_clock(), id, result)
-            .is_err()
-        {
+        if self.feed(wall_clock(), Input::Stored(id, result)).is_err() {
             tracing::error!("storage acknowledgement refused");
         }
     }

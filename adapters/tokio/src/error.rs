@@ -30,7 +30,8 @@ pub enum Error {
         /// What the store reported.
         cause: String,
     },
-    /// The origin or paywall id given to the builder is unusable.
+    /// The origin or paywall id given to the builder is unusable, or the
+    /// trace file it names cannot be created.
     InvalidConfig(String),
     /// The client was shut down (or its driver task ended) before the call
     /// could complete.

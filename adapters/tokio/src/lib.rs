@@ -27,6 +27,10 @@
 //! # }
 //! ```
 //!
+//! [`AuthClientBuilder::record_trace`] records what the client fed the core
+//! and what it answered; [`replay_trace_file`] replays such a trace through
+//! today's core ([`trace`], docs/protocol.md §14).
+//!
 //! Logs go through [`tracing`] (request ids, routes, statuses, store keys;
 //! never tokens: the core's secret types redact themselves and this crate
 //! never prints a body).
@@ -45,6 +49,7 @@ mod driver;
 mod error;
 mod file_store;
 mod store;
+pub mod trace;
 mod transport;
 
 pub use client::{
@@ -58,6 +63,7 @@ pub use paywall_auth::{
     StoreFormat, UpgradeRequest, User, UserMeta,
 };
 pub use store::{MemoryStore, Store, StoreChange, StoreError, StoreWatch};
+pub use trace::{ReplayFileError, replay_trace_file};
 pub use transport::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT, HttpRequest,
     HttpResponse, ReqwestTransport, Transport, TransportError, install_ring_provider,

@@ -15,6 +15,7 @@ Exit codes:
   4  network or transient failure (network_error, invalid_response, 5xx, 429)
   5  storage failure (storage_failed, store_locked)
   6  anonymous sign-in is disabled for this paywall (anonymous_disabled)
+  7  replay: today's client behaves differently from the trace (trace_diverged)
 
 With --json every result or error is one JSON object per line on stdout, with
 \"schema\":1; errors look like
@@ -102,6 +103,23 @@ pub struct Global {
     #[arg(long, global = true, value_name = "SECS", value_parser = parse_secs)]
     pub timeout: Option<Duration>,
 
+    /// Record a trace of the client to FILE (created or truncated, mode
+    /// 0600): what it fed the sans-IO core and what the core answered, one
+    /// JSON line per input (docs/protocol.md §14). `paywall-auth replay
+    /// FILE` replays it. Tokens, password and captcha token are replaced by
+    /// placeholders unless --trace-secrets is given. For the commands that
+    /// run a client: anon, upgrade, sign-out, refresh, token, watch
+    /// --keep-alive.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+
+    /// With --trace: keep the real refresh and access tokens, the password
+    /// and the captcha token in the trace (record-secrets). The file is then
+    /// a credential: whoever reads it can act as the user. Only for a trace
+    /// that must be replayed against real tokens.
+    #[arg(long, global = true, requires = "trace")]
+    pub trace_secrets: bool,
+
     /// More log lines on stderr: -v info, -vv debug, -vvv trace (warnings
     /// are always shown). RUST_LOG, when set, decides instead.
     #[arg(short, long, global = true, action = ArgAction::Count)]
@@ -166,11 +184,22 @@ pub enum Cmd {
     /// Walk through the whole anonymous flow against an in-process emulator,
     /// checking every step (exit 1 if one fails).
     Demo,
+    /// Replay a trace recorded with --trace through this build's client
+    /// core and say whether it behaves identically (exit 0) or where it
+    /// first differs (exit 7). No network, no store.
+    Replay(ReplayArgs),
     /// Print a shell completion script on stdout.
     ///
     /// For example:
     /// `paywall-auth completions bash > ~/.local/share/bash-completion/completions/paywall-auth`.
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The trace file (JSON lines, as written by --trace).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -345,5 +374,20 @@ mod tests {
                 .unwrap();
         assert_eq!(cli.global.paywall_id.as_deref(), Some("pw_x"));
         assert!(cli.global.json);
+    }
+
+    #[test]
+    fn trace_secrets_needs_a_trace() {
+        assert!(Cli::try_parse_from(["paywall-auth", "anon", "--trace-secrets"]).is_err());
+        let cli = Cli::try_parse_from([
+            "paywall-auth",
+            "anon",
+            "--trace",
+            "t.jsonl",
+            "--trace-secrets",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.trace, Some(PathBuf::from("t.jsonl")));
+        assert!(cli.global.trace_secrets);
     }
 }

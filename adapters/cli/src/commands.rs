@@ -49,6 +49,10 @@ pub struct Ctx {
     pub timeout: Option<Duration>,
     /// `--allow-insecure-http`.
     pub allow_insecure_http: bool,
+    /// `--trace FILE`: the client records its trace there.
+    pub trace: Option<PathBuf>,
+    /// `--trace-secrets` (record-secrets).
+    pub trace_secrets: bool,
 }
 
 impl Ctx {
@@ -65,6 +69,8 @@ impl Ctx {
             json: global.json,
             timeout: global.timeout,
             allow_insecure_http: global.allow_insecure_http,
+            trace: global.trace.clone(),
+            trace_secrets: global.trace_secrets,
         })
     }
 
@@ -103,6 +109,11 @@ impl Ctx {
         }
         if !keep_alive {
             builder = builder.proactive_refresh(None);
+        }
+        if let Some(path) = &self.trace {
+            builder = builder
+                .record_trace(path)
+                .record_trace_secrets(self.trace_secrets);
         }
         let client = match builder.build().await {
             Ok(client) => client,
@@ -253,10 +264,9 @@ async fn with_client(
             None => Err(no_session()),
         },
         Cmd::Watch(_) => watch_client(ctx, client).await,
-        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo | Cmd::Completions(_) => Err(Failure::new(
-            "internal_error",
-            "this command does not run on a client",
-        )),
+        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo | Cmd::Completions(_) | Cmd::Replay(_) => Err(
+            Failure::new("internal_error", "this command does not run on a client"),
+        ),
     }
 }
 

@@ -20,6 +20,10 @@ pub mod exit {
     pub const STORAGE: u8 = 5;
     /// The paywall does not allow anonymous sign-in.
     pub const ANONYMOUS_DISABLED: u8 = 6;
+    /// `replay`: the trace and today's core disagree (`trace_diverged`).
+    /// Its own code, so that CI bisecting a behaviour change can tell "the
+    /// machine changed" from "the trace could not be read" (1).
+    pub const TRACE_DIVERGED: u8 = 7;
 }
 
 /// A failed command, ready to be printed.
@@ -92,6 +96,7 @@ pub fn exit_code_for(code: &str, status: Option<u16>) -> u8 {
         "network_error" | "invalid_response" => exit::TRANSIENT,
         c if c.starts_with("http_5") || c == "http_429" => exit::TRANSIENT,
         "storage_failed" | "store_locked" => exit::STORAGE,
+        "trace_diverged" => exit::TRACE_DIVERGED,
         _ => exit::GENERIC,
     }
 }
@@ -153,6 +158,9 @@ mod tests {
         assert_eq!(exit_code_for("not_anonymous", None), 1);
         assert_eq!(exit_code_for("superseded", None), 1);
         assert_eq!(exit_code_for("binding_mismatch", None), 1);
+        assert_eq!(exit_code_for("trace_diverged", None), 7);
+        assert_eq!(exit_code_for("trace_invalid", None), 1);
+        assert_eq!(exit_code_for("trace_unreadable", None), 1);
     }
 
     #[test]

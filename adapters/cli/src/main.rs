@@ -16,6 +16,7 @@ mod harden;
 mod local;
 mod logging;
 mod out;
+mod replay;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -67,6 +68,12 @@ fn main() -> ExitCode {
 /// printed its own result (`status` exits 2 when signed out).
 async fn run(cli: Cli) -> Result<u8, Failure> {
     let global = &cli.global;
+    if global.trace.is_some() && !runs_client(&cli.command) {
+        return Err(Failure::usage(
+            "--trace records the client of anon, upgrade, sign-out, refresh, token and \
+             watch --keep-alive; this command runs none",
+        ));
+    }
     match &cli.command {
         Cmd::Emulator(args) => {
             let paywall_id = global
@@ -77,6 +84,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(fail::exit::OK)
         }
         Cmd::Demo => demo::run(global.json).await.map(|()| fail::exit::OK),
+        Cmd::Replay(args) => Ok(replay::run(&args.file, global.json)),
         Cmd::Completions(args) => {
             let mut stdout = std::io::stdout().lock();
             clap_complete::generate(args.shell, &mut Cli::command(), "paywall-auth", &mut stdout);
@@ -91,6 +99,17 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let ctx = commands::Ctx::new(global, need)?;
             commands::run(&ctx, command).await
         }
+    }
+}
+
+/// Whether `command` builds an `AuthClient` (whose driver `--trace`
+/// records). `demo` builds several in one process, which one file cannot
+/// hold (a trace is one machine from its start).
+fn runs_client(command: &Cmd) -> bool {
+    match command {
+        Cmd::Anon(_) | Cmd::Upgrade(_) | Cmd::SignOut(_) | Cmd::Refresh | Cmd::Token => true,
+        Cmd::Watch(args) => args.keep_alive,
+        Cmd::Status | Cmd::Emulator(_) | Cmd::Demo | Cmd::Replay(_) | Cmd::Completions(_) => false,
     }
 }
 

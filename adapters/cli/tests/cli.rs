@@ -655,6 +655,7 @@ fn help_lists_every_subcommand_and_the_exit_codes() {
     let run = finish(Command::new(BIN).arg("--help").stdin(Stdio::null())).ok();
     for sub in [
         "anon", "upgrade", "sign-out", "refresh", "token", "status", "watch", "emulator", "demo",
+        "replay",
     ] {
         assert!(
             run.stdout.lines().any(|l| l.trim_start().starts_with(sub)),
@@ -666,6 +667,7 @@ fn help_lists_every_subcommand_and_the_exit_codes() {
         "0  ok",
         "2  not authenticated",
         "6  anonymous sign-in is disabled",
+        "7  replay",
     ] {
         assert!(run.stdout.contains(code), "{code}:\n{}", run.stdout);
     }
@@ -675,6 +677,8 @@ fn help_lists_every_subcommand_and_the_exit_codes() {
         "--store",
         "--json",
         "--timeout",
+        "--trace",
+        "--trace-secrets",
     ] {
         assert!(run.stdout.contains(flag), "{flag}");
     }
@@ -1029,7 +1033,14 @@ fn completions_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {
         let run = finish(bare().args(["completions", shell]).stdin(Stdio::null())).ok();
         assert!(run.stdout.len() > 1000, "{shell}: {run:?}");
-        for word in ["paywall-auth", "sign-out", "api-origin", "rebind"] {
+        for word in [
+            "paywall-auth",
+            "sign-out",
+            "api-origin",
+            "rebind",
+            "replay",
+            "trace-secrets",
+        ] {
             assert!(run.stdout.contains(word), "{shell}: {word} missing");
         }
     }
@@ -1455,4 +1466,209 @@ fn plain_http_to_a_remote_host_needs_allow_insecure_http() {
     );
     assert_eq!(run.code, 4, "{run:?}");
     assert_eq!(error_of(&run).0, "network_error");
+}
+
+// ---------------------------------------------------------------------------
+// Traces: --trace FILE, --trace-secrets, `replay FILE`
+// ---------------------------------------------------------------------------
+
+/// `replay FILE`, nothing else given (it needs no store and no backend).
+fn replay(file: &Path, json: bool) -> Run {
+    let mut cmd = bare();
+    cmd.arg("replay").arg(file);
+    if json {
+        cmd.arg("--json");
+    }
+    finish(cmd.stdin(Stdio::null()))
+}
+
+/// The refresh token of the resumable guest, as the store holds it.
+fn stored_refresh_token(store: &Path) -> String {
+    std::fs::read_to_string(store.join(format!("pw-{PID}-anon-rt-v1"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn anon_with_trace_writes_a_redacted_trace_that_replay_accepts() {
+    let env = Env::new().await;
+    let traces = tempfile::tempdir().unwrap();
+    let trace = traces.path().join("anon.jsonl");
+    let trace_arg = trace.to_str().unwrap();
+    let user = env
+        .run(&["anon", "--json", "--trace", trace_arg])
+        .ok()
+        .json()["session"]["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let header: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(header["paywall_auth_trace"], 1, "{text}");
+    assert_eq!(header["secrets"], false);
+    assert_eq!(header["config"]["paywall_id"], PID);
+    // The request the emulator got is the one the trace says was sent.
+    let requests = env.emulator.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        text.contains(&format!("\"path\":\"{}\"", requests[0].path)),
+        "{text}"
+    );
+    assert!(text.contains(&user), "user ids are kept");
+    let refresh = stored_refresh_token(&env.store);
+    assert!(refresh.len() >= 16);
+    assert!(
+        !text.contains(&refresh),
+        "the trace holds the refresh token"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&trace).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let run = replay(&trace, false).ok();
+    let outputs: usize = lines[1..]
+        .iter()
+        .map(|l| {
+            let line: Value = serde_json::from_str(l).unwrap();
+            line["outputs"].as_array().unwrap().len()
+        })
+        .sum();
+    assert_eq!(
+        run.stdout,
+        format!(
+            "replayed {} inputs, {outputs} outputs: identical\n",
+            lines.len() - 1
+        )
+    );
+    let json = replay(&trace, true).ok().json();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["replay"], "identical");
+    assert_eq!(json["inputs"], lines.len() - 1);
+    assert_eq!(json["outputs"], outputs);
+
+    // A second run (a restart resuming the guest) overwrites the file with
+    // its own trace, which starts from the stored records.
+    env.run(&["sign-out"]).ok();
+    env.run(&["anon", "--trace", trace_arg]).ok();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .contains("\"kind\":\"restored\"")
+    );
+    assert!(text.contains("/auth/refresh"), "the resume: {text}");
+    assert!(!text.contains(&refresh));
+    assert!(!text.contains(&stored_refresh_token(&env.store)));
+    replay(&trace, false).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn trace_secrets_keeps_the_tokens() {
+    let env = Env::new().await;
+    env.run(&["anon"]).ok();
+    let traces = tempfile::tempdir().unwrap();
+    let trace = traces.path().join("token.jsonl");
+    let run = env
+        .run(&[
+            "refresh",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--trace-secrets",
+        ])
+        .ok();
+    assert!(run.stdout.contains("refreshed"), "{run:?}");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    assert!(text.starts_with('{') && text.contains("\"secrets\":true"));
+    assert!(text.contains(&stored_refresh_token(&env.store)));
+    replay(&trace, false).ok();
+    // --trace-secrets alone is a usage error, and so is --trace on a
+    // command that runs no client.
+    let run = env.run(&["anon", "--trace-secrets"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = env.run(&["status", "--json", "--trace", trace.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(error_of(&run).0, "usage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_tampered_trace_exits_7_and_names_the_line() {
+    let env = Env::new().await;
+    let traces = tempfile::tempdir().unwrap();
+    let trace = traces.path().join("anon.jsonl");
+    env.run(&["anon", "--trace", trace.to_str().unwrap()]).ok();
+    let text = std::fs::read_to_string(&trace).unwrap();
+    // The line that sends the sign-in now claims another path.
+    let index = text
+        .lines()
+        .position(|l| l.contains("/auth/anonymous/signin"))
+        .unwrap();
+    let tampered: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = if i == index {
+                l.replace("/auth/anonymous/signin", "/auth/anonymous/signup")
+            } else {
+                l.to_owned()
+            };
+            l + "\n"
+        })
+        .collect();
+    std::fs::write(&trace, tampered).unwrap();
+
+    let run = replay(&trace, false);
+    assert_eq!(run.code, 7, "{run:?}");
+    let line = index + 1;
+    assert!(
+        run.stdout
+            .starts_with(&format!("diverged at trace line {line}: output ")),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("expected: ") && run.stdout.contains("signup"));
+    assert!(run.stdout.contains("actual:   ") && run.stdout.contains("signin"));
+    let run = replay(&trace, true);
+    assert_eq!(run.code, 7, "{run:?}");
+    let json = run.json();
+    assert_eq!(json["replay"], "diverged");
+    assert_eq!(json["line"], line);
+    assert!(json["expected"].as_str().unwrap().contains("signup"));
+    assert!(json["actual"].as_str().unwrap().contains("signin"));
+}
+
+#[test]
+fn replay_of_a_missing_or_garbage_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.jsonl");
+    let run = replay(&missing, false);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.is_empty());
+    assert!(
+        run.stderr
+            .starts_with("error: trace_unreadable: cannot read ")
+            && run.stderr.contains("missing.jsonl"),
+        "{run:?}"
+    );
+    let garbage = dir.path().join("garbage.jsonl");
+    for content in [
+        "",
+        "hello\n",
+        "{\"paywall_auth_trace\":99}\n",
+        "\u{0}\u{ff}",
+    ] {
+        std::fs::write(&garbage, content).unwrap();
+        let run = replay(&garbage, false);
+        assert_eq!(run.code, 1, "{content:?}: {run:?}");
+        assert!(!run.stderr.contains("panicked"), "{run:?}");
+        assert!(
+            run.stderr.starts_with("error: trace_invalid: ")
+                || run.stderr.starts_with("error: trace_unreadable: "),
+            "{content:?}: {run:?}"
+        );
+        let run = replay(&garbage, true);
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(error_of(&run).0.starts_with("trace_"), "{run:?}");
+    }
 }

@@ -260,3 +260,32 @@ pub unsafe extern "C" fn paywall_auth_trace_replay(
     }
     status
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(buf: &[c_char]) -> std::string::String {
+        let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+        let bytes: std::vec::Vec<u8> = buf.iter().take(end).map(|&c| c as u8).collect();
+        std::string::String::from_utf8(bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn texts_are_nul_terminated_and_cut_at_a_char_boundary() {
+        let mut buf = [1 as c_char; 8];
+        fill(&mut buf, "1234567");
+        assert_eq!(read(&buf), "1234567", "exactly fits with its NUL");
+        let mut buf = [1 as c_char; 8];
+        fill(&mut buf, "12345678");
+        assert_eq!(read(&buf), "1234...");
+        // "é" is two bytes: a cut inside it moves back to its start.
+        let mut buf = [1 as c_char; 8];
+        fill(&mut buf, "123éééé");
+        assert_eq!(read(&buf), "123...");
+        let mut buf = [1 as c_char; 8];
+        fill(&mut buf, "");
+        assert_eq!(buf.first(), Some(&0));
+        fill(&mut [], "nothing to write into");
+    }
+}

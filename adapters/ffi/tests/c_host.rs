@@ -447,3 +447,70 @@ fn readme_quick_start_compiles_and_signs_in() {
     rt.block_on(emulator.shutdown());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The C block of the README's "Traces" section compiles as shown, records
+/// a trace into a `FILE*`, and replays it (and reports a cut copy).
+#[test]
+fn readme_traces_snippet_records_and_replays() {
+    if !have_cc() {
+        println!(
+            "skipping the README traces snippet: no C compiler (`{}`) found",
+            cc()
+        );
+        return;
+    }
+    let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("README");
+    let section = readme.find("\n## Traces\n").expect("a Traces section");
+    let start = section + readme[section..].find("```c\n").expect("a C block in it") + 5;
+    let len = readme[start..].find("```").expect("the block ends");
+    let main = r#"
+int main(void) {
+    _Alignas(PAYWALL_AUTH_MAX_ALIGN) static uint8_t mem[PAYWALL_AUTH_MACHINE_STORAGE];
+    paywall_auth_config cfg;
+    paywall_auth_config_default(&cfg, (const uint8_t *)"pw_demo", 7);
+    if (paywall_auth_machine_init(mem, sizeof mem, &cfg) != PAYWALL_AUTH_STATUS_OK) return 10;
+    paywall_auth_machine *m = (paywall_auth_machine *)mem;
+    FILE *f = tmpfile();
+    if (!f || !start_trace(m, f)) return 11;
+    paywall_auth_bytes none = {NULL, 0};
+    paywall_auth_output out;
+    if (paywall_auth_machine_handle_restored(m, 1000, none, none, none)) return 12;
+    while (paywall_auth_machine_poll_output(m, &out) == PAYWALL_AUTH_STATUS_OK) {}
+    paywall_auth_command c = {.kind = PAYWALL_AUTH_COMMAND_KIND_ACCESS_TOKEN};
+    if (paywall_auth_machine_handle_command(m, 2000, &c, NULL)) return 13;
+    while (paywall_auth_machine_poll_output(m, &out) == PAYWALL_AUTH_STATUS_OK) {}
+    paywall_auth_machine_deinit(m);
+    static uint8_t buf[65536];
+    rewind(f);
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    if (!check_trace(buf, n)) return 14;
+    if (check_trace(buf, n - 2)) return 15;
+    printf("%zu\n", n);
+    return 0;
+}
+"#;
+    let out = std::env::temp_dir().join(format!("paywall-auth-ffi-tr-{}", std::process::id()));
+    std::fs::create_dir_all(&out).expect("build dir");
+    let source = out.join("traces.c");
+    std::fs::write(&source, format!("{}{main}", &readme[start..start + len]))
+        .expect("write the snippet");
+    let exe = build(&source, &out, "traces", true);
+    let run = Command::new(&exe).output().expect("run the snippet");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "snippet failed ({}): {stdout}{stderr}",
+        run.status
+    );
+    assert!(
+        stdout.trim().parse::<usize>().is_ok_and(|n| n > 200),
+        "{stdout}"
+    );
+    assert!(
+        stderr.starts_with("not a trace this build reads (see the report) (line 3): trace line 3:"),
+        "the cut copy is reported at its last line: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

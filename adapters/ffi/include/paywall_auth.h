@@ -533,6 +533,9 @@ enum paywall_auth_status paywall_auth_config_default(struct paywall_auth_config 
 // is in use. The config is copied.
 //
 // Then feed `handle_restored` first, with the records found on storage.
+// Initialising a live machine again without `paywall_auth_machine_deinit`
+// forgets it as it is (nothing is dropped; on host builds, a trace
+// recorder it had is leaked).
 //
 // # Safety
 // `mem` must be NULL or point to `mem_size` writable bytes owned by the

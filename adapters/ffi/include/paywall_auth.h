@@ -28,6 +28,14 @@
 // `paywall_auth_http_response_align()` on every target.
 #define PAYWALL_AUTH_MAX_ALIGN 16
 
+// Size of `paywall_auth_replay_report.what`, NUL included.
+#define PAYWALL_AUTH_REPLAY_WHAT_MAX 256
+
+// Size of the `input`, `expected` and `actual` texts of
+// `paywall_auth_replay_report`, NUL included. Longer texts are cut at a
+// UTF-8 boundary and end with `...`.
+#define PAYWALL_AUTH_REPLAY_TEXT_MAX 1024
+
 // Most headers a request carries.
 #define PAYWALL_AUTH_HEADERS_MAX 6
 
@@ -39,6 +47,9 @@ typedef enum paywall_auth_status {
   PAYWALL_AUTH_STATUS_EMPTY = 1,
   // `http_response_feed`: the response is not complete yet; feed more.
   PAYWALL_AUTH_STATUS_INCOMPLETE = 2,
+  // `trace_replay`: the trace was read and replayed, and today's machine
+  // behaves differently; the report says where.
+  PAYWALL_AUTH_STATUS_TRACE_DIVERGED = 3,
   // A required pointer was NULL (or a `{NULL, n > 0}` byte string).
   PAYWALL_AUTH_STATUS_NULL_POINTER = -1,
   // The memory is not aligned to the `_align()` of its type.
@@ -64,6 +75,10 @@ typedef enum paywall_auth_status {
   // `poll_output` until `EMPTY` first), or while a store operation
   // awaits its acknowledgement; the input was not applied.
   PAYWALL_AUTH_STATUS_NOT_DRAINED = -9,
+  // `trace_replay`: the bytes are not a trace this build reads (not
+  // UTF-8, not JSON lines of the expected shape, another format
+  // version, no header, a field the machine refuses).
+  PAYWALL_AUTH_STATUS_TRACE_INVALID = -10,
   // HTTP writer: the method is not a token.
   PAYWALL_AUTH_STATUS_HTTP_INVALID_METHOD = -20,
   // HTTP writer: the host is empty or has whitespace/control bytes.
@@ -459,6 +474,37 @@ typedef struct paywall_auth_http_response_view {
   struct paywall_auth_bytes reason;
 } paywall_auth_http_response_view;
 
+// Receives one finished trace line: `len` bytes of UTF-8 JSON at `line`,
+// ending with `'\n'`, not NUL-terminated, valid only during the call.
+// `user` is the pointer given to `paywall_auth_machine_record_trace`.
+// Append the bytes as they are (to a file, a ring buffer, a socket): the
+// concatenation of the lines, header first, is the trace. The sink must
+// not call back into the machine that records.
+typedef void (*paywall_auth_trace_sink)(void *user, const uint8_t *line, size_t len);
+
+// What `paywall_auth_trace_replay` found. Every text is NUL-terminated
+// (empty when it does not apply).
+typedef struct paywall_auth_replay_report {
+  // `OK`: inputs fed. Otherwise 0.
+  size_t inputs;
+  // `OK`: outputs compared. Otherwise 0.
+  size_t outputs;
+  // `TRACE_DIVERGED`: the trace line (1-based, the header is line 1)
+  // where the machine first differs. `TRACE_INVALID`: the line that
+  // could not be read, or 0 when the fault is not one line's.
+  size_t line;
+  // `TRACE_DIVERGED`: what differs (`output 2`, `timeout`,
+  // `input refused`). `TRACE_INVALID`: why the trace was not read.
+  char what[PAYWALL_AUTH_REPLAY_WHAT_MAX];
+  // `TRACE_DIVERGED`: the input of that line, as recorded (JSON).
+  char input[PAYWALL_AUTH_REPLAY_TEXT_MAX];
+  // `TRACE_DIVERGED`: what the trace holds there (JSON, `-` if
+  // nothing).
+  char expected[PAYWALL_AUTH_REPLAY_TEXT_MAX];
+  // `TRACE_DIVERGED`: what the machine gave (JSON, `-` if nothing).
+  char actual[PAYWALL_AUTH_REPLAY_TEXT_MAX];
+} paywall_auth_replay_report;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -487,6 +533,9 @@ enum paywall_auth_status paywall_auth_config_default(struct paywall_auth_config 
 // is in use. The config is copied.
 //
 // Then feed `handle_restored` first, with the records found on storage.
+// Initialising a live machine again without `paywall_auth_machine_deinit`
+// forgets it as it is (nothing is dropped; on host builds, a trace
+// recorder it had is leaked).
 //
 // # Safety
 // `mem` must be NULL or point to `mem_size` writable bytes owned by the
@@ -498,6 +547,8 @@ enum paywall_auth_status paywall_auth_machine_init(void *mem,
 
 // Drops the machine in place (its tokens are overwritten) and marks the
 // memory as no longer a machine; the caller may then free or reuse it.
+// A trace being recorded stops, and its recorder is freed (a line not
+// ended yet is dropped).
 //
 // # Safety
 // `m` must be NULL or a handle from `paywall_auth_machine_init`.
@@ -685,6 +736,58 @@ enum paywall_auth_status paywall_auth_http_response_feed(struct paywall_auth_htt
 // `p` a parser handle; `out` NULL or writable.
 enum paywall_auth_status paywall_auth_http_response_finish(struct paywall_auth_http_response *p,
                                                            struct paywall_auth_http_response_view *out);
+
+// Records a trace of machine `m` (docs/protocol.md §14): from this call
+// on, every input accepted through this API and every output polled is
+// recorded, and each finished line is handed to `sink` with `user`. The
+// header line (format version, library version, the machine's config) is
+// handed over at once, during this call; each following line when the
+// host polls `EMPTY` after an input (or, if it did not, when it feeds the
+// next input). Inputs refused (`NOT_DRAINED`, invalid arguments) are not
+// recorded.
+//
+// Start right after `paywall_auth_machine_init`, before
+// `handle_restored`: a trace replays from a fresh machine, so one started
+// later does not replay. `keep_secrets` 0 (recommended) replaces refresh
+// tokens, access-token signatures, passwords and captcha tokens by
+// placeholders of the same length (the trace still replays); non-zero
+// keeps them: treat such a trace as a credential.
+//
+// A NULL `sink` stops the recording (a line not ended yet is dropped); a
+// new call replaces the current recording. `paywall_auth_machine_deinit`
+// frees it. The recorder lives on the heap (host builds only: the `std`
+// feature; the `no_std` firmware library has neither function); it holds
+// the secrets it redacts until it is freed.
+//
+// # Safety
+// `m` a handle; a non-NULL `sink` must be callable with `user` until the
+// recording stops, is replaced or the machine is deinitialised, and must
+// not call into `m`.
+enum paywall_auth_status paywall_auth_machine_record_trace(struct paywall_auth_machine *m,
+                                                           int keep_secrets,
+                                                           paywall_auth_trace_sink sink,
+                                                           void *user);
+
+// Replays a whole trace (`len` bytes at `trace`: the header line and the
+// lines after it, as a recording's sink received them) through a fresh
+// machine built from the header's config, and compares every output and
+// deadline with the recorded ones (docs/protocol.md §14).
+//
+// Returns `OK` when the machine behaves identically (`report->inputs`
+// and `->outputs` say how much was replayed), `TRACE_DIVERGED` at the
+// first difference (`report->line`, `->what`, `->input`, `->expected`,
+// `->actual`), `TRACE_INVALID` when the bytes are not a trace this build
+// reads (not UTF-8, bad JSON, another format version, empty;
+// `report->what` says why and `->line` where). `report` may be NULL when
+// only the code matters. The trace is only read during the call. Host
+// builds only (the `std` feature).
+//
+// # Safety
+// `trace` NULL with `len` 0, or `len` readable bytes; `report` NULL or a
+// writable `paywall_auth_replay_report`.
+enum paywall_auth_status paywall_auth_trace_replay(const uint8_t *trace,
+                                                   size_t len,
+                                                   struct paywall_auth_replay_report *report);
 
 #ifdef __cplusplus
 }  // extern "C"

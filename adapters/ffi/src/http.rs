@@ -403,7 +403,23 @@ pub(crate) fn status_str(status: i32) -> &'static core::ffi::CStr {
         ),
         (S::HttpBadChunk, c"malformed chunked body"),
     ];
+    // The trace codes come from host-only entry points: the firmware
+    // library keeps its size without their texts.
+    #[cfg(feature = "std")]
+    let traces = [
+        (
+            S::TraceDiverged,
+            c"trace replayed: the machine differs from it (see the report)",
+        ),
+        (
+            S::TraceInvalid,
+            c"not a trace this build reads (see the report)",
+        ),
+    ];
+    #[cfg(not(feature = "std"))]
+    let traces: [(S, &core::ffi::CStr); 0] = [];
     all.iter()
+        .chain(traces.iter())
         .find(|(s, _)| *s as i32 == status)
         .map_or(c"unknown status", |(_, t)| t)
 }

@@ -1,7 +1,8 @@
 //! C ABI of the paywall-auth core: the sans-IO [`Machine`] and the core's
 //! HTTP/1.1 codec, over memory the caller provides. No allocator, no
 //! clock, no I/O; `#![no_std]` unless the `std` feature (default, for host
-//! builds) is on. The generated header is `include/paywall_auth.h`; the
+//! builds) is on, which adds traces (record and replay, `trace.rs`), the
+//! one part that allocates. The generated header is `include/paywall_auth.h`; the
 //! README shows a complete host loop.
 //!
 //! # Safety model
@@ -22,6 +23,8 @@
 
 mod http;
 mod map;
+#[cfg(feature = "std")]
+mod trace;
 mod types;
 
 use core::mem::{align_of, size_of};
@@ -29,11 +32,13 @@ use core::ptr;
 
 use paywall_auth::limits::{ACCESS_TOKEN_MAX, REFRESH_TOKEN_MAX};
 use paywall_auth::{
-    CommandId, Config, Duration, Instant, Machine, RecordKey, RequestId, Response, StorageError,
-    StoreFormat, StoreId,
+    CommandId, Config, Duration, Input, Instant, Machine, RecordKey, RequestId, Response,
+    StorageError, StoreFormat, StoreId,
 };
 
 pub use http::*;
+#[cfg(feature = "std")]
+pub use trace::*;
 pub use types::*;
 
 /// Bytes of each machine's encode buffer: the `Authorization` value, the
@@ -68,6 +73,10 @@ pub struct paywall_auth_machine {
     last_store_key: RecordKey,
     headers: [paywall_auth_header; PAYWALL_AUTH_HEADERS_MAX],
     encode: [u8; ENCODE_BUF],
+    /// The trace being recorded (`paywall_auth_machine_record_trace`), on
+    /// the heap: one pointer in the machine, host builds only.
+    #[cfg(feature = "std")]
+    trace: Option<std::boxed::Box<trace::Recording>>,
 }
 
 const _: () = assert!(size_of::<paywall_auth_machine>() <= PAYWALL_AUTH_MACHINE_STORAGE);
@@ -235,6 +244,9 @@ unsafe fn config(cfg: &paywall_auth_config) -> Result<Config, paywall_auth_statu
 /// is in use. The config is copied.
 ///
 /// Then feed `handle_restored` first, with the records found on storage.
+/// Initialising a live machine again without `paywall_auth_machine_deinit`
+/// forgets it as it is (nothing is dropped; on host builds, a trace
+/// recorder it had is leaked).
 ///
 /// # Safety
 /// `mem` must be NULL or point to `mem_size` writable bytes owned by the
@@ -286,6 +298,8 @@ pub unsafe extern "C" fn paywall_auth_machine_init(
             }; PAYWALL_AUTH_HEADERS_MAX],
         );
         ptr::addr_of_mut!((*m).encode).write_bytes(0, 1);
+        #[cfg(feature = "std")]
+        ptr::addr_of_mut!((*m).trace).write(None);
         ptr::addr_of_mut!((*m).magic).write(MACHINE_MAGIC);
     }
     paywall_auth_status::Ok
@@ -293,6 +307,8 @@ pub unsafe extern "C" fn paywall_auth_machine_init(
 
 /// Drops the machine in place (its tokens are overwritten) and marks the
 /// memory as no longer a machine; the caller may then free or reuse it.
+/// A trace being recorded stops, and its recorder is freed (a line not
+/// ended yet is dropped).
 ///
 /// # Safety
 /// `m` must be NULL or a handle from `paywall_auth_machine_init`.
@@ -311,10 +327,13 @@ pub unsafe extern "C" fn paywall_auth_machine_deinit(
     let p: *mut paywall_auth_machine = inner;
     // SAFETY: `p` is a live, initialised machine (checked above) that is
     // not used again as one: the magic is cleared first, so every later
-    // call refuses it. After `drop_in_place` its bytes are plain memory,
-    // zeroed through the raw pointer (volatile, so it is not elided).
+    // call refuses it. After `drop_in_place` (of the recorder too: its box
+    // is freed) its bytes are plain memory, zeroed through the raw pointer
+    // (volatile, so it is not elided).
     unsafe {
         ptr::drop_in_place(ptr::addr_of_mut!((*p).machine));
+        #[cfg(feature = "std")]
+        ptr::drop_in_place(ptr::addr_of_mut!((*p).trace));
         let base = p.cast::<u8>();
         for i in size_of::<u64>()..size_of::<paywall_auth_machine>() {
             base.add(i).write_volatile(0);
@@ -325,8 +344,28 @@ pub unsafe extern "C" fn paywall_auth_machine_deinit(
 
 // ----- inputs -------------------------------------------------------------
 
-fn fed(r: Result<(), paywall_auth::NotDrained>) -> Result<(), paywall_auth_status> {
-    r.map_err(|_| paywall_auth_status::NotDrained)
+/// Feeds one input; when a trace is being recorded and the machine
+/// accepts the input, records it with the same `now`.
+fn feed(
+    inner: &mut paywall_auth_machine,
+    now_ms: u64,
+    input: Input<'_>,
+) -> Result<Option<CommandId>, paywall_auth_status> {
+    let now = Instant(now_ms);
+    #[cfg(feature = "std")]
+    if let Some(recording) = inner.trace.as_deref_mut() {
+        let before = inner.machine.poll_timeout();
+        let id = inner
+            .machine
+            .handle_input(now, input.clone())
+            .map_err(|_| paywall_auth_status::NotDrained)?;
+        recording.fed(before, now, &input);
+        return Ok(id);
+    }
+    inner
+        .machine
+        .handle_input(now, input)
+        .map_err(|_| paywall_auth_status::NotDrained)
 }
 
 /// Storage was read at start: the session record, the anonymous
@@ -354,9 +393,16 @@ pub unsafe extern "C" fn paywall_auth_machine_handle_restored(
                 text(visitor_id)?,
             )
         };
-        fed(inner
-            .machine
-            .handle_restored(Instant(now_ms), session, anon, visitor))
+        feed(
+            inner,
+            now_ms,
+            Input::Restored {
+                session,
+                anon_refresh_token: anon,
+                visitor_id: visitor,
+            },
+        )
+        .map(drop)
     })())
 }
 
@@ -446,10 +492,7 @@ pub unsafe extern "C" fn paywall_auth_machine_handle_command(
             map::CommandError::UnknownKind => paywall_auth_status::InvalidArgument,
             map::CommandError::Capacity(_) => paywall_auth_status::Capacity,
         })?;
-        let CommandId(id) = inner
-            .machine
-            .handle_command(Instant(now_ms), command)
-            .map_err(|_| paywall_auth_status::NotDrained)?;
+        let CommandId(id) = feed(inner, now_ms, Input::Command(command))?.unwrap_or(CommandId(0));
         if !command_id.is_null() {
             // SAFETY: non-NULL and aligned (checked); the caller promises
             // it is writable.
@@ -497,9 +540,12 @@ pub unsafe extern "C" fn paywall_auth_machine_handle_response(
             body: body.unwrap_or_default(),
             reason: reason.unwrap_or_default(),
         };
-        fed(inner
-            .machine
-            .handle_response(Instant(now_ms), RequestId(request_id), response))
+        feed(
+            inner,
+            now_ms,
+            Input::Response(RequestId(request_id), response),
+        )
+        .map(drop)
     })())
 }
 
@@ -519,9 +565,12 @@ pub unsafe extern "C" fn paywall_auth_machine_handle_transport_error(
         // SAFETY: forwarded contract.
         let inner = unsafe { machine(m) }?;
         let error = map::transport_error(kind).ok_or(paywall_auth_status::InvalidArgument)?;
-        fed(inner
-            .machine
-            .handle_transport_error(Instant(now_ms), RequestId(request_id), error))
+        feed(
+            inner,
+            now_ms,
+            Input::TransportFailed(RequestId(request_id), error),
+        )
+        .map(drop)
     })())
 }
 
@@ -548,9 +597,7 @@ pub unsafe extern "C" fn paywall_auth_machine_handle_stored(
         } else {
             Err(StorageError { key })
         };
-        fed(inner
-            .machine
-            .handle_stored(Instant(now_ms), StoreId(store_id), result))
+        feed(inner, now_ms, Input::Stored(StoreId(store_id), result)).map(drop)
     })())
 }
 
@@ -572,9 +619,7 @@ pub unsafe extern "C" fn paywall_auth_machine_handle_external_change(
         let key = map::record_key(key_tag).ok_or(paywall_auth_status::InvalidArgument)?;
         // SAFETY: forwarded contract.
         let value = unsafe { bytes(value) }?;
-        fed(inner
-            .machine
-            .handle_external_change(Instant(now_ms), key, value))
+        feed(inner, now_ms, Input::ExternalChange(key, value)).map(drop)
     })())
 }
 
@@ -590,7 +635,7 @@ pub unsafe extern "C" fn paywall_auth_machine_handle_timeout(
     status((|| {
         // SAFETY: forwarded contract.
         let inner = unsafe { machine(m) }?;
-        fed(inner.machine.handle_timeout(Instant(now_ms)))
+        feed(inner, now_ms, Input::Timeout).map(drop)
     })())
 }
 
@@ -631,6 +676,8 @@ pub unsafe extern "C" fn paywall_auth_machine_poll_output(
         headers,
         encode,
         last_store_key,
+        #[cfg(feature = "std")]
+        trace,
         ..
     } = inner;
     // The paywall id lives in the machine's config; the store key needs it
@@ -645,8 +692,17 @@ pub unsafe extern "C" fn paywall_auth_machine_poll_output(
     }
     let pid = core::str::from_utf8(pid.get(..pid_len).unwrap_or_default()).unwrap_or_default();
     let Some(o) = machine.poll_output() else {
+        // Drained: a trace line ends here, with the deadline of this moment.
+        #[cfg(feature = "std")]
+        if let Some(recording) = trace.as_deref_mut() {
+            recording.drained(machine.poll_timeout());
+        }
         return paywall_auth_status::Empty;
     };
+    #[cfg(feature = "std")]
+    if let Some(recording) = trace.as_deref_mut() {
+        recording.output(&o);
+    }
     if let paywall_auth::Output::Store(op) = &o {
         *last_store_key = op.key;
     }

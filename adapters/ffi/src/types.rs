@@ -47,6 +47,9 @@ pub enum paywall_auth_status {
     Empty = 1,
     /// `http_response_feed`: the response is not complete yet; feed more.
     Incomplete = 2,
+    /// `trace_replay`: the trace was read and replayed, and today's machine
+    /// behaves differently; the report says where.
+    TraceDiverged = 3,
     /// A required pointer was NULL (or a `{NULL, n > 0}` byte string).
     NullPointer = -1,
     /// The memory is not aligned to the `_align()` of its type.
@@ -72,6 +75,10 @@ pub enum paywall_auth_status {
     /// `poll_output` until `EMPTY` first), or while a store operation
     /// awaits its acknowledgement; the input was not applied.
     NotDrained = -9,
+    /// `trace_replay`: the bytes are not a trace this build reads (not
+    /// UTF-8, not JSON lines of the expected shape, another format
+    /// version, no header, a field the machine refuses).
+    TraceInvalid = -10,
     /// HTTP writer: the method is not a token.
     HttpInvalidMethod = -20,
     /// HTTP writer: the host is empty or has whitespace/control bytes.

@@ -6,6 +6,7 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+use core::mem::size_of;
 use core::ptr;
 use std::mem::MaybeUninit;
 
@@ -467,4 +468,373 @@ fn an_output_larger_than_the_encode_buffer_is_reported_not_truncated() {
             "the sign-in reports the record as not durable"
         );
     }
+}
+
+// ----- traces ---------------------------------------------------------------
+
+/// A token reply whose refresh token and access-token signature are the
+/// secrets a redacted trace must not hold.
+const TOKENS: &str = r#"{"access_token":"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSIsImV4cCI6MjAwMDAwMDAwMCwiaXNfYW5vbnltb3VzIjp0cnVlfQ.c2lnbmF0dXJlLXNlY3JldC1ieXRlcw","token_type":"bearer","expires_in":3600,"refresh_token":"refresh-secret-0001","user":{"id":"u1","email":null,"is_anonymous":true}}"#;
+const REFRESH_TOKEN: &str = "refresh-secret-0001";
+const SIGNATURE: &str = "c2lnbmF0dXJlLXNlY3JldC1ieXRlcw";
+
+/// The sink: `user` is a `Vec<String>` collecting the lines.
+unsafe extern "C" fn collect(user: *mut core::ffi::c_void, line: *const u8, len: usize) {
+    let lines = unsafe { &mut *user.cast::<Vec<String>>() };
+    let bytes = unsafe { std::slice::from_raw_parts(line, len) };
+    lines.push(String::from_utf8(bytes.to_vec()).expect("a trace line is UTF-8"));
+}
+
+/// Polls until `EMPTY`, acknowledging every store inside the loop (as the
+/// C hosts do) at `now + 1`; returns the request id of a `SEND`, if any.
+fn drain_acking(m: *mut paywall_auth_machine, now: u64) -> Option<u32> {
+    let mut out = MaybeUninit::<paywall_auth_output>::uninit();
+    let mut request = None;
+    loop {
+        match unsafe { paywall_auth_machine_poll_output(m, out.as_mut_ptr()) } {
+            paywall_auth_status::Ok => {
+                let o = unsafe { out.assume_init_ref() };
+                match o.kind {
+                    paywall_auth_output_kind::Send => request = Some(o.send.request_id),
+                    paywall_auth_output_kind::Store => assert_eq!(
+                        unsafe {
+                            paywall_auth_machine_handle_stored(m, now + 1, o.store.store_id, 1)
+                        },
+                        paywall_auth_status::Ok
+                    ),
+                    _ => {}
+                }
+            }
+            paywall_auth_status::Empty => return request,
+            s => panic!("poll_output: {s:?}"),
+        }
+    }
+}
+
+/// Signs a guest in through the C ABI with a recording on; returns the
+/// lines the sink got and the deadline the machine gave at the end.
+fn record_sign_in(keep_secrets: i32) -> (Vec<String>, Option<u64>) {
+    let mut mem = Box::new(Mem([0; PAYWALL_AUTH_MACHINE_STORAGE]));
+    let m = machine(&mut mem);
+    let mut lines: Vec<String> = Vec::new();
+    let user = ptr::addr_of_mut!(lines).cast();
+    let none = paywall_auth_bytes::NONE;
+    unsafe {
+        assert_eq!(
+            paywall_auth_machine_record_trace(m, keep_secrets, Some(collect), user),
+            paywall_auth_status::Ok
+        );
+        assert_eq!(lines.len(), 1, "the header is handed over at once");
+        assert_eq!(
+            paywall_auth_machine_handle_restored(m, 1_000, none, none, none),
+            paywall_auth_status::Ok
+        );
+        assert_eq!(drain_acking(m, 1_000), None);
+        let c = command(paywall_auth_command_kind::SignIn);
+        let mut id = 0;
+        assert_eq!(
+            paywall_auth_machine_handle_command(m, 2_000, &c, &mut id),
+            paywall_auth_status::Ok
+        );
+        // Refused (outputs queued): not recorded.
+        assert_eq!(
+            paywall_auth_machine_handle_timeout(m, 2_001),
+            paywall_auth_status::NotDrained
+        );
+        let request = drain_acking(m, 2_000).expect("the sign-in request");
+        assert_eq!(
+            paywall_auth_machine_handle_response(
+                m,
+                3_000,
+                request,
+                200,
+                1,
+                TOKENS.as_ptr(),
+                TOKENS.len(),
+                b(b"OK")
+            ),
+            paywall_auth_status::Ok
+        );
+        assert_eq!(drain_acking(m, 3_000), None);
+        let c = command(paywall_auth_command_kind::AccessToken);
+        assert_eq!(
+            paywall_auth_machine_handle_command(m, 4_000, &c, &mut id),
+            paywall_auth_status::Ok
+        );
+        assert_eq!(drain_acking(m, 4_000), None);
+        // A second EMPTY ends nothing more.
+        assert_eq!(drain_acking(m, 4_000), None);
+        let mut deadline = 0u64;
+        let timeout = match paywall_auth_machine_poll_timeout(m, &mut deadline) {
+            paywall_auth_status::Ok => Some(deadline),
+            paywall_auth_status::Empty => None,
+            s => panic!("poll_timeout: {s:?}"),
+        };
+        // Stopped: later inputs are not recorded.
+        let recorded = lines.len();
+        assert_eq!(
+            paywall_auth_machine_record_trace(m, 0, None, ptr::null_mut()),
+            paywall_auth_status::Ok
+        );
+        assert_eq!(
+            paywall_auth_machine_handle_timeout(m, 5_000),
+            paywall_auth_status::Ok
+        );
+        drain_acking(m, 5_000);
+        assert_eq!(lines.len(), recorded);
+        assert_eq!(paywall_auth_machine_deinit(m), paywall_auth_status::Ok);
+        (lines, timeout)
+    }
+}
+
+fn replay_c(trace: &[u8]) -> (paywall_auth_status, Box<paywall_auth_replay_report>) {
+    let mut report = Box::new(MaybeUninit::<paywall_auth_replay_report>::uninit());
+    let s = unsafe { paywall_auth_trace_replay(trace.as_ptr(), trace.len(), report.as_mut_ptr()) };
+    (s, Box::new(unsafe { report.assume_init_read() }))
+}
+
+fn text(chars: &[core::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = chars
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    assert!(bytes.len() < chars.len(), "NUL-terminated");
+    String::from_utf8(bytes).expect("UTF-8 text")
+}
+
+#[test]
+fn a_trace_recorded_through_the_abi_replays_identically() {
+    let (lines, timeout) = record_sign_in(0);
+    assert!(
+        lines[0].starts_with(r#"{"paywall_auth_trace":1,"#)
+            && lines[0].contains(r#""paywall_id":"pw_demo""#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with('\n') && l.matches('\n').count() == 1)
+    );
+    let parsed: Vec<paywall_auth::trace::TraceLine> = lines[1..]
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a trace line"))
+        .collect();
+    // Every accepted input, with the `now` it was fed with: restored,
+    // sign-in, response, the two store acks inside the drain (session and
+    // guest records), the access-token command. The refused timeout is not
+    // there.
+    let nows: Vec<u64> = parsed.iter().map(|l| l.now).collect();
+    assert_eq!(
+        nows,
+        [1_000, 2_000, 3_000, 3_001, 3_001, 4_000],
+        "{lines:#?}"
+    );
+    assert!(matches!(
+        parsed[0].input,
+        paywall_auth::trace::TraceInput::Restored { .. }
+    ));
+    assert!(matches!(
+        parsed[2].input,
+        paywall_auth::trace::TraceInput::Response { status: 200, .. }
+    ));
+    assert!(matches!(
+        parsed[3].input,
+        paywall_auth::trace::TraceInput::Stored { .. }
+    ));
+    assert_eq!(parsed[1].outputs.len(), 1, "the sign-in request");
+    assert_eq!(
+        parsed.last().map(|l| l.timeout),
+        Some(timeout),
+        "the last line ends with poll_timeout at EMPTY"
+    );
+    let trace = lines.concat();
+    assert!(
+        !trace.contains(REFRESH_TOKEN) && !trace.contains(SIGNATURE),
+        "{trace}"
+    );
+    assert!(trace.contains(r#""user_id":"u1""#));
+
+    let replayed = paywall_auth::trace::replay(&trace).expect("replays in Rust");
+    assert_eq!(replayed.inputs, 6);
+    let (s, report) = replay_c(trace.as_bytes());
+    assert_eq!(s, paywall_auth_status::Ok, "{}", text(&report.what));
+    assert_eq!((report.inputs, report.outputs), (6, replayed.outputs));
+    assert_eq!((report.line, text(&report.what)), (0, String::new()));
+    let s = unsafe { paywall_auth_trace_replay(trace.as_ptr(), trace.len(), ptr::null_mut()) };
+    assert_eq!(s, paywall_auth_status::Ok, "the report is optional");
+
+    // Kept secrets are kept (and still replay).
+    let (kept, _) = record_sign_in(1);
+    let kept = kept.concat();
+    assert!(kept.contains(REFRESH_TOKEN) && kept.contains(SIGNATURE));
+    assert!(kept.starts_with(r#"{"paywall_auth_trace":1,"sdk_version":"#));
+    assert_eq!(replay_c(kept.as_bytes()).0, paywall_auth_status::Ok);
+}
+
+#[test]
+fn replay_of_a_tampered_trace_reports_the_line_that_diverges() {
+    let (lines, _) = record_sign_in(0);
+    // The first line that announces user u1 now says u9.
+    let at = lines
+        .iter()
+        .position(|l| l.contains(r#""user_id":"u1""#))
+        .expect("a line announcing u1");
+    assert!(at >= 2, "after the header and the restore");
+    let mut tampered = lines.clone();
+    tampered[at] = tampered[at].replacen(r#""user_id":"u1""#, r#""user_id":"u9""#, 1);
+    let (s, report) = replay_c(tampered.concat().as_bytes());
+    assert_eq!(s, paywall_auth_status::TraceDiverged);
+    assert_eq!(report.line, at + 1, "1-based, the header is line 1");
+    assert!(
+        text(&report.what).starts_with("output "),
+        "{}",
+        text(&report.what)
+    );
+    assert!(
+        text(&report.expected).contains(r#""user_id":"u9""#),
+        "{}",
+        text(&report.expected)
+    );
+    assert!(
+        text(&report.actual).contains(r#""user_id":"u1""#),
+        "{}",
+        text(&report.actual)
+    );
+    assert!(
+        text(&report.input).starts_with(r#"{"kind":"#),
+        "{}",
+        text(&report.input)
+    );
+    assert_eq!((report.inputs, report.outputs), (0, 0));
+
+    // The last line's deadline, moved by a millisecond.
+    let last = lines.len() - 1;
+    let mut line: paywall_auth::trace::TraceLine =
+        serde_json::from_str(&lines[last]).expect("a trace line");
+    line.timeout = Some(line.timeout.map_or(1, |t| t + 1));
+    let mut tampered = lines.clone();
+    tampered[last] = serde_json::to_string(&line).expect("serialises") + "\n";
+    let (s, report) = replay_c(tampered.concat().as_bytes());
+    assert_eq!(s, paywall_auth_status::TraceDiverged);
+    assert_eq!(report.line, last + 1);
+    assert_eq!(text(&report.what), "timeout");
+
+    // A line dropped: the next input arrives where the machine expects
+    // another, and the first difference is reported, not a crash.
+    let mut dropped = lines.clone();
+    dropped.remove(3);
+    let (s, report) = replay_c(dropped.concat().as_bytes());
+    assert_eq!(s, paywall_auth_status::TraceDiverged);
+    assert!(report.line >= 3, "{}", report.line);
+}
+
+#[test]
+fn replay_refuses_garbage_with_a_code_and_never_panics() {
+    let (lines, _) = record_sign_in(0);
+    let trace = lines.concat();
+    unsafe {
+        let mut report = MaybeUninit::<paywall_auth_replay_report>::uninit();
+        assert_eq!(
+            paywall_auth_trace_replay(ptr::null(), 5, report.as_mut_ptr()),
+            paywall_auth_status::NullPointer
+        );
+        assert_eq!(
+            paywall_auth_trace_replay(ptr::null(), 0, report.as_mut_ptr()),
+            paywall_auth_status::TraceInvalid,
+            "no header"
+        );
+        let r = report.assume_init_ref();
+        assert_eq!(text(&r.what), "trace is empty (no header line)");
+        let mut raw = vec![0u8; size_of::<paywall_auth_replay_report>() + 16];
+        assert_eq!(
+            paywall_auth_trace_replay(
+                trace.as_ptr(),
+                trace.len(),
+                raw.as_mut_ptr()
+                    .add(1 + raw.as_ptr().align_offset(8))
+                    .cast()
+            ),
+            paywall_auth_status::Misaligned
+        );
+        assert_eq!(
+            paywall_auth_machine_record_trace(ptr::null_mut(), 0, Some(collect), ptr::null_mut()),
+            paywall_auth_status::NullPointer
+        );
+        let mut zeroed = Box::new(Mem([0; PAYWALL_AUTH_MACHINE_STORAGE]));
+        assert_eq!(
+            paywall_auth_machine_record_trace(
+                zeroed.0.as_mut_ptr().cast(),
+                0,
+                None,
+                ptr::null_mut()
+            ),
+            paywall_auth_status::NotInitialized
+        );
+    }
+
+    // Not UTF-8 on the third line.
+    let mut bytes = trace.clone().into_bytes();
+    let third = lines[0].len() + lines[1].len() + 2;
+    bytes[third] = 0xff;
+    let (s, report) = replay_c(&bytes);
+    assert_eq!(s, paywall_auth_status::TraceInvalid);
+    assert_eq!(report.line, 3);
+    assert_eq!(
+        text(&report.what),
+        format!("trace is not UTF-8 (byte {third})")
+    );
+
+    // Not JSON, another version, a bad second line.
+    let (s, report) = replay_c(b"hello\n");
+    assert_eq!((s, report.line), (paywall_auth_status::TraceInvalid, 1));
+    assert!(
+        text(&report.what).starts_with("trace line 1:"),
+        "{}",
+        text(&report.what)
+    );
+    let v2 = trace.replacen(r#""paywall_auth_trace":1"#, r#""paywall_auth_trace":2"#, 1);
+    let (s, report) = replay_c(v2.as_bytes());
+    assert_eq!(s, paywall_auth_status::TraceInvalid);
+    assert!(
+        text(&report.what).contains("version 2"),
+        "{}",
+        text(&report.what)
+    );
+    let bad = format!("{}{{\"now\":1}}\n", lines[0]);
+    let (s, report) = replay_c(bad.as_bytes());
+    assert_eq!((s, report.line), (paywall_auth_status::TraceInvalid, 2));
+
+    // Every truncation and many byte changes of a real trace: a code, no
+    // panic (this test runs with unwinding panics, which would fail it).
+    let original = trace.as_bytes();
+    let mut seen = [0usize; 3];
+    for cut in (0..original.len()).step_by(7) {
+        let (s, _) = replay_c(&original[..cut]);
+        assert!(
+            matches!(
+                s,
+                paywall_auth_status::Ok
+                    | paywall_auth_status::TraceDiverged
+                    | paywall_auth_status::TraceInvalid
+            ),
+            "cut at {cut}: {s:?}"
+        );
+    }
+    for (i, at) in (0..original.len()).step_by(5).enumerate() {
+        let mut mutated = original.to_vec();
+        mutated[at] = [b'"', b'0', b'}', b'\n', 0xc3, b'x'][i % 6];
+        let (s, _) = replay_c(&mutated);
+        match s {
+            paywall_auth_status::Ok => seen[0] += 1,
+            paywall_auth_status::TraceDiverged => seen[1] += 1,
+            paywall_auth_status::TraceInvalid => seen[2] += 1,
+            s => panic!("byte {at}: {s:?}"),
+        }
+    }
+    assert!(
+        seen[1] > 0 && seen[2] > 0,
+        "both failures exercised: {seen:?}"
+    );
 }

@@ -3,7 +3,9 @@
 //! emulator, phase by phase (each phase a new process, so a new machine
 //! over the same record files): once as is, once under AddressSanitizer and
 //! UndefinedBehaviorSanitizer. Between phases the test checks the files
-//! and the emulator's view of the wire.
+//! and the emulator's view of the wire, and the trace each phase recorded
+//! through its C sink (docs/protocol.md §14): header first, it replays, and
+//! it holds none of the refresh tokens of the record files.
 
 // A test: a missing key or record is a failure, and panicking says which.
 #![allow(clippy::indexing_slicing)]
@@ -143,6 +145,66 @@ fn anon_token(dir: &Path) -> String {
         .to_owned()
 }
 
+/// The refresh tokens in the record files: the session record's and the
+/// guest record's.
+fn stored_tokens(dir: &Path) -> Vec<String> {
+    let mut tokens = Vec::new();
+    if let Some(session) = record(dir, "auth-v1") {
+        let v: serde_json::Value = serde_json::from_str(&session).expect("session record is JSON");
+        let token = v["refresh_token"]
+            .as_str()
+            .expect("a refresh token in the session record");
+        tokens.push(token.to_owned());
+    }
+    if record(dir, "anon-rt-v1").is_some() {
+        tokens.push(anon_token(dir));
+    }
+    assert!(
+        tokens.iter().all(|t| t.len() >= 16),
+        "real tokens: {tokens:?}"
+    );
+    tokens
+}
+
+/// One phase that records a trace: besides [`phase`]'s checks, the trace
+/// the C sink wrote to `DIR/trace-NAME.jsonl` starts with its header,
+/// replays through a fresh machine (as the C side found with
+/// `paywall_auth_trace_replay`), and holds none of the refresh tokens the
+/// record files held before or after the phase (redacted by default).
+/// Returns the phase's values and the trace.
+fn traced_phase(
+    run: Runner<'_>,
+    port: u16,
+    dir: &Path,
+    name: &str,
+) -> (BTreeMap<String, String>, String) {
+    let mut secrets = stored_tokens(dir);
+    let out = phase(run, port, dir, name);
+    secrets.extend(stored_tokens(dir));
+    let path = dir.join(format!("trace-{name}.jsonl"));
+    assert_eq!(out["trace"], path.display().to_string());
+    let trace = std::fs::read_to_string(&path).expect("the trace file exists");
+    let first = trace.lines().next().expect("a first line");
+    let header = paywall_auth::trace::read_header(first).expect("the first line is the header");
+    assert_eq!(header.config.paywall_id, PID);
+    assert!(!header.secrets, "redacted by default");
+    let replayed = paywall_auth::trace::replay(&trace)
+        .unwrap_or_else(|e| panic!("trace of phase {name} does not replay: {e}"));
+    assert_eq!(replayed.inputs.to_string(), out["trace_inputs"]);
+    assert_eq!(
+        trace.lines().count(),
+        replayed.inputs + 1,
+        "one line per input"
+    );
+    for token in &secrets {
+        assert!(
+            !trace.contains(token.as_str()),
+            "phase {name}: the trace holds the refresh token {token}"
+        );
+    }
+    (out, trace)
+}
+
 /// The whole lifecycle with `exe`, against a fresh emulator.
 fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
     let emulator = rt
@@ -158,7 +220,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
     let dir = tmp.as_path();
 
     // Fresh guest.
-    let fresh = phase(exe, port, dir, "fresh");
+    let (fresh, _) = traced_phase(exe, port, dir, "fresh");
     let guest = fresh["user"].clone();
     assert_eq!(fresh["initial"], "", "no session before the first sign-in");
     assert_eq!(emulator.anonymous_users_created(), 1);
@@ -190,8 +252,13 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
 
     // Restart: the same guest, and a refresh rotates its token.
     emulator.clear_log();
-    let restart = phase(exe, port, dir, "restart");
+    let (restart, trace) = traced_phase(exe, port, dir, "restart");
     assert_eq!(restart["initial"], guest, "restored from the files");
+    // The trace saw the restored records and the rotation (so the tokens
+    // it does not hold were there to redact).
+    assert!(trace.contains(r#""kind":"restored","session":"#), "{trace}");
+    assert!(trace.contains(&format!("/api/v1/paywall/{PID}/auth/refresh")));
+    assert!(trace.contains(&format!(r#""user_id":"{guest}""#)));
     assert_eq!(restart["user"], guest);
     let t1 = anon_token(dir);
     assert_ne!(t1, t0, "the stored token rotated");
@@ -211,7 +278,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
 
     // Soft sign-out, then sign-in resumes the same guest.
     emulator.clear_log();
-    let soft = phase(exe, port, dir, "soft");
+    let (soft, _) = traced_phase(exe, port, dir, "soft");
     assert_eq!(soft["user"], guest);
     assert_eq!(emulator.count(Route::Refresh), 1);
     assert_eq!(emulator.count(Route::SignOut), 0);
@@ -219,7 +286,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
 
     // Hard sign-out revokes; sign-in makes a new guest.
     emulator.clear_log();
-    let hard = phase(exe, port, dir, "hard");
+    let (hard, _) = traced_phase(exe, port, dir, "hard");
     let second = hard["user"].clone();
     assert_ne!(second, guest);
     assert_eq!(emulator.anonymous_users_created(), 2);
@@ -238,7 +305,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
 
     // Parallel sign-ins collapse into one request and one command id.
     emulator.clear_log();
-    let parallel = phase(exe, port, dir, "parallel");
+    let (parallel, _) = traced_phase(exe, port, dir, "parallel");
     let (a, b) = parallel["command_ids"].split_once(',').expect("two ids");
     assert_eq!(a, b);
     assert_eq!(emulator.count(Route::AnonymousSignIn), 1);
@@ -247,7 +314,12 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
 
     // Upgrade: updated.
     emulator.clear_log();
-    let upgrade = phase(exe, port, dir, "upgrade");
+    let (upgrade, trace) = traced_phase(exe, port, dir, "upgrade");
+    assert!(trace.contains("guest@example.com"));
+    assert!(
+        !trace.contains("correct horse battery"),
+        "the password is redacted"
+    );
     assert_eq!(upgrade["outcome"], "updated");
     assert_eq!(upgrade["user"], third, "same user id after the upgrade");
     let up = &emulator.requests()[0];
@@ -273,7 +345,7 @@ fn lifecycle(rt: &tokio::runtime::Runtime, exe: Runner<'_>, tag: &str) {
     // Upgrade: confirmation required, when the backend asks for it.
     emulator.set_confirm_email(true);
     emulator.clear_log();
-    let confirm = phase(exe, port, dir, "confirm");
+    let (confirm, _) = traced_phase(exe, port, dir, "confirm");
     assert_eq!(confirm["outcome"], "confirmation_required");
     let pending = emulator.user(&confirm["user"]).expect("forced guest");
     assert_eq!(
@@ -373,5 +445,72 @@ fn readme_quick_start_compiles_and_signs_in() {
     assert_eq!(stdout.trim(), format!("guest {}", users[0].id));
     assert_eq!(emulator.count(Route::AnonymousSignIn), 1);
     rt.block_on(emulator.shutdown());
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The C block of the README's "Traces" section compiles as shown, records
+/// a trace into a `FILE*`, and replays it (and reports a cut copy).
+#[test]
+fn readme_traces_snippet_records_and_replays() {
+    if !have_cc() {
+        println!(
+            "skipping the README traces snippet: no C compiler (`{}`) found",
+            cc()
+        );
+        return;
+    }
+    let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("README");
+    let section = readme.find("\n## Traces\n").expect("a Traces section");
+    let start = section + readme[section..].find("```c\n").expect("a C block in it") + 5;
+    let len = readme[start..].find("```").expect("the block ends");
+    let main = r#"
+int main(void) {
+    _Alignas(PAYWALL_AUTH_MAX_ALIGN) static uint8_t mem[PAYWALL_AUTH_MACHINE_STORAGE];
+    paywall_auth_config cfg;
+    paywall_auth_config_default(&cfg, (const uint8_t *)"pw_demo", 7);
+    if (paywall_auth_machine_init(mem, sizeof mem, &cfg) != PAYWALL_AUTH_STATUS_OK) return 10;
+    paywall_auth_machine *m = (paywall_auth_machine *)mem;
+    FILE *f = tmpfile();
+    if (!f || !start_trace(m, f)) return 11;
+    paywall_auth_bytes none = {NULL, 0};
+    paywall_auth_output out;
+    if (paywall_auth_machine_handle_restored(m, 1000, none, none, none)) return 12;
+    while (paywall_auth_machine_poll_output(m, &out) == PAYWALL_AUTH_STATUS_OK) {}
+    paywall_auth_command c = {.kind = PAYWALL_AUTH_COMMAND_KIND_ACCESS_TOKEN};
+    if (paywall_auth_machine_handle_command(m, 2000, &c, NULL)) return 13;
+    while (paywall_auth_machine_poll_output(m, &out) == PAYWALL_AUTH_STATUS_OK) {}
+    paywall_auth_machine_deinit(m);
+    static uint8_t buf[65536];
+    rewind(f);
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    if (!check_trace(buf, n)) return 14;
+    if (check_trace(buf, n - 2)) return 15;
+    printf("%zu\n", n);
+    return 0;
+}
+"#;
+    let out = std::env::temp_dir().join(format!("paywall-auth-ffi-tr-{}", std::process::id()));
+    std::fs::create_dir_all(&out).expect("build dir");
+    let source = out.join("traces.c");
+    std::fs::write(&source, format!("{}{main}", &readme[start..start + len]))
+        .expect("write the snippet");
+    let exe = build(&source, &out, "traces", true);
+    let run = Command::new(&exe).output().expect("run the snippet");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "snippet failed ({}): {stdout}{stderr}",
+        run.status
+    );
+    assert!(
+        stdout.trim().parse::<usize>().is_ok_and(|n| n > 200),
+        "{stdout}"
+    );
+    assert!(
+        stderr.starts_with("not a trace this build reads (see the report) (line 3): trace line 3:"),
+        "the cut copy is reported at its last line: {stderr}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

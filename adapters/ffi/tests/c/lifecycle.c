@@ -11,6 +11,11 @@
  * sends (method, path, headers, body) and what it stores, and prints
  * `key=value` lines that the Rust test compares across phases and with the
  * emulator's view.
+ *
+ * Every phase records a trace of its machine (docs/protocol.md §14) through
+ * a sink that appends each line to DIR/trace-PHASE.jsonl, and at the end
+ * replays the file with paywall_auth_trace_replay, which must find the
+ * machine identical; the Rust test reads the file too.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
@@ -78,6 +83,10 @@ struct host {
     char event_user[96]; /* user of the last auth change, "" for none */
     int sent;            /* requests sent by this process */
     char routes[512];    /* "signin,refresh,..." in order */
+    const char *phase;
+    char trace_path[512];
+    FILE *trace;         /* the recording's sink writes here */
+    size_t trace_lines;  /* lines the sink got */
 };
 
 static uint64_t now_ms(void) {
@@ -142,6 +151,62 @@ static uint8_t *read_file(const char *path, size_t *len) {
     *len = fread(buf, 1, 16384, f);
     fclose(f);
     return buf;
+}
+
+/* ---- traces --------------------------------------------------------------- */
+
+/* The sink: each finished line (JSON, with its newline), header first. */
+static void trace_sink(void *user, const uint8_t *line, size_t len) {
+    struct host *h = user;
+    CHECK(len > 0 && line[len - 1] == '\n' && memchr(line, '\n', len) == line + len - 1,
+          "one line per call");
+    static const char header[] = "{\"paywall_auth_trace\":1,";
+    CHECK(h->trace_lines > 0 ||
+              (len > strlen(header) && memcmp(line, header, strlen(header)) == 0),
+          "the header comes first: %.*s", (int)len, (const char *)line);
+    CHECK(fwrite(line, 1, len, h->trace) == len, "trace write");
+    h->trace_lines++;
+}
+
+/* Reads a whole file of any size into a malloc'd buffer. */
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL, "open %s", path);
+    CHECK(fseek(f, 0, SEEK_END) == 0, "seek");
+    long size = ftell(f);
+    CHECK(size >= 0 && fseek(f, 0, SEEK_SET) == 0, "size");
+    uint8_t *buf = malloc((size_t)size + 1);
+    CHECK(buf != NULL, "out of memory");
+    *len = fread(buf, 1, (size_t)size, f);
+    CHECK(*len == (size_t)size, "read %s", path);
+    fclose(f);
+    return buf;
+}
+
+/* Replays the finished trace file: the machine must be identical. */
+static void replay_trace(struct host *h) {
+    size_t len = 0;
+    uint8_t *trace = slurp(h->trace_path, &len);
+    paywall_auth_replay_report *report = malloc(sizeof *report);
+    CHECK(report != NULL, "out of memory");
+    paywall_auth_status s = paywall_auth_trace_replay(trace, len, report);
+    CHECK(s == PAYWALL_AUTH_STATUS_OK,
+          "replay -> %d (%s) at line %zu: %s\n  input:    %s\n  expected: %s\n  actual:   %s",
+          (int)s, paywall_auth_status_str(s), report->line, report->what, report->input,
+          report->expected, report->actual);
+    CHECK(report->inputs + 1 == h->trace_lines, "%zu inputs replayed, %zu lines recorded",
+          report->inputs, h->trace_lines);
+    size_t inputs = report->inputs;
+    /* Misuse and garbage get codes. */
+    CHECK(paywall_auth_trace_replay(NULL, 1, report) == PAYWALL_AUTH_STATUS_NULL_POINTER,
+          "NULL trace");
+    /* Cut inside its last line ("...}\n" loses "}\n"): invalid, there. */
+    s = paywall_auth_trace_replay(trace, len - 2, report);
+    CHECK(s == PAYWALL_AUTH_STATUS_TRACE_INVALID && report->line == h->trace_lines,
+          "cut trace -> %d at line %zu: %s", (int)s, report->line, report->what);
+    printf("trace=%s\ntrace_inputs=%zu\n", h->trace_path, inputs);
+    free(report);
+    free(trace);
 }
 
 /* ---- the drive loop ------------------------------------------------------ */
@@ -381,6 +446,16 @@ static void start(struct host *h) {
     OK(paywall_auth_machine_init(mem, size, &cfg));
     h->m = (paywall_auth_machine *)mem;
 
+    /* Record from the start, so the trace replays from a fresh machine. */
+    CHECK(paywall_auth_machine_record_trace(NULL, 0, trace_sink, h) ==
+              PAYWALL_AUTH_STATUS_NULL_POINTER,
+          "NULL handle refused");
+    snprintf(h->trace_path, sizeof h->trace_path, "%s/trace-%s.jsonl", h->dir, h->phase);
+    h->trace = fopen(h->trace_path, "wb");
+    CHECK(h->trace != NULL, "open %s", h->trace_path);
+    OK(paywall_auth_machine_record_trace(h->m, 0, trace_sink, h));
+    CHECK(h->trace_lines == 1, "the header is written at once");
+
     char key[160], path[512];
     size_t slen = 0, alen = 0;
     snprintf(key, sizeof key, "pw-%s-auth-v1", h->pid);
@@ -409,7 +484,11 @@ static void start(struct host *h) {
 }
 
 static void stop(struct host *h) {
+    /* deinit frees the recorder (ASan's leak check would see it). */
     OK(paywall_auth_machine_deinit(h->m));
+    CHECK(fclose(h->trace) == 0, "close the trace");
+    h->trace = NULL;
+    replay_trace(h);
     CHECK(paywall_auth_machine_handle_timeout(h->m, now_ms()) ==
               PAYWALL_AUTH_STATUS_NOT_INITIALIZED,
           "deinit handle refused");
@@ -428,6 +507,7 @@ int main(int argc, char **argv) {
     h->pid = argv[2];
     h->dir = argv[3];
     const char *phase = argv[4];
+    h->phase = phase;
     setvbuf(stdout, NULL, _IOLBF, 0);
     start(h);
 

@@ -18,6 +18,7 @@ use panic_halt as _;
 
 use defmt::{error, info, warn};
 use embassy_executor::Spawner;
+use embassy_net::Stack;
 use paywall_auth_embassy::paywall_auth::SignInOptions;
 use paywall_auth_embassy::{AuthClient, Remote, TcpConnector, TlsConnector, TlsFailure, Trust};
 use paywall_auth_embassy_firmware::{app, board, net};
@@ -45,15 +46,7 @@ async fn main(spawner: Spawner) {
     info!("boot: warm reset {=bool}", board.warm_reset);
     let stack = net::up(spawner, board.net, board.seed).await;
 
-    let client = CLIENT.init_with(|| {
-        let tcp = TcpConnector::new(stack, Remote::Ip((net::API_ADDR, API_PORT).into()), "");
-        let trust = Trust::pinned_cas(&CAS);
-        let tls = match Tls::new(tcp, API_ORIGIN, trust, BoardRng(board.seed)) {
-            Ok(tls) => tls,
-            Err(e) => defmt::panic!("bad origin: {=str}", e.as_str()),
-        };
-        app::new_client(tls, board.flash, &EVENTS)
-    });
+    let client = client(stack, board.flash, board.seed);
     match wall_clock_ms() {
         Some(now) => client.set_unix_time(now),
         None => warn!("no wall clock: certificates cannot be checked until set_unix_time"),
@@ -71,6 +64,22 @@ async fn main(spawner: Spawner) {
     }
 
     app::serve(client, &EVENTS).await
+}
+
+/// The client, built in its static. Not inlined: the temporaries of the
+/// build (the TLS buffers, ~38 KiB measured under QEMU) would otherwise be
+/// part of the main task's stack frame for as long as it runs.
+#[inline(never)]
+fn client(stack: Stack<'static>, flash: board::RetainedFlash, seed: u64) -> &'static mut Client {
+    CLIENT.init_with(|| {
+        let tcp = TcpConnector::new(stack, Remote::Ip((net::API_ADDR, API_PORT).into()), "");
+        let trust = Trust::pinned_cas(&CAS);
+        let tls = match Tls::new(tcp, API_ORIGIN, trust, BoardRng(seed)) {
+            Ok(tls) => tls,
+            Err(e) => defmt::panic!("bad origin: {=str}", e.as_str()),
+        };
+        app::new_client(tls, flash, &EVENTS)
+    })
 }
 
 /// The wall clock (ms since the Unix epoch): read the RTC or ask SNTP.

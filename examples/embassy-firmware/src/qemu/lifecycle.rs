@@ -177,16 +177,7 @@ async fn sign_in<C: Connect + Diagnose>(client: &mut Client<C>) -> bool {
 
 /// A sign-in that must be refused by the connector before any request.
 async fn refused<C: Connect + Diagnose>(client: &mut Client<C>) -> bool {
-    match client.sign_in_anonymously(SignInOptions::default()).await {
-        Ok(session) => {
-            print_user(session);
-            false
-        }
-        Err(e) => {
-            print_error("sign-in", e.code(), client.connector());
-            client.connector().refusal().is_some()
-        }
-    }
+    !sign_in(client).await && client.connector().refusal().is_some()
 }
 
 async fn refresh<C: Connect + Diagnose>(client: &mut Client<C>) -> bool {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Embedded for real:
 # 1. the embassy firmware runs end to end under QEMU (mps2-an386) against
-#    the emulator, one boot per lifecycle step, flash kept in a file
-#    (examples/embassy-firmware/qemu-test.sh);
+#    the emulator, one boot per lifecycle step, flash kept in a file, twice:
+#    over plain HTTP (bin `qemu`) and over TLS 1.3 with certificate
+#    verification on (bin `qemu-tls`, profile `release-tls`, whose
+#    dependencies 31-embassy-features.sh built already)
+#    (examples/embassy-firmware/qemu-test.sh; fails if any step fails);
 # 2. the real-board example (NUCLEO-F429ZI, embassy-stm32 Ethernet, chip
 #    flash) builds from its own lockfile, and its size is printed.
 # Wall time on this machine: 1 min 22 s with the dependencies built (the

@@ -7,8 +7,8 @@
 //!   clear bits, 4-byte words, 4 KiB pages) over 16 KiB of RAM outside the
 //!   linker's RAM region, so the stored session survives a warm reset.
 //!   Replace with the HAL's async flash driver and a flash range.
-//! - The SysTick time driver for embassy-time is the library's
-//!   (`paywall_auth_embassy_firmware::time`), shared with the QEMU board.
+//! - The SysTick time driver for embassy-time is [`crate::time`], shared
+//!   with the QEMU board; the TCP/IP stack on [`NetDriver`] is [`crate::net`].
 
 use core::task::Context;
 
@@ -16,7 +16,7 @@ use embassy_net_driver::{Capabilities, HardwareAddress, LinkState};
 use embedded_storage_async::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
 
 /// Bytes of the placeholder flash: exactly the session store.
-pub const FLASH_SIZE: u32 = paywall_auth_embassy_firmware::app::STORE_SIZE;
+pub const FLASH_SIZE: u32 = crate::app::STORE_SIZE;
 const PAGE: usize = 4096;
 /// Where the placeholder flash lives: right after the linker's RAM (see
 /// layouts/board.x), followed by one word that marks it as initialised.
@@ -26,6 +26,7 @@ const MAGIC: u32 = 0x5041_5957; // "PAYW"
 /// Core clock after reset (STM32F4 HSI); SysTick ticks at 1 kHz from it.
 const CORE_HZ: u32 = 16_000_000;
 
+/// The board's parts, from [`init`].
 pub struct Board {
     pub net: NetDriver,
     pub flash: RetainedFlash,
@@ -36,11 +37,12 @@ pub struct Board {
     pub warm_reset: bool,
 }
 
+/// Starts SysTick and opens the retained flash. Call once.
 pub fn init() -> Board {
     let Some(peripherals) = cortex_m::Peripherals::take() else {
         defmt::panic!("board::init runs once");
     };
-    paywall_auth_embassy_firmware::time::init(peripherals.SYST, CORE_HZ);
+    crate::time::init(peripherals.SYST, CORE_HZ);
 
     // SAFETY: the region is outside every section the linker places
     // (layouts/board.x ends RAM below it), this is the only reference ever made
@@ -72,6 +74,7 @@ pub fn init() -> Board {
 /// A link that is up and loses everything.
 pub struct NetDriver;
 
+/// The one frame buffer of [`NetDriver`]: empty on receive, dropped on send.
 pub struct Frame;
 
 impl embassy_net_driver::RxToken for Frame {

@@ -1,8 +1,14 @@
-//! `qemu-runner --firmware ELF`: boots the embassy firmware under
+//! `qemu-runner --firmware ELF [--tls]`: boots the embassy firmware under
 //! `qemu-system-arm -M mps2-an386` once per lifecycle step, with its UART
 //! bridged to an in-process emulator and its flash in one file kept across
 //! the boots, and checks every step on the emulator's own records (users,
 //! sessions, request log), not only on what the firmware prints.
+//!
+//! With `--tls` (firmware `qemu-tls`) the emulator serves HTTPS with a CA
+//! and a leaf for `localhost` generated for this run; the runner writes the
+//! CA (DER) to the work directory for the firmware to pin and passes the
+//! host's `/dev/urandom` as its entropy. Two steps first check that the
+//! firmware refuses the server when given another CA, or another host name.
 //!
 //! Prints one line per step and `qemu: N/N steps ok`; exits non-zero when a
 //! step failed. Run by `examples/embassy-firmware/qemu-test.sh`.
@@ -16,7 +22,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use paywall_auth_emulator::{Emulator, EmulatorConfig, Route};
+use paywall_auth_emulator::{Emulator, EmulatorConfig, Route, TlsOptions};
 
 /// Bytes of the flash file: the firmware's session store (four 4 KiB pages).
 const FLASH_SIZE: u64 = 16 * 1024;
@@ -27,6 +33,7 @@ struct Options {
     machine: String,
     timeout: Duration,
     work: PathBuf,
+    tls: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -36,6 +43,7 @@ fn parse_args() -> Result<Options, String> {
         machine: "mps2-an386".to_owned(),
         timeout: Duration::from_secs(60),
         work: std::env::temp_dir().join("paywall-auth-qemu"),
+        tls: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -45,6 +53,7 @@ fn parse_args() -> Result<Options, String> {
             "--qemu" => options.qemu = value()?,
             "--machine" => options.machine = value()?,
             "--work-dir" => options.work = PathBuf::from(value()?),
+            "--tls" => options.tls = true,
             "--timeout-secs" => {
                 let secs = value()?;
                 let secs = secs
@@ -56,7 +65,7 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     if options.firmware.as_os_str().is_empty() {
-        return Err("usage: qemu-runner --firmware ELF [--qemu BIN] [--machine NAME] [--timeout-secs N] [--work-dir DIR]".to_owned());
+        return Err("usage: qemu-runner --firmware ELF [--tls] [--qemu BIN] [--machine NAME] [--timeout-secs N] [--work-dir DIR]".to_owned());
     }
     Ok(options)
 }
@@ -68,6 +77,8 @@ struct Boot {
     restored: Option<String>,
     user: Option<String>,
     stack: Option<(u64, u64)>,
+    /// The slowest connect the firmware timed (TLS: handshake included).
+    slowest_connect_ms: Option<u64>,
     output: String,
     connections: u32,
     elapsed: Duration,
@@ -123,8 +134,9 @@ fn accept_until(
     }
 }
 
-/// Boots the firmware once for `step`, bridging its UART to `api`.
-fn boot(options: &Options, step: &str, flash: &Path, api: SocketAddr) -> Result<Boot, String> {
+/// Boots the firmware once with `args` (its command line), bridging its
+/// UART to `api`.
+fn boot(options: &Options, args: &[String], api: SocketAddr) -> Result<Boot, String> {
     let started = Instant::now();
     let deadline = started + options.timeout;
     let listener =
@@ -133,10 +145,14 @@ fn boot(options: &Options, step: &str, flash: &Path, api: SocketAddr) -> Result<
         .local_addr()
         .map_err(|e| format!("serial listener: {e}"))?
         .port();
-    let semihosting = format!(
-        "enable=on,target=native,arg=qemu,arg={step},arg={},arg={api}",
-        flash.display()
-    );
+    let mut semihosting = "enable=on,target=native".to_owned();
+    for arg in args {
+        if arg.contains([',', ' ']) {
+            return Err(format!("firmware argument with a comma or space: {arg}"));
+        }
+        semihosting.push_str(",arg=");
+        semihosting.push_str(arg);
+    }
     let mut child = Command::new(&options.qemu)
         .args([
             "-machine",
@@ -206,42 +222,89 @@ fn boot(options: &Options, step: &str, flash: &Path, api: SocketAddr) -> Result<
         let (used, size) = rest.split_once(" of ")?;
         Some((used.parse().ok()?, size.parse().ok()?))
     });
+    boot.slowest_connect_ms = boot.value("connects").and_then(|rest| {
+        let (_, ms) = rest.split_once(" slowest ")?;
+        ms.strip_suffix(" ms")?.parse().ok()
+    });
     Ok(boot)
+}
+
+/// What the TLS firmware is told to trust for a step.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// The emulator's CA and host name: the handshake must succeed.
+    Emulator,
+    /// A CA from another emulator: the chain must be refused.
+    OtherCa,
+    /// The emulator's CA, but an origin with a host the certificate does
+    /// not name: the name must be refused.
+    OtherHost,
 }
 
 /// What a step expects of the firmware and of the emulator.
 struct Step {
     name: &'static str,
-    /// The firmware command (`fresh`, `resume`, `soft`, `hard`).
+    /// The firmware command (`fresh`, `resume`, `soft`, `hard`, `refused`).
     command: &'static str,
     what: &'static str,
+    trust: Trust,
+    /// For `refused`: the `CertificateError` the firmware must report.
+    refusal: Option<&'static str>,
 }
+
+/// Steps of the TLS run before the lifecycle: verification is on.
+const TLS_REFUSALS: [Step; 2] = [
+    Step {
+        name: "other-ca",
+        command: "refused",
+        what: "TLS, another CA pinned: server refused",
+        trust: Trust::OtherCa,
+        refusal: Some("UntrustedChain"),
+    },
+    Step {
+        name: "other-host",
+        command: "refused",
+        what: "TLS, another host name: server refused",
+        trust: Trust::OtherHost,
+        refusal: Some("HostnameMismatch"),
+    },
+];
 
 const STEPS: [Step; 5] = [
     Step {
         name: "fresh",
         command: "fresh",
         what: "new flash: a new anonymous guest",
+        trust: Trust::Emulator,
+        refusal: None,
     },
     Step {
         name: "reboot",
         command: "resume",
         what: "reboot, flash kept: the same guest, refreshed",
+        trust: Trust::Emulator,
+        refusal: None,
     },
     Step {
         name: "soft-sign-out",
         command: "soft",
         what: "soft sign-out, sign in: the same guest resumed",
+        trust: Trust::Emulator,
+        refusal: None,
     },
     Step {
         name: "hard-sign-out",
         command: "hard",
         what: "hard sign-out, sign in: a new guest",
+        trust: Trust::Emulator,
+        refusal: None,
     },
     Step {
         name: "reboot-again",
         command: "resume",
         what: "reboot: the new guest, refreshed",
+        trust: Trust::Emulator,
+        refusal: None,
     },
 ];
 
@@ -279,9 +342,12 @@ fn check(
     if !boot.exit_ok {
         return Err("the firmware reported a failure".to_owned());
     }
-    let user = boot.user.clone().ok_or("the firmware printed no user")?;
     let requests = new_requests(emulator, log_before);
     let created = emulator.anonymous_users_created();
+    if let Some(expected) = step.refusal {
+        return check_refused(boot, expected, &requests, created, flash);
+    }
+    let user = boot.user.clone().ok_or("the firmware printed no user")?;
     let known = emulator.users().into_iter().find(|u| u.id == user);
     let Some(known) = known else {
         return Err(format!("user {user} is not on the emulator"));
@@ -385,6 +451,111 @@ fn check(
     ))
 }
 
+/// A `refused` step: the firmware reached the server (a connection was
+/// bridged), refused it for `expected`, and sent no request; nothing was
+/// created or stored.
+fn check_refused(
+    boot: &Boot,
+    expected: &str,
+    requests: &[(Option<Route>, Option<u16>)],
+    created: u64,
+    flash: &Path,
+) -> Result<String, String> {
+    let refused = boot.value("refused");
+    if refused.as_deref() != Some(expected) {
+        return Err(format!("expected refusal {expected}, got {refused:?}"));
+    }
+    if boot.connections == 0 {
+        return Err("no connection reached the emulator".to_owned());
+    }
+    if !requests.is_empty() || created != 0 {
+        return Err(format!(
+            "a refused server got requests: {requests:?} ({created} users created)"
+        ));
+    }
+    let bytes = std::fs::read(flash).map_err(|e| format!("flash file: {e}"))?;
+    if bytes.iter().any(|&b| b != 0xFF) {
+        return Err("the flash was written by a refused sign-in".to_owned());
+    }
+    Ok(format!(
+        "refused: {expected}, no request, {} ms",
+        boot.elapsed.as_millis()
+    ))
+}
+
+/// What the TLS firmware needs to trust the emulator, and what it must not
+/// trust.
+struct TlsFiles {
+    /// `https://localhost:PORT`.
+    origin: String,
+    /// The same port, a host the certificate does not name.
+    other_origin: String,
+    ca: PathBuf,
+    other_ca: PathBuf,
+}
+
+/// Writes the emulator's CA and another emulator's CA (DER) to `work`.
+fn tls_files(
+    runtime: &tokio::runtime::Runtime,
+    emulator: &Emulator,
+    work: &Path,
+) -> Result<TlsFiles, String> {
+    let identity = emulator
+        .tls_identity()
+        .ok_or("the emulator serves no TLS")?;
+    let other = runtime
+        .block_on(Emulator::start_tls(
+            EmulatorConfig::default(),
+            TlsOptions::for_host("localhost"),
+        ))
+        .map_err(|e| format!("second emulator: {e}"))?;
+    let other_ca_der = other
+        .tls_identity()
+        .map(|i| i.ca_der.clone())
+        .ok_or("the second emulator serves no TLS")?;
+    runtime.block_on(other.shutdown());
+    let ca = work.join("ca.der");
+    let other_ca = work.join("other-ca.der");
+    std::fs::write(&ca, &identity.ca_der).map_err(|e| format!("{}: {e}", ca.display()))?;
+    std::fs::write(&other_ca, other_ca_der).map_err(|e| format!("{}: {e}", other_ca.display()))?;
+    let port = emulator.addr().port();
+    Ok(TlsFiles {
+        origin: emulator.origin(),
+        other_origin: format!("https://other-host.invalid:{port}"),
+        ca,
+        other_ca,
+    })
+}
+
+/// The firmware's command line for `step`.
+fn firmware_args(
+    step: &Step,
+    flash: &Path,
+    api: SocketAddr,
+    tls: Option<&TlsFiles>,
+) -> Vec<String> {
+    let flash = flash.display().to_string();
+    match tls {
+        None => vec!["qemu".into(), step.command.into(), flash, api.to_string()],
+        Some(files) => {
+            let (origin, ca) = match step.trust {
+                Trust::Emulator => (&files.origin, &files.ca),
+                Trust::OtherCa => (&files.origin, &files.other_ca),
+                Trust::OtherHost => (&files.other_origin, &files.ca),
+            };
+            vec![
+                "qemu-tls".into(),
+                step.command.into(),
+                flash,
+                origin.clone(),
+                ca.display().to_string(),
+                // TEST ONLY: the emulated board has no TRNG.
+                "/dev/urandom".into(),
+            ]
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(options) => options,
@@ -404,7 +575,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let emulator = match runtime.block_on(Emulator::start(EmulatorConfig::default())) {
+    let started = if options.tls {
+        runtime.block_on(Emulator::start_tls(
+            EmulatorConfig::default(),
+            TlsOptions::for_host("localhost"),
+        ))
+    } else {
+        runtime.block_on(Emulator::start(EmulatorConfig::default()))
+    };
+    let emulator = match started {
         Ok(emulator) => emulator,
         Err(e) => {
             eprintln!("qemu-runner: emulator: {e}");
@@ -417,6 +596,22 @@ fn main() -> ExitCode {
     }
     let flash = options.work.join("flash.bin");
     let _ = std::fs::remove_file(&flash);
+    let tls = if options.tls {
+        match tls_files(&runtime, &emulator, &options.work) {
+            Ok(files) => Some(files),
+            Err(e) => {
+                eprintln!("qemu-runner: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let steps: Vec<&Step> = if options.tls {
+        TLS_REFUSALS.iter().chain(&STEPS).collect()
+    } else {
+        STEPS.iter().collect()
+    };
     println!(
         "qemu: {} on {}, emulator at {}, flash file {}",
         options.firmware.display(),
@@ -431,20 +626,37 @@ fn main() -> ExitCode {
     };
     let mut passed = 0;
     let mut stack_max = None::<(u64, u64)>;
-    for (n, step) in STEPS.iter().enumerate() {
+    let mut connect_max = None::<u64>;
+    for (n, step) in steps.iter().enumerate() {
         let log_before = emulator.requests().last().map_or(0, |r| r.seq);
-        let result = boot(&options, step.command, &flash, emulator.addr()).and_then(|boot| {
+        let args = firmware_args(step, &flash, emulator.addr(), tls.as_ref());
+        let result = boot(&options, &args, emulator.addr()).and_then(|boot| {
             if let Some((used, size)) = boot.stack {
                 stack_max = Some(stack_max.map_or((used, size), |(max, _)| (max.max(used), size)));
+            }
+            if step.refusal.is_none() {
+                connect_max = connect_max.max(boot.slowest_connect_ms);
             }
             check(step, &boot, &emulator, log_before, &flash, &mut ids)
                 .map(|detail| {
                     let stack = boot
                         .stack
                         .map_or("stack ?".to_owned(), |(used, _)| format!("stack {used} B"));
-                    format!("{detail}, {} connection(s), {stack}", boot.connections)
+                    let connect = boot
+                        .slowest_connect_ms
+                        .map_or("connect ?".to_owned(), |ms| format!("connect <= {ms} ms"));
+                    format!(
+                        "{detail}, {} connection(s), {connect}, {stack}",
+                        boot.connections
+                    )
                 })
-                .map_err(|e| format!("{e}\n--- firmware output ---\n{}", boot.output.trim_end()))
+                .map_err(|e| {
+                    format!(
+                        "{e} ({} connection(s) bridged)\n--- firmware output ---\n{}",
+                        boot.connections,
+                        boot.output.trim_end()
+                    )
+                })
         });
         match result {
             Ok(detail) => {
@@ -472,9 +684,17 @@ fn main() -> ExitCode {
             "qemu: stack high-water mark {used} of {size} bytes (painted stack, deepest step)"
         );
     }
-    println!("qemu: {passed}/{} steps ok", STEPS.len());
+    if let Some(ms) = connect_max {
+        let what = if options.tls {
+            "UART open, TCP connect and TLS 1.3 handshake with certificate checks"
+        } else {
+            "UART open and TCP connect"
+        };
+        println!("qemu: slowest connect {ms} ms ({what}, lifecycle steps)");
+    }
+    println!("qemu: {passed}/{} steps ok", steps.len());
     runtime.block_on(emulator.shutdown());
-    if passed == STEPS.len() {
+    if passed == steps.len() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -12,30 +12,21 @@
 #![no_std]
 #![no_main]
 
-#[path = "../board.rs"]
-mod board;
-
 use cortex_m as _;
 use defmt_rtt as _;
 use panic_halt as _;
 
 use defmt::{error, info, warn};
 use embassy_executor::Spawner;
-use embassy_futures::select::{Either, select};
-use embassy_net::{Ipv4Address, Ipv4Cidr, Stack, StackResources, StaticConfigV4};
-use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
-use paywall_auth_embassy::paywall_auth::{Config, SignInOptions, StoreFormat};
-use paywall_auth_embassy::{
-    AuthClient, Event, EventChannel, FlashStore, Remote, TcpConnector, TlsConnector, TlsFailure,
-    Trust,
-};
+use embassy_net::Stack;
+use paywall_auth_embassy::paywall_auth::SignInOptions;
+use paywall_auth_embassy::{AuthClient, Remote, TcpConnector, TlsConnector, TlsFailure, Trust};
+use paywall_auth_embassy_firmware::{app, board, net};
 use static_cell::StaticCell;
 
 /// The API: HTTPS to a host name, reached at an IP literal (no DNS).
 const API_ORIGIN: &str = "https://api.example.com";
-const API_ADDR: Ipv4Address = Ipv4Address::new(192, 0, 2, 1);
 const API_PORT: u16 = 443;
-const PAYWALL_ID: &str = "pw_demo";
 
 /// The CA the backend's certificate chains to (DER). This one is a
 /// throwaway generated for the example; put your backend's root here.
@@ -46,34 +37,16 @@ static CAS: [&[u8]; 1] = [include_bytes!("../../example-ca.der")];
 type Tls = TlsConnector<'static, TcpConnector<'static>, BoardRng>;
 type Client = AuthClient<'static, Tls, board::RetainedFlash>;
 
-static EVENTS: EventChannel<CriticalSectionRawMutex, 4> = EventChannel::new();
-static RESOURCES: StaticCell<StackResources<2>> = StaticCell::new();
+static EVENTS: app::Events = app::Events::new();
 static CLIENT: StaticCell<Client> = StaticCell::new();
-
-#[embassy_executor::task]
-async fn net_task(mut runner: embassy_net::Runner<'static, board::NetDriver>) -> ! {
-    runner.run().await
-}
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let board = board::init();
     info!("boot: warm reset {=bool}", board.warm_reset);
-    let config = embassy_net::Config::ipv4_static(StaticConfigV4 {
-        address: Ipv4Cidr::new(Ipv4Address::new(192, 0, 2, 2), 24),
-        gateway: None,
-        dns_servers: heapless::Vec::new(),
-    });
-    let (stack, runner) = embassy_net::new(
-        board.net,
-        config,
-        RESOURCES.init(StackResources::new()),
-        board.seed,
-    );
-    spawner.spawn(net_task(runner).expect("the net task is spawned once"));
-    stack.wait_config_up().await;
+    let stack = net::up(spawner, board.net, board.seed).await;
 
-    let client = CLIENT.init_with(|| new_client(stack, board.flash, board.seed));
+    let client = client(stack, board.flash, board.seed);
     match wall_clock_ms() {
         Some(now) => client.set_unix_time(now),
         None => warn!("no wall clock: certificates cannot be checked until set_unix_time"),
@@ -90,33 +63,23 @@ async fn main(spawner: Spawner) {
         },
     }
 
-    loop {
-        match select(client.wait_deadline(), EVENTS.receive()).await {
-            Either::First(()) => client.service_timers().await,
-            Either::Second(Event::Auth { change, user }) => match user {
-                Some(user) => info!("{=str}: user {=str}", change.as_str(), user.id),
-                None => info!("{=str}: signed out", change.as_str()),
-            },
-            Either::Second(other) => warn!("{}", other),
-        }
-    }
+    app::serve(client, &EVENTS).await
 }
 
-fn new_client(stack: Stack<'static>, flash: board::RetainedFlash, seed: u64) -> Client {
-    let config = match Config::new(PAYWALL_ID) {
-        Ok(config) => config.with_store_format(StoreFormat::Postcard),
-        Err(_) => defmt::panic!("invalid paywall id"),
-    };
-    let tcp = TcpConnector::new(stack, Remote::Ip((API_ADDR, API_PORT).into()), "");
-    let connector = match Tls::new(tcp, API_ORIGIN, Trust::pinned_cas(&CAS), BoardRng(seed)) {
-        Ok(connector) => connector,
-        Err(e) => defmt::panic!("bad origin: {=str}", e.as_str()),
-    };
-    let store = match FlashStore::new(flash, 0..board::FLASH_SIZE) {
-        Ok(store) => store,
-        Err(_) => defmt::panic!("flash range must be page-aligned and span two pages"),
-    };
-    AuthClient::new(config, connector, store, &EVENTS)
+/// The client, built in its static. Not inlined: the temporaries of the
+/// build (the TLS buffers, ~38 KiB measured under QEMU) would otherwise be
+/// part of the main task's stack frame for as long as it runs.
+#[inline(never)]
+fn client(stack: Stack<'static>, flash: board::RetainedFlash, seed: u64) -> &'static mut Client {
+    CLIENT.init_with(|| {
+        let tcp = TcpConnector::new(stack, Remote::Ip((net::API_ADDR, API_PORT).into()), "");
+        let trust = Trust::pinned_cas(&CAS);
+        let tls = match Tls::new(tcp, API_ORIGIN, trust, BoardRng(seed)) {
+            Ok(tls) => tls,
+            Err(e) => defmt::panic!("bad origin: {=str}", e.as_str()),
+        };
+        app::new_client(tls, flash, &EVENTS)
+    })
 }
 
 /// The wall clock (ms since the Unix epoch): read the RTC or ask SNTP.

@@ -34,13 +34,13 @@ pub enum OpenError {
 }
 
 impl FileFlash {
-    /// Opens the flash file at `path` (NUL-terminated), or creates it
+    /// Opens the flash file at `path`, or creates it
     /// erased (`size` bytes of 0xFF) when there is none. `size` is a whole
     /// number of pages.
     ///
     /// # Errors
     /// [`OpenError`].
-    pub fn open(path: &[u8], size: usize) -> Result<FileFlash, OpenError> {
+    pub fn open(path: &str, size: usize) -> Result<FileFlash, OpenError> {
         if let Some(file) = HostFile::open(path, false) {
             return match file.size() {
                 Some(len) if len == size => Ok(FileFlash { file, size }),

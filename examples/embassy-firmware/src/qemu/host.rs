@@ -49,20 +49,37 @@ pub struct HostFile {
 }
 
 /// Modes of SYS_OPEN (ISO C `fopen` modes, by index).
+const MODE_READ: usize = 1; // "rb"
 const MODE_READ_WRITE: usize = 3; // "r+b"
 const MODE_CREATE: usize = 7; // "w+b"
 
+/// The longest host path the firmware takes (NUL excluded).
+pub const MAX_PATH: usize = 399;
+
 impl HostFile {
-    /// Opens `path` (NUL-terminated) for reading and writing, creating it
-    /// (empty) when `create` is set and it does not exist.
-    pub fn open(path: &[u8], create: bool) -> Option<HostFile> {
-        let (&0, name) = path.split_last()? else {
+    /// Opens `path` for reading and writing, creating it (empty) when
+    /// `create` is set and it does not exist.
+    pub fn open(path: &str, create: bool) -> Option<HostFile> {
+        HostFile::open_mode(path, if create { MODE_CREATE } else { MODE_READ_WRITE })
+    }
+
+    /// Opens `path` for reading only.
+    pub fn open_read_only(path: &str) -> Option<HostFile> {
+        HostFile::open_mode(path, MODE_READ)
+    }
+
+    fn open_mode(path: &str, mode: usize) -> Option<HostFile> {
+        // Semihosting takes a NUL-terminated name.
+        let mut buf = [0; MAX_PATH + 1];
+        let name = buf.get_mut(..path.len())?;
+        name.copy_from_slice(path.as_bytes());
+        if name.contains(&0) {
             return None;
-        };
-        let mode = if create { MODE_CREATE } else { MODE_READ_WRITE };
-        // SAFETY: SYS_OPEN reads `name.len()` bytes of the NUL-terminated
-        // name, which lives for the call.
-        let handle = unsafe { syscall!(OPEN, path.as_ptr(), mode, name.len()) };
+        }
+        // SAFETY: SYS_OPEN reads `path.len()` bytes of the name in `buf`,
+        // NUL-terminated there (`buf` is one longer than any name copied
+        // in), which lives for the call.
+        let handle = unsafe { syscall!(OPEN, buf.as_ptr(), mode, path.len()) };
         (handle as isize >= 0).then_some(HostFile { handle })
     }
 
@@ -81,6 +98,14 @@ impl HostFile {
             syscall!(SEEK, self.handle, offset) == 0
                 && syscall!(READ, self.handle, buf.as_mut_ptr(), buf.len()) == 0
         }
+    }
+
+    /// Reads `buf.len()` bytes where the last read ended (for a stream
+    /// such as `/dev/urandom`, which cannot seek); false unless all were
+    /// read.
+    pub fn read(&mut self, buf: &mut [u8]) -> bool {
+        // SAFETY: SYS_READ writes at most `buf.len()` bytes into `buf`.
+        unsafe { syscall!(READ, self.handle, buf.as_mut_ptr(), buf.len()) == 0 }
     }
 
     /// Writes `bytes` at `offset`; false unless all were written.

@@ -11,11 +11,19 @@
 //! - [`flash`]: NOR flash backed by a host file through semihosting, so the
 //!   stored session survives QEMU exiting like it survives a power cycle;
 //! - [`host`]: the rest of semihosting (command line, wall clock, console,
-//!   exit code).
+//!   exit code, and the host files of the TLS run);
+//! - [`boot`] and [`lifecycle`]: what the `qemu` binaries run, one
+//!   lifecycle step per boot, over any connector;
+//! - `tls` (feature `tls`): the link wrapped in TLS 1.3, with the CA and the
+//!   entropy (the board has no TRNG) from the host at run time.
 
+pub mod boot;
 pub mod flash;
 pub mod host;
+pub mod lifecycle;
 pub mod link;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod uart;
 
 /// The board's core clock (QEMU's MPS2 `SYSCLK_FRQ`), which SysTick counts.

@@ -111,6 +111,22 @@ pub fn on_interrupt() {
     critical_section::with(drain);
 }
 
+/// Moves up to `buf.len()` bytes from the ring into `buf`; how many.
+fn pop(cs: CriticalSection<'_>, buf: &mut [u8]) -> usize {
+    let mut ring = RX.borrow_ref_mut(cs);
+    let mut n = 0;
+    while n < buf.len() {
+        match ring.pop_front() {
+            Some(byte) => {
+                buf[n] = byte;
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    n
+}
+
 /// Reads at least one byte into `buf` (unless it is empty), waiting for
 /// the host to send some.
 pub async fn read_some(buf: &mut [u8]) -> usize {
@@ -119,22 +135,17 @@ pub async fn read_some(buf: &mut [u8]) -> usize {
     }
     poll_fn(|cx| {
         critical_section::with(|cs| {
-            let n = {
-                let mut ring = RX.borrow_ref_mut(cs);
-                let mut n = 0;
-                while n < buf.len() {
-                    match ring.pop_front() {
-                        Some(byte) => {
-                            buf[n] = byte;
-                            n += 1;
-                        }
-                        None => break,
-                    }
-                }
-                n
-            };
+            let mut n = pop(cs, buf);
             // Room again: take what waited in the UART, re-arm the interrupt.
             drain(cs);
+            if n == 0 {
+                // Bytes `drain` just moved in raised no interrupt, and its
+                // wake went to the waker of an earlier poll (none on the
+                // first read of a boot): take them now, or this task would
+                // sleep on a non-empty ring until its request timeout.
+                n = pop(cs, buf);
+                drain(cs);
+            }
             if n == 0 {
                 RX_WAKER.register(cx.waker());
                 Poll::Pending

@@ -17,4 +17,15 @@ cargo doc --no-deps --locked -p paywall-auth-embassy \
   --features embassy-net,dns,defmt,document-features,embassy-net/medium-ip
 unset RUSTDOCFLAGS
 
+# The dry run verifies each crate against the others through a local
+# overlay registry, and cargo unpacks each packaged crate under
+# ~/.cargo/registry/src/<overlay>/ only once per name and version: on a
+# machine that ran an earlier dry run of the same version, the old sources
+# would be compiled instead of today's. Drop those unpacked copies (only
+# this workspace's crates, only in overlay registries, whose directory
+# names start with "-").
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+for dir in "$cargo_home"/registry/src/-*/paywall-auth*-[0-9]*; do
+  if [ -d "$dir" ]; then rm -rf "$dir"; fi
+done
 cargo publish --workspace --dry-run --locked --allow-dirty

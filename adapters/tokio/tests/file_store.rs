@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
 use common::*;
@@ -14,10 +13,6 @@ use paywall_auth_tokio::{
     AuthChange, AuthClient, Error, FileStore, MemoryStore, Notice, RecordKey, SignInOptions, Store,
     StoreError,
 };
-
-fn mode(path: &std::path::Path) -> u32 {
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
 
 #[tokio::test]
 async fn records_are_private_files_replaced_atomically() {

@@ -92,17 +92,6 @@ fn emulator_paths(emu: &Emulator) -> Vec<String> {
     emu.requests().into_iter().map(|r| r.path).collect()
 }
 
-/// Events received so far, without waiting for more.
-fn drain_events(events: &mut paywall_auth_tokio::AuthEvents) -> Vec<AuthEvent> {
-    queued(events)
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
 #[tokio::test]
 async fn a_redacted_lifecycle_trace_replays_and_holds_no_secret() {
     let emu = emulator().await;
@@ -124,7 +113,7 @@ async fn a_redacted_lifecycle_trace_replays_and_holds_no_secret() {
     assert_ne!(refreshed.refresh_token, guest.refresh_token);
     client.sign_out(SignOutOptions::default()).await.unwrap();
     client.shutdown().await;
-    let mut seen = drain_events(&mut events);
+    let mut seen = queued(&mut events);
     let run1_paths = emulator_paths(&emu);
     assert_eq!(run1_paths.len(), 2, "sign-in and refresh: {run1_paths:?}");
 
@@ -145,7 +134,7 @@ async fn a_redacted_lifecycle_trace_replays_and_holds_no_secret() {
         .unwrap();
     assert!(matches!(upgraded, UpgradeOutcome::Updated(ref s) if s.user.id == guest.user.id));
     client.shutdown().await;
-    seen.extend(drain_events(&mut events));
+    seen.extend(queued(&mut events));
     let run2_paths: Vec<String> = emulator_paths(&emu)[run1_paths.len()..].to_vec();
     assert_eq!(run2_paths.len(), 2, "resume and upgrade: {run2_paths:?}");
 

@@ -108,6 +108,13 @@ pub fn change_names(events: &[AuthEvent]) -> Vec<&'static str> {
 
 /// Every record file of a file store directory (the lock file excluded),
 /// for byte comparisons.
+/// The permission bits of a file (records and traces must be 0600).
+#[cfg(unix)]
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()

@@ -253,28 +253,25 @@ async fn a_wrong_host_name_is_refused_before_any_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_is_refused_before_any_request() {
-    let day = Duration::from_secs(24 * 3600);
-    let now = SystemTime::now();
-    let emulator =
-        https_emulator(TlsOptions::for_host(HOST).valid_between(now - 30 * day, now - day)).await;
-    let identity = emulator.tls_identity().unwrap().clone();
-    let cas = [identity.ca_der.as_slice()];
-    assert_refused(
-        &emulator,
-        &emulator.origin(),
-        Trust::pinned_cas(&cas),
-        true,
-        CertificateError::Expired,
-    )
-    .await;
+    // Valid from 30 days ago until yesterday.
+    assert_validity_refused(-30, -1, CertificateError::Expired).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_the_future_is_refused() {
-    let day = Duration::from_secs(24 * 3600);
-    let now = SystemTime::now();
-    let emulator =
-        https_emulator(TlsOptions::for_host(HOST).valid_between(now + day, now + 30 * day)).await;
+    // Valid from tomorrow for 30 days.
+    assert_validity_refused(1, 30, CertificateError::NotYetValid).await;
+}
+
+/// A certificate of a trusted CA, valid only between `from` and `to` days
+/// from now, is refused with `expected` before any request byte.
+async fn assert_validity_refused(from: i64, to: i64, expected: CertificateError) {
+    let day = |n: i64| Duration::from_secs(24 * 3600 * n.unsigned_abs());
+    let at = |n: i64| {
+        let now = SystemTime::now();
+        if n < 0 { now - day(n) } else { now + day(n) }
+    };
+    let emulator = https_emulator(TlsOptions::for_host(HOST).valid_between(at(from), at(to))).await;
     let identity = emulator.tls_identity().unwrap().clone();
     let cas = [identity.ca_der.as_slice()];
     assert_refused(
@@ -282,7 +279,7 @@ async fn a_certificate_from_the_future_is_refused() {
         &emulator.origin(),
         Trust::pinned_cas(&cas),
         true,
-        CertificateError::NotYetValid,
+        expected,
     )
     .await;
 }

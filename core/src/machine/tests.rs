@@ -1164,6 +1164,29 @@ fn a_session_written_by_the_reference_client_is_restored_with_its_real_id() {
     );
 }
 
+/// An unsettled guest (`Harness::unsettled("r0")`, session token `r1`)
+/// presents its guest record's `r0`; the server says it is dead. The guest
+/// record must take over `r1` before `r1` goes out as the fallback (not a
+/// sign-out). Returns the fallback request.
+fn dead_guest_record_falls_back_mirrored(h: &mut Harness) -> RequestId {
+    let (req, _, body) = Harness::one_send(&h.take());
+    assert_eq!(body, r#"{"refresh_token":"r0"}"#);
+    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
+    let log = h.take();
+    assert_eq!(
+        log[0],
+        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into()),
+        "mirrored before it is presented"
+    );
+    let (req, p, body) = Harness::one_send(&log[1..]);
+    assert_eq!(
+        (p, body),
+        (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string()),
+        "the fallback, not a sign-out"
+    );
+    req
+}
+
 #[test]
 fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_the_newer_token() {
     // The guest record is newer (written first; a crash or a failed write
@@ -1235,21 +1258,7 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     let mut h = Harness::unsettled("r0");
     h.take();
     let id = h.cmd(Command::Refresh);
-    let (req, _, body) = Harness::one_send(&h.take());
-    assert_eq!(body, r#"{"refresh_token":"r0"}"#);
-    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
-    let log = h.take();
-    assert_eq!(
-        log[0],
-        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into()),
-        "mirrored before it is presented"
-    );
-    let (req, p, body) = Harness::one_send(&log[1..]);
-    assert_eq!(
-        (p, body),
-        (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string()),
-        "the fallback, not a sign-out"
-    );
+    let req = dead_guest_record_falls_back_mirrored(&mut h);
     h.respond(req, 200, &tokens("u1", "r2", Some(("u1", None, true))));
     let log = h.take();
     assert_eq!(
@@ -1263,20 +1272,7 @@ fn a_crash_between_the_two_writes_keeps_the_guest_signed_in_and_settles_it_with_
     h.cmd(Command::SignOut(SignOutOptions::default()));
     h.take();
     let id = h.sign_in();
-    let (req, _, body) = Harness::one_send(&h.take());
-    assert_eq!(body, r#"{"refresh_token":"r0"}"#);
-    h.respond(req, 401, r#"{"code":"invalid_refresh_token"}"#);
-    let log = h.take();
-    assert_eq!(
-        log[0],
-        Rec::Put(Harness::key(RecordKey::AnonRefreshToken), "r1".into()),
-        "mirrored before it is presented"
-    );
-    let (req, p, body) = Harness::one_send(&log);
-    assert_eq!(
-        (p, body),
-        (path("refresh"), r#"{"refresh_token":"r1"}"#.to_string())
-    );
+    let req = dead_guest_record_falls_back_mirrored(&mut h);
     h.respond(req, 200, &tokens("u1", "r2", Some(("u1", None, true))));
     assert!(h.take().contains(&done_ok(id, "session u1")));
 

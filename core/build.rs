@@ -25,6 +25,11 @@ const KNOBS: &[(&str, usize, &str)] = &[
         "bytes of a password handed to an upgrade",
     ),
     ("NAME_MAX", 96, "bytes of a user's display name"),
+    (
+        "USER_JSON_MAX",
+        2048,
+        "bytes of the server's user object kept verbatim (feature `server-user`; a longer one is not kept and the record falls back to the known fields)",
+    ),
     ("AVATAR_MAX", 256, "bytes of a user's avatar URL"),
     ("COUNTRY_MAX", 16, "bytes of a user's country"),
     ("CAPTCHA_MAX", 512, "bytes of a captcha token"),

@@ -15,7 +15,11 @@ pub type RefreshToken = Secret<REFRESH_TOKEN_MAX>;
 pub type Password = Secret<PASSWORD_MAX>;
 
 /// The account a session belongs to (docs/protocol.md §2.2).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+///
+/// Equality compares the known fields: with feature `server-user`, the
+/// server's spelling of the object is how it was written down, not who the
+/// user is (a record written without it reads back with it).
+#[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct User {
     /// Backend user id. Stays the same across resume, refresh and upgrade.
@@ -30,7 +34,31 @@ pub struct User {
     pub avatar: Option<String<AVATAR_MAX>>,
     /// Country, when the backend knows it.
     pub country: Option<String<COUNTRY_MAX>>,
+    /// The user object as the server (or a `ReferenceJson` record) spelled
+    /// it, keys the core does not know and `null`s included; empty when
+    /// there is none or it was longer than [`USER_JSON_MAX`].
+    ///
+    /// The fields above are what the core decides with; this text is what
+    /// a `ReferenceJson` record stores and what a JavaScript caller sees,
+    /// so an app reading a key the backend added keeps working, as with the
+    /// reference client. Where the machine corrected a known field (a guest
+    /// the reply did not mark anonymous, a user id taken from the access
+    /// token, §12), the record writes the corrected fields and keeps the
+    /// other keys of this text (see `codec::record`).
+    #[cfg(feature = "server-user")]
+    pub server_json: String<USER_JSON_MAX>,
 }
+
+impl PartialEq for User {
+    fn eq(&self, other: &User) -> bool {
+        self.same_identity(other)
+            && self.name == other.name
+            && self.avatar == other.avatar
+            && self.country == other.country
+    }
+}
+
+impl Eq for User {}
 
 impl User {
     /// An anonymous user with the given id.
@@ -47,6 +75,16 @@ impl User {
     /// a UI switching from "guest" to "profile" needs to hear about.
     pub fn same_identity(&self, other: &User) -> bool {
         self.id == other.id && self.email == other.email && self.is_anonymous == other.is_anonymous
+    }
+
+    /// Takes the server's spelling of the user from `from` (feature
+    /// `server-user`; nothing otherwise), after the machine patched this
+    /// user's known fields from `from`.
+    pub(crate) fn adopt_server_json(&mut self, from: &User) {
+        #[cfg(feature = "server-user")]
+        self.server_json.clone_from(&from.server_json);
+        #[cfg(not(feature = "server-user"))]
+        let _ = from;
     }
 }
 

@@ -147,6 +147,19 @@ impl Obj {
         w.raw(b":")
     }
 
+    /// Writes `,` if needed, then `"name":` with `name` already escaped
+    /// (a key copied from validated JSON).
+    #[cfg(feature = "server-user")]
+    pub(crate) fn key_escaped(&mut self, w: &mut Writer<'_>, name: &str) -> Result<(), Full> {
+        if !self.first {
+            w.raw(b",")?;
+        }
+        self.first = false;
+        w.raw(b"\"")?;
+        w.raw(name.as_bytes())?;
+        w.raw(b"\":")
+    }
+
     /// Closes the object.
     pub(crate) fn end(self, w: &mut Writer<'_>) -> Result<(), Full> {
         w.raw(b"}")
@@ -312,6 +325,22 @@ impl<'a> Parser<'a> {
 
     /// Current byte offset.
     pub(crate) fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// The input between two offsets this parser reported, as text (the
+    /// spelling of a value it has validated; `""` for offsets that do not
+    /// bound one).
+    pub(crate) fn text(&self, from: usize, to: usize) -> &'a str {
+        self.b
+            .get(from..to)
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Skips whitespace and returns the offset of the next value.
+    pub(crate) fn value_start(&mut self) -> usize {
+        self.skip_ws();
         self.i
     }
 
@@ -654,6 +683,12 @@ impl<'a> JsonStr<'a> {
         }
     }
 
+    /// The text between the quotes, still escaped.
+    #[cfg(feature = "server-user")]
+    pub(crate) fn escaped_text(&self) -> &'a str {
+        self.raw
+    }
+
     /// Whether the string is `""` (an escape always yields a character).
     pub(crate) fn is_empty(&self) -> bool {
         self.raw.is_empty()
@@ -897,6 +932,7 @@ pub(crate) fn read_user(p: &mut Parser<'_>) -> Result<User, DecodeError> {
 /// The syntax half of [`read_user`]: locates the fields without copying
 /// them.
 pub(crate) fn read_user_parts<'a>(p: &mut Parser<'a>) -> Result<UserParts<'a>, DecodeError> {
+    let start = p.value_start();
     let mut id = None;
     let mut email = None;
     let mut is_anonymous = None;
@@ -928,6 +964,12 @@ pub(crate) fn read_user_parts<'a>(p: &mut Parser<'a>) -> Result<UserParts<'a>, D
         name,
         avatar,
         country,
+        // Only a build that keeps it pays for the UTF-8 check.
+        json: if cfg!(feature = "server-user") {
+            p.text(start, p.pos())
+        } else {
+            ""
+        },
     })
 }
 
@@ -942,6 +984,10 @@ pub(crate) struct UserParts<'a> {
     pub(crate) name: Option<JsonStr<'a>>,
     pub(crate) avatar: Option<JsonStr<'a>>,
     pub(crate) country: Option<JsonStr<'a>>,
+    /// The whole object as spelled in a JSON input (feature
+    /// `server-user`); `""` for postcard and in builds without it.
+    #[cfg_attr(not(feature = "server-user"), allow(dead_code))]
+    pub(crate) json: &'a str,
 }
 
 impl UserParts<'_> {
@@ -972,7 +1018,17 @@ impl UserParts<'_> {
             self.country,
             Field::Country,
             empty_is_none,
-        )
+        )?;
+        #[cfg(feature = "server-user")]
+        {
+            // Kept whole or not at all: a cut object would not be JSON, and
+            // the known fields above are enough to decide with.
+            dst.server_json.clear();
+            if dst.server_json.push_str(self.json).is_err() {
+                dst.server_json.clear();
+            }
+        }
+        Ok(())
     }
 }
 

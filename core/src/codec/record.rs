@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CapacityError, DecodeError, Field};
 use crate::secret::Secret;
-use crate::session::{RefreshToken, Session};
+use crate::session::{RefreshToken, Session, User};
 use crate::storage::StoreFormat;
 use crate::time::Instant;
 
@@ -127,7 +127,21 @@ fn write_session_json(s: &Session, w: &mut Writer<'_>) -> Result<(), Full> {
     o.key(w, "expires_at")?;
     w.u64(s.expires_at.as_millis())?;
     o.key(w, "user")?;
-    let u = &s.user;
+    write_user_json(&s.user, w)?;
+    o.end(w)
+}
+
+/// The session's user: the server's own spelling when the machine kept it
+/// (feature `server-user`) and it still says what the known fields say;
+/// otherwise the known fields, followed by the keys of the server's object
+/// the core does not know.
+fn write_user_json(u: &User, w: &mut Writer<'_>) -> Result<(), Full> {
+    #[cfg(feature = "server-user")]
+    let kept = server_user::parse(u);
+    #[cfg(feature = "server-user")]
+    if let Some((parts, true)) = &kept {
+        return w.raw(parts.json.as_bytes());
+    }
     let mut uo = w.object()?;
     uo.key(w, "id")?;
     w.string(u.id.as_str())?;
@@ -148,8 +162,71 @@ fn write_session_json(s: &Session, w: &mut Writer<'_>) -> Result<(), Full> {
             w.string(v)?;
         }
     }
-    uo.end(w)?;
-    o.end(w)
+    #[cfg(feature = "server-user")]
+    if let Some((parts, false)) = &kept {
+        server_user::write_unknown(parts.json, &mut uo, w)?;
+    }
+    uo.end(w)
+}
+
+/// The server's spelling of a user (feature `server-user`).
+#[cfg(feature = "server-user")]
+mod server_user {
+    use super::{Full, JsonStr, Parser, User, UserParts, Writer, read_user_parts};
+    use crate::codec::json::Obj;
+
+    const WHAT: &str = "stored user";
+
+    /// Keys the record writes from the known fields.
+    const KNOWN: [&str; 6] = ["id", "email", "is_anonymous", "name", "avatar", "country"];
+
+    /// The kept text's fields, and whether they equal `u`'s known fields
+    /// (then the text is written as is). `None` when nothing was kept.
+    pub(super) fn parse(u: &User) -> Option<(UserParts<'_>, bool)> {
+        if u.server_json.is_empty() {
+            return None;
+        }
+        let parts = read_user_parts(&mut Parser::new(u.server_json.as_bytes(), WHAT)).ok()?;
+        let same = parts.id.is(&u.id)
+            && same(parts.email, u.email.as_deref())
+            && parts.is_anonymous == u.is_anonymous
+            && same(parts.name, u.name.as_deref())
+            && same(parts.avatar, u.avatar.as_deref())
+            && same(parts.country, u.country.as_deref());
+        Some((parts, same))
+    }
+
+    /// An optional field as a JSON record reads it back (`""` is `None`).
+    fn same(text: Option<JsonStr<'_>>, field: Option<&str>) -> bool {
+        match (
+            text.filter(|t| !t.is_empty()),
+            field.filter(|f| !f.is_empty()),
+        ) {
+            (None, None) => true,
+            (Some(t), Some(f)) => t.is(f),
+            _ => false,
+        }
+    }
+
+    /// Copies the members of `json` (already validated by [`parse`]) whose
+    /// keys are not [`KNOWN`], spelled as they came.
+    pub(super) fn write_unknown(json: &str, uo: &mut Obj, w: &mut Writer<'_>) -> Result<(), Full> {
+        let mut p = Parser::new(json.as_bytes(), WHAT);
+        let Ok(mut m) = p.members() else {
+            return Ok(());
+        };
+        while let Ok(Some(key)) = m.next(&mut p) {
+            let start = p.value_start();
+            if p.skip().is_err() {
+                break;
+            }
+            if !KNOWN.iter().any(|k| key.is(k)) {
+                uo.key_escaped(w, key.escaped_text())?;
+                w.raw(p.text(start, p.pos()).as_bytes())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An optional bounded string of any capacity, seen as `Option<&str>`.
@@ -216,6 +293,7 @@ pub(crate) fn decode_session_into(
                 name: opt_plain(u.name),
                 avatar: opt_plain(u.avatar),
                 country: opt_plain(u.country),
+                json: "",
             },
         )
     };
@@ -406,6 +484,7 @@ mod tests {
             name: Some(bounded("Jo\\\n", Field::Name).unwrap()),
             avatar: Some(bounded("https://x.io/a.png", Field::Avatar).unwrap()),
             country: Some(bounded("FR", Field::Country).unwrap()),
+            ..User::default()
         };
         s
     }
@@ -980,6 +1059,7 @@ mod tests {
                     name: o(name, Field::Name),
                     avatar: o(avatar, Field::Avatar),
                     country: o(country, Field::Country),
+                    ..User::default()
                 },
             }
         }
@@ -1020,6 +1100,93 @@ mod tests {
                 }
                 let _ = decode_session(&b, f);
             }
+        }
+    }
+
+    /// Feature `server-user`: the user object travels as the server spelled it.
+    #[cfg(feature = "server-user")]
+    mod server_user {
+        use super::*;
+        use crate::codec::json::decode_tokens_into;
+        use crate::limits::USER_JSON_MAX;
+
+        /// A named user as a backend may send it: keys the core does not
+        /// know (nested, `null`, numbers, an escaped key), `name: null`,
+        /// spacing, and no `is_anonymous`.
+        const SERVER_USER: &str = r#"{ "id":"u9", "email":"a@b.io", "name":null,
+            "app_metadata":{"provider":"email","roles":["a",1,true]},
+            "created_at":"2026-01-01T00:00:00Z", "score":1.5e3, "phone":null, "k\u00e9y":"v" }"#;
+
+        fn from_reply(user: &str) -> Session {
+            let body = format!(r#"{{"access_token":"a.b.c","refresh_token":"r9","user":{user}}}"#);
+            let mut s = Session::blank();
+            let meta = decode_tokens_into(body.as_bytes(), &mut s).unwrap();
+            assert!(meta.user);
+            s.expires_at = Instant(5);
+            s
+        }
+
+        fn user_text(record: &str) -> &str {
+            let at = record.find(r#""user":"#).unwrap() + 7;
+            &record[at..record.len() - 1]
+        }
+
+        #[test]
+        fn the_servers_user_is_stored_verbatim_and_reads_back_the_same() {
+            let s = from_reply(SERVER_USER);
+            assert_eq!(s.user.server_json.as_str(), SERVER_USER);
+            assert!(!s.user.is_anonymous, "absent is_anonymous is false");
+            let record = json(&s);
+            assert_eq!(user_text(&record), SERVER_USER, "no key added or dropped");
+            assert!(!record.contains("is_anonymous"), "no is_anonymous: false invented");
+
+            let back = decode_session(record.as_bytes(), StoreFormat::ReferenceJson).unwrap();
+            assert_eq!(back, s);
+            assert_eq!(back.user.server_json, s.user.server_json);
+            assert_eq!(json(&back), record, "a restored record is rewritten byte for byte");
+        }
+
+        #[test]
+        fn a_corrected_user_is_written_from_its_fields_and_keeps_the_other_keys() {
+            // The anonymous route's reply did not mark its guest: the
+            // machine does (§12), so the kept text no longer says it.
+            let mut s = from_reply(r#"{"id":"g1","email":null,"avatar":null,"plan":{"tier":null},"k\"q":[1, 2]}"#);
+            s.user.is_anonymous = true;
+            let record = json(&s);
+            assert_eq!(
+                user_text(&record),
+                r#"{"id":"g1","email":null,"is_anonymous":true,"plan":{"tier":null},"k\"q":[1, 2]}"#
+            );
+            let back = decode_session(record.as_bytes(), StoreFormat::ReferenceJson).unwrap();
+            assert_eq!(back, s);
+            // Read back, the text now agrees with the fields: kept as is.
+            assert_eq!(json(&back), record);
+        }
+
+        #[test]
+        fn an_oversize_server_user_is_not_kept_and_the_session_still_is() {
+            let pad = "x".repeat(USER_JSON_MAX);
+            let s = from_reply(&format!(r#"{{"id":"u3","is_anonymous":true,"bio":"{pad}"}}"#));
+            assert!(s.user.server_json.is_empty());
+            assert_eq!(s.user.id.as_str(), "u3");
+            assert_eq!(
+                user_text(&json(&s)),
+                r#"{"id":"u3","email":null,"is_anonymous":true}"#
+            );
+        }
+
+        #[test]
+        fn postcard_records_do_not_carry_the_servers_spelling() {
+            let s = from_reply(SERVER_USER);
+            let back = decode_session(&enc(&s, StoreFormat::Postcard), StoreFormat::Postcard).unwrap();
+            assert_eq!(back, s);
+            assert!(back.user.server_json.is_empty());
+        }
+
+        #[test]
+        fn a_standalone_user_keeps_its_spelling() {
+            let u = crate::codec::json::decode_user(SERVER_USER.as_bytes()).unwrap();
+            assert_eq!(u.server_json.as_str(), SERVER_USER);
         }
     }
 }

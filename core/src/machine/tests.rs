@@ -979,6 +979,57 @@ fn upgrade_updated_keeps_the_id_flips_the_session_and_forgets_the_guest_key() {
     assert_eq!(log[3], done_ok(id, r#"upgraded u1 Some("a@b.c")"#));
 }
 
+/// Feature `server-user`: what the session record holds of the user.
+#[cfg(feature = "server-user")]
+fn stored_user(h: &Harness) -> String {
+    let record = h.stored(RecordKey::Session).unwrap();
+    let at = record.find(r#""user":"#).unwrap() + 7;
+    record[at..record.len() - 1].to_string()
+}
+
+#[cfg(feature = "server-user")]
+#[test]
+fn the_backends_user_object_is_stored_as_sent_through_refreshes() {
+    let mut h = Harness::guest("u1", "r1");
+    assert_eq!(
+        stored_user(&h),
+        r#"{"id":"u1","email":null,"is_anonymous":true}"#
+    );
+    // A reply whose user carries keys the core does not know, and `null`s.
+    let user = r#"{"id":"u1","email":null,"is_anonymous":true,"created_at":"2026-11-27","app_metadata":{"provider":null}}"#;
+    h.cmd(Command::Refresh);
+    let (req, _, _) = Harness::one_send(&h.take());
+    let reply = tokens("u1", "r2", None).replace(r#""token_type":"bearer""#, &format!(r#""user":{user}"#));
+    h.respond(req, 200, &reply);
+    assert_eq!(stored_user(&h), user);
+    // A rotation without a `user` keeps the account and its spelling.
+    h.cmd(Command::Refresh);
+    let (req, _, _) = Harness::one_send(&h.take());
+    h.respond(req, 200, &tokens("u1", "r3", None));
+    assert_eq!(stored_user(&h), user);
+    assert!(h.stored(RecordKey::Session).unwrap().contains(r#""refresh_token":"r3""#));
+}
+
+#[cfg(feature = "server-user")]
+#[test]
+fn an_upgrade_stores_the_named_user_as_the_backend_spelled_it() {
+    // Complete: stored verbatim, no `is_anonymous` invented.
+    let mut h = Harness::guest("u1", "r1");
+    let named = r#"{"id":"u1","email":"a@b.c","plan":"trial","phone":null}"#;
+    h.upgrade_answered(&format!(r#"{{"status":"updated","user":{named}}}"#));
+    assert_eq!(stored_user(&h), named);
+    assert!(!h.m.session().unwrap().is_anonymous());
+
+    // Without the email the machine fills in the requested one: the known
+    // fields are written from the session, the other keys kept.
+    let mut h = Harness::guest("u1", "r1");
+    h.upgrade_answered(r#"{"status":"updated","user":{"id":"u1","is_anonymous":false,"plan":"trial"}}"#);
+    assert_eq!(
+        stored_user(&h),
+        r#"{"id":"u1","email":"a@b.c","is_anonymous":false,"plan":"trial"}"#
+    );
+}
+
 #[test]
 fn confirmation_required_changes_nothing_until_a_refresh_shows_the_confirmed_email() {
     let mut h = Harness::guest("u1", "r1");
@@ -1539,9 +1590,14 @@ fn the_same_trace_yields_the_same_outputs() {
 #[test]
 fn machine_state_fits_the_8_kib_budget_with_default_capacities() {
     // The footprint promise of the README; `examples/footprint.rs` prints the
-    // breakdown.
+    // breakdown. Feature `server-user` (hosts only) adds one kept user
+    // object: the machine holds exactly one user.
+    #[cfg(feature = "server-user")]
+    let kept = crate::limits::USER_JSON_MAX + core::mem::size_of::<usize>();
+    #[cfg(not(feature = "server-user"))]
+    let kept = 0;
     assert!(
-        core::mem::size_of::<Machine>() <= 8 * 1024,
+        core::mem::size_of::<Machine>() <= 8 * 1024 + kept,
         "{}",
         core::mem::size_of::<Machine>()
     );

@@ -502,6 +502,9 @@ impl Machine {
                 }
                 let requested = op.as_ref().map(|op| op.request.email.clone());
                 if let Some(session) = self.current_mut() {
+                    // The server's newer spelling (its other keys) goes
+                    // with the named user.
+                    session.user.adopt_server_json(&user);
                     if !user.id.is_empty() {
                         session.user.id = user.id;
                     }

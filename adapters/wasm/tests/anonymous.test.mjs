@@ -496,11 +496,42 @@ describe('storage', () => {
       access_token: reply.access_token,
       refresh_token: 'r9',
       expires_at: FRESH_S * 1000,
-      user: anonUser('u9'),
+      // The id comes from the access token; the other keys stay as stored.
+      user: { ...anonUser('u9'), extra: 'kept by the reference' },
     });
     assert.equal(await c.getAccessToken(), reply.access_token);
     assert.equal((await c.signInAnonymously()).user.id, 'u9');
     assert.equal(backend.requests.length, 0);
+  });
+
+  it('keeps the user object the server sent: unknown keys and nulls, nothing added', async () => {
+    // Keys the core does not know, nested and null; no is_anonymous on the
+    // named user of the refresh (absent means false, and stays absent).
+    const guest = { id: 'u1', email: null, is_anonymous: true, created_at: '2026-11-27', app_metadata: { provider: null, roles: ['a'] }, phone: null };
+    const named = { id: 'u1', email: 'a@b.c', plan: { tier: 'trial', seats: 3 }, avatar: null };
+    const backend = new Backend()
+      .on(ANON_SIGNIN, { body: tokens({ user: guest }) })
+      .on(REFRESH, { body: tokens({ refresh: 'r2', anonymous: false, user: named }) });
+    const storage = recordingStorage();
+    const c = client(backend, storage);
+
+    const session = await c.signInAnonymously();
+    assert.deepEqual(session.user, guest);
+    assert.deepEqual(JSON.parse(storage.data.get(KEYS.session)).user, guest);
+    assert.equal(c.getCachedUser(), c.getCachedSession().user);
+
+    const refreshed = await c.refresh();
+    assert.deepEqual(refreshed.user, named);
+    assert.equal('is_anonymous' in refreshed.user, false);
+    assert.equal(storage.data.get(KEYS.session), storedSession(tokens({ refresh: 'r2', anonymous: false }), named));
+
+    // A new client on the same storage (a reload) sees the same object.
+    const again = client(new Backend(), storage);
+    await again.ready();
+    assert.deepEqual(again.getCachedSession().user, named);
+    assert.equal(again.getCachedSession(), again.getCachedSession(), 'stable identity');
+    c.destroy();
+    again.destroy();
   });
 
   it('writes records the reference client reads back (its hydrate validation)', async () => {

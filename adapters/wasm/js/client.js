@@ -74,6 +74,16 @@ function defaultStorage() {
   return memoryStorage();
 }
 
+function isStorage(s) {
+  return (
+    s !== null &&
+    typeof s === 'object' &&
+    typeof s.getItem === 'function' &&
+    typeof s.setItem === 'function' &&
+    typeof s.removeItem === 'function'
+  );
+}
+
 function defaultFetch(url, init) {
   return globalThis.fetch(url, init);
 }
@@ -97,14 +107,18 @@ export class AuthClient extends WasmAuthClient {
       );
     }
     const o = options ?? {};
+    const storage = o.storage ?? defaultStorage();
+    if (!isStorage(storage)) {
+      throw new PaywallError('invalid_config', 'storage must implement getItem, setItem and removeItem', undefined);
+    }
     const host = new Host();
+    // Plain arguments, not the options object: every property wasm reads
+    // costs a string conversion.
     super(
-      {
-        paywallId: o.paywallId,
-        apiOrigin: o.apiOrigin,
-        storage: o.storage ?? defaultStorage(),
-        allowInsecureHttp: o.allowInsecureHttp === true,
-      },
+      typeof o.paywallId === 'string' ? o.paywallId : undefined,
+      typeof o.apiOrigin === 'string' ? o.apiOrigin : undefined,
+      o.allowInsecureHttp === true,
+      storage,
       PaywallError,
       host,
     );

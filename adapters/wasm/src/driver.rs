@@ -154,8 +154,9 @@ enum View {
 pub struct Driver {
     machine: Machine,
     origin: String,
-    /// Storage keys of [`RecordKey::Session`] and [`RecordKey::AnonRefreshToken`].
-    keys: [String; 2],
+    /// Storage keys of [`RecordKey::Session`] and [`RecordKey::AnonRefreshToken`],
+    /// as JS strings (made once; see `StorageAdapter`).
+    keys: [JsValue; 2],
     storage: StorageAdapter,
     pub host: Host,
     pub errors: Errors,
@@ -199,7 +200,7 @@ impl Driver {
     pub fn new(
         machine: Machine,
         origin: String,
-        keys: [String; 2],
+        keys: [JsValue; 2],
         storage: StorageAdapter,
         host: Host,
         errors: Errors,
@@ -708,7 +709,7 @@ fn feed(shared: &Shared, input: Pending) {
             if let Some(p) = d.pulled.get_mut(k) {
                 *p = turn;
             }
-            let name = d.keys.get(k).cloned().unwrap_or_default();
+            let name = d.keys.get(k).cloned().unwrap_or(JsValue::UNDEFINED);
             // A read that fails says nothing about the record: it must not
             // pass for "absent" (that would forget the guest record).
             let Ok(read) = d.storage().get_item(&name) else {
@@ -813,7 +814,10 @@ fn store_now(shared: &Shared, job: StoreJob) -> bool {
         let d = shared.borrow();
         (
             d.storage(),
-            d.keys.get(key_index(job.key)).cloned().unwrap_or_default(),
+            d.keys
+                .get(key_index(job.key))
+                .cloned()
+                .unwrap_or(JsValue::UNDEFINED),
         )
     };
     let called = match &job.write {
@@ -885,8 +889,10 @@ pub fn start(shared: &Shared) {
                 }
             })
             .into_js_value();
-            let name = JsValue::from_str(keys.get(key_index(key)).map_or("", String::as_str));
-            if let Ok(unsubscribe) = watch.call2(&storage, &name, &on_change)
+            let Some(name) = keys.get(key_index(key)) else {
+                continue;
+            };
+            if let Ok(unsubscribe) = watch.call2(&storage, name, &on_change)
                 && let Some(f) = unsubscribe.dyn_ref::<Function>()
             {
                 shared.borrow_mut().unwatch_push(f.clone());
@@ -897,7 +903,9 @@ pub fn start(shared: &Shared) {
     let reads = [
         storage.get_item(session_key).unwrap_or(JsValue::NULL),
         storage.get_item(anon_key).unwrap_or(JsValue::NULL),
-        storage.get_item(VISITOR_ID_KEY).unwrap_or(JsValue::NULL),
+        storage
+            .get_item(&JsValue::from_str(VISITOR_ID_KEY))
+            .unwrap_or(JsValue::NULL),
     ];
     if reads.iter().any(js::is_thenable) {
         let weak = Rc::downgrade(shared);

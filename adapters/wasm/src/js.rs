@@ -17,14 +17,20 @@ extern "C" {
     /// value or a Promise of it, and an optional `watch(key, cb)`.
     pub type StorageAdapter;
 
+    // Keys are JS strings made once per client: handing a Rust `&str` to
+    // JS decodes it anew on every call.
     #[wasm_bindgen(method, catch, js_name = getItem)]
-    pub fn get_item(this: &StorageAdapter, key: &str) -> Result<JsValue, JsValue>;
+    pub fn get_item(this: &StorageAdapter, key: &JsValue) -> Result<JsValue, JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = setItem)]
-    pub fn set_item(this: &StorageAdapter, key: &str, value: &JsValue) -> Result<JsValue, JsValue>;
+    pub fn set_item(
+        this: &StorageAdapter,
+        key: &JsValue,
+        value: &JsValue,
+    ) -> Result<JsValue, JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = removeItem)]
-    pub fn remove_item(this: &StorageAdapter, key: &str) -> Result<JsValue, JsValue>;
+    pub fn remove_item(this: &StorageAdapter, key: &JsValue) -> Result<JsValue, JsValue>;
 
     /// The package's JS half (`client.js`, class `Host`): it owns the
     /// listener list, the Promise-facing caches, `fetch` and the timer, so

@@ -41,29 +41,36 @@ impl fmt::Debug for AuthClient {
 
 #[wasm_bindgen]
 impl AuthClient {
-    /// `new AuthClient({paywallId, apiOrigin, storage, fetch,
-    /// allowInsecureHttp?}, PaywallError, host)`. Throws a `PaywallError`
-    /// with code `invalid_config` when the paywall id or the origin is
-    /// missing or unusable (plain `http://` to a host that is not loopback
-    /// without `allowInsecureHttp: true` included), or `storage` is not
-    /// what it should be. `host` is the package's `Host` (client.js).
+    /// `new AuthClient(paywallId, apiOrigin, allowInsecureHttp, storage,
+    /// PaywallError, host)`: the package's `AuthClient` reads its options
+    /// object and checks `storage` and `fetch` (a property read from wasm
+    /// costs a string conversion each, the largest part of a construction);
+    /// the decisions stay here. Throws a `PaywallError` with code
+    /// `invalid_config` when the paywall id or the origin is missing or
+    /// unusable (plain `http://` to a host that is not loopback without
+    /// `allowInsecureHttp: true` included). `storage` must have `getItem`,
+    /// `setItem` and `removeItem` (a missing one fails each call like a
+    /// failing storage); `host` is the package's `Host` (host.js).
     #[wasm_bindgen(constructor)]
-    pub fn new(options: JsValue, error_class: Function, host: Host) -> Result<AuthClient, JsValue> {
+    pub fn new(
+        paywall_id: Option<String>,
+        api_origin: Option<String>,
+        allow_insecure_http: bool,
+        storage: JsValue,
+        error_class: Function,
+        host: Host,
+    ) -> Result<AuthClient, JsValue> {
         let errors = Errors::new(error_class);
         let invalid = |message: &str| errors.make("invalid_config", message, None);
 
-        let paywall_id = js::prop(&options, "paywallId")
-            .as_string()
-            .filter(|s| !s.is_empty());
+        let paywall_id = paywall_id.filter(|s| !s.is_empty());
         let paywall_id = paywall_id.ok_or_else(|| invalid("paywallId is required"))?;
-        let api_origin = js::prop(&options, "apiOrigin")
-            .as_string()
-            .filter(|s| !s.is_empty());
+        let api_origin = api_origin.filter(|s| !s.is_empty());
         let api_origin = api_origin.ok_or_else(|| invalid("apiOrigin is required"))?;
         // The core's rule, the same in every adapter (docs/protocol.md
         // §13.4), checked before any network use: https, or http to
         // loopback, or http anywhere when the app says so by name.
-        let insecure = if js::prop(&options, "allowInsecureHttp").is_truthy() {
+        let insecure = if allow_insecure_http {
             InsecureHttp::Allow
         } else {
             InsecureHttp::Refuse
@@ -91,17 +98,10 @@ impl AuthClient {
         // time requests out so no promise waits forever.
         config.request_timeout = Some(paywall_auth::Duration::from_secs(30));
 
-        let storage = js::prop(&options, "storage");
-        let complete = ["getItem", "setItem", "removeItem"]
-            .iter()
-            .all(|m| js::prop(&storage, m).is_function());
-        if !complete {
-            return Err(invalid(
-                "storage must implement getItem, setItem and removeItem",
-            ));
-        }
-
-        let key = |k: RecordKey| k.storage_key(&paywall_id).map(|s| s.as_str().to_owned());
+        let key = |k: RecordKey| {
+            k.storage_key(&paywall_id)
+                .map(|s| JsValue::from_str(s.as_str()))
+        };
         let keys = [key(RecordKey::Session), key(RecordKey::AnonRefreshToken)];
         let [Ok(session_key), Ok(anon_key)] = keys else {
             return Err(invalid("paywallId is too long"));

@@ -696,6 +696,12 @@ describe('construction and lifecycle', () => {
       { paywallId: 'a/b', apiOrigin: ORIGIN },
       { paywallId: PID, apiOrigin: 'not a url' },
       { paywallId: PID, apiOrigin: 'ftp://example.test' },
+      { paywallId: 7, apiOrigin: ORIGIN },
+      { paywallId: PID, apiOrigin: { href: ORIGIN } },
+      // A storage without the three methods.
+      { paywallId: PID, apiOrigin: ORIGIN, storage: {} },
+      { paywallId: PID, apiOrigin: ORIGIN, storage: 'localStorage' },
+      { paywallId: PID, apiOrigin: ORIGIN, storage: { getItem() {}, setItem() {} } },
     ];
     for (const options of cases) {
       assert.throws(

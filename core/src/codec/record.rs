@@ -1138,19 +1138,28 @@ mod tests {
             assert!(!s.user.is_anonymous, "absent is_anonymous is false");
             let record = json(&s);
             assert_eq!(user_text(&record), SERVER_USER, "no key added or dropped");
-            assert!(!record.contains("is_anonymous"), "no is_anonymous: false invented");
+            assert!(
+                !record.contains("is_anonymous"),
+                "no is_anonymous: false invented"
+            );
 
             let back = decode_session(record.as_bytes(), StoreFormat::ReferenceJson).unwrap();
             assert_eq!(back, s);
             assert_eq!(back.user.server_json, s.user.server_json);
-            assert_eq!(json(&back), record, "a restored record is rewritten byte for byte");
+            assert_eq!(
+                json(&back),
+                record,
+                "a restored record is rewritten byte for byte"
+            );
         }
 
         #[test]
         fn a_corrected_user_is_written_from_its_fields_and_keeps_the_other_keys() {
             // The anonymous route's reply did not mark its guest: the
             // machine does (§12), so the kept text no longer says it.
-            let mut s = from_reply(r#"{"id":"g1","email":null,"avatar":null,"plan":{"tier":null},"k\"q":[1, 2]}"#);
+            let mut s = from_reply(
+                r#"{"id":"g1","email":null,"avatar":null,"plan":{"tier":null},"k\"q":[1, 2]}"#,
+            );
             s.user.is_anonymous = true;
             let record = json(&s);
             assert_eq!(
@@ -1166,7 +1175,9 @@ mod tests {
         #[test]
         fn an_oversize_server_user_is_not_kept_and_the_session_still_is() {
             let pad = "x".repeat(USER_JSON_MAX);
-            let s = from_reply(&format!(r#"{{"id":"u3","is_anonymous":true,"bio":"{pad}"}}"#));
+            let s = from_reply(&format!(
+                r#"{{"id":"u3","is_anonymous":true,"bio":"{pad}"}}"#
+            ));
             assert!(s.user.server_json.is_empty());
             assert_eq!(s.user.id.as_str(), "u3");
             assert_eq!(
@@ -1178,7 +1189,8 @@ mod tests {
         #[test]
         fn postcard_records_do_not_carry_the_servers_spelling() {
             let s = from_reply(SERVER_USER);
-            let back = decode_session(&enc(&s, StoreFormat::Postcard), StoreFormat::Postcard).unwrap();
+            let back =
+                decode_session(&enc(&s, StoreFormat::Postcard), StoreFormat::Postcard).unwrap();
             assert_eq!(back, s);
             assert!(back.user.server_json.is_empty());
         }

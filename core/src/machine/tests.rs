@@ -999,7 +999,8 @@ fn the_backends_user_object_is_stored_as_sent_through_refreshes() {
     let user = r#"{"id":"u1","email":null,"is_anonymous":true,"created_at":"2026-11-27","app_metadata":{"provider":null}}"#;
     h.cmd(Command::Refresh);
     let (req, _, _) = Harness::one_send(&h.take());
-    let reply = tokens("u1", "r2", None).replace(r#""token_type":"bearer""#, &format!(r#""user":{user}"#));
+    let reply =
+        tokens("u1", "r2", None).replace(r#""token_type":"bearer""#, &format!(r#""user":{user}"#));
     h.respond(req, 200, &reply);
     assert_eq!(stored_user(&h), user);
     // A rotation without a `user` keeps the account and its spelling.
@@ -1007,7 +1008,11 @@ fn the_backends_user_object_is_stored_as_sent_through_refreshes() {
     let (req, _, _) = Harness::one_send(&h.take());
     h.respond(req, 200, &tokens("u1", "r3", None));
     assert_eq!(stored_user(&h), user);
-    assert!(h.stored(RecordKey::Session).unwrap().contains(r#""refresh_token":"r3""#));
+    assert!(
+        h.stored(RecordKey::Session)
+            .unwrap()
+            .contains(r#""refresh_token":"r3""#)
+    );
 }
 
 #[cfg(feature = "server-user")]
@@ -1023,7 +1028,9 @@ fn an_upgrade_stores_the_named_user_as_the_backend_spelled_it() {
     // Without the email the machine fills in the requested one: the known
     // fields are written from the session, the other keys kept.
     let mut h = Harness::guest("u1", "r1");
-    h.upgrade_answered(r#"{"status":"updated","user":{"id":"u1","is_anonymous":false,"plan":"trial"}}"#);
+    h.upgrade_answered(
+        r#"{"status":"updated","user":{"id":"u1","is_anonymous":false,"plan":"trial"}}"#,
+    );
     assert_eq!(
         stored_user(&h),
         r#"{"id":"u1","email":"a@b.c","is_anonymous":false,"plan":"trial"}"#

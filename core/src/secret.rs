@@ -64,7 +64,12 @@ impl<const N: usize> Secret<N> {
 /// FNV-1a over `bytes`: cheap, deterministic and good enough to tell tokens
 /// apart (they are random); it is not used for anything security-relevant.
 pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fingerprint_more(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// Continues an FNV-1a fingerprint `h` over `bytes` (to cover several
+/// fields in one value).
+pub(crate) fn fingerprint_more(mut h: u64, bytes: &[u8]) -> u64 {
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);

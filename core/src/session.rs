@@ -4,7 +4,7 @@ use heapless::{String, Vec};
 
 use crate::error::{CapacityError, Field};
 use crate::limits::*;
-use crate::secret::{Secret, bounded};
+use crate::secret::{Secret, bounded, fingerprint, fingerprint_more};
 use crate::time::Instant;
 
 /// An access token (a JWT), redacted when formatted.
@@ -132,6 +132,52 @@ impl Session {
     /// Whether the session is a guest session.
     pub fn is_anonymous(&self) -> bool {
         self.user.is_anonymous
+    }
+
+    /// A 64-bit fingerprint of everything a record of this session holds
+    /// (tokens, expiry, user, and the server's spelling of the user).
+    ///
+    /// An adapter that caches a rendering of the session (the wasm package
+    /// keeps the JS object it handed out, so that it stays the same object
+    /// until the session changes) compares fingerprints instead of keeping
+    /// a copy: with host capacities a copy is a 16 KiB token buffer moved
+    /// byte by byte. FNV-1a, not for anything security-relevant; fields are
+    /// length-prefixed so that no two layouts of the same bytes agree.
+    ///
+    /// ```
+    /// # use paywall_auth::{Session, User, Instant, Secret, Field};
+    /// let s = Session {
+    ///     access_token: Secret::new("a.b.c", Field::AccessToken).unwrap(),
+    ///     refresh_token: Secret::new("r1", Field::RefreshToken).unwrap(),
+    ///     expires_at: Instant(5),
+    ///     user: User::anonymous("u1").unwrap(),
+    /// };
+    /// let mut later = s.clone();
+    /// assert_eq!(s.fingerprint(), later.fingerprint());
+    /// later.refresh_token = Secret::new("r2", Field::RefreshToken).unwrap();
+    /// assert_ne!(s.fingerprint(), later.fingerprint());
+    /// ```
+    pub fn fingerprint(&self) -> u64 {
+        let u = &self.user;
+        let mut h = fingerprint(&self.expires_at.as_millis().to_le_bytes());
+        let field = |h: u64, text: Option<&str>| {
+            let bytes = text.map_or(&[][..], str::as_bytes);
+            let len = text.map_or(u64::MAX, |t| t.len() as u64);
+            fingerprint_more(fingerprint_more(h, &len.to_le_bytes()), bytes)
+        };
+        h = field(h, Some(self.access_token.expose()));
+        h = field(h, Some(self.refresh_token.expose()));
+        h = field(h, Some(&u.id));
+        h = field(h, u.email.as_deref());
+        h = field(h, Some(if u.is_anonymous { "1" } else { "0" }));
+        h = field(h, u.name.as_deref());
+        h = field(h, u.avatar.as_deref());
+        h = field(h, u.country.as_deref());
+        #[cfg(feature = "server-user")]
+        {
+            h = field(h, Some(&u.server_json));
+        }
+        h
     }
 }
 

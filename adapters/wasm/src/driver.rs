@@ -147,8 +147,10 @@ enum View {
     Stale,
     /// JS holds `null`.
     Empty,
-    /// JS holds this object, rendered from this session.
-    Shown(Box<Session>, JsValue),
+    /// JS holds this object, rendered from the session with this
+    /// [`Session::fingerprint`] (a copy would move a 16 KiB token buffer
+    /// byte by byte on every change).
+    Shown(u64, JsValue),
 }
 
 pub struct Driver {
@@ -286,7 +288,7 @@ impl Driver {
                 *view = View::Empty;
                 true
             }
-            (Some(s), View::Shown(v, _)) if **v == *s => false,
+            (Some(s), View::Shown(f, _)) if *f == s.fingerprint() => false,
             (Some(_), View::Stale) if !render => false,
             (Some(s), _) if render => {
                 show(view, scratch, s);
@@ -346,10 +348,11 @@ impl Driver {
                     if let (Some(RecordValue::Session(s)), Write::Set(text)) =
                         (&op.value, &job.write)
                         && format == StoreFormat::ReferenceJson
-                        && !matches!(view, View::Shown(v, _) if **v == **s)
+                        && let print = s.fingerprint()
+                        && !matches!(view, View::Shown(f, _) if *f == print)
                         && let Ok(value) = js::json_parse(text)
                     {
-                        *view = View::Shown(Box::new((*s).clone()), value);
+                        *view = View::Shown(print, value);
                     }
                     store = Some(job);
                 }
@@ -438,13 +441,14 @@ impl Driver {
 /// The session object JS holds for `session`: the shown one when it
 /// renders this very session, else rendered now and shown from then on.
 fn show(view: &mut View, scratch: &mut Vec<u8>, session: &Session) -> JsValue {
+    let print = session.fingerprint();
     if let View::Shown(shown, value) = view
-        && **shown == *session
+        && *shown == print
     {
         return value.clone();
     }
     let value = js::session_value(session, scratch);
-    *view = View::Shown(Box::new(session.clone()), value.clone());
+    *view = View::Shown(print, value.clone());
     value
 }
 

@@ -141,7 +141,7 @@ impl Session {
     /// keeps the JS object it handed out, so that it stays the same object
     /// until the session changes) compares fingerprints instead of keeping
     /// a copy: with host capacities a copy is a 16 KiB token buffer moved
-    /// byte by byte. FNV-1a, not for anything security-relevant; fields are
+    /// byte by byte. Not for anything security-relevant; fields are
     /// length-prefixed so that no two layouts of the same bytes agree.
     ///
     /// ```

@@ -76,9 +76,8 @@ pub(crate) fn fingerprint_more(mut h: u64, bytes: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut words = bytes.chunks_exact(8);
     for w in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(K).rotate_left(31);
+        let word = w.iter().rev().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        h = (h ^ word).wrapping_mul(K).rotate_left(31);
     }
     for b in words.remainder() {
         h = (h ^ u64::from(*b)).wrapping_mul(K).rotate_left(31);

@@ -1,15 +1,21 @@
 // Types of @paywall-auth/wasm: the anonymous sign-in subset of the
 // reference paywall auth client, backed by the paywall-auth Rust core.
 
-/** A user as the backend describes it (docs/protocol.md §2.2). */
+/**
+ * A user as the backend sent it (docs/protocol.md §2.2): the keys below are
+ * the ones the client reads; any other key the backend sent is kept as it
+ * came, `null`s included.
+ */
 export interface AuthUser {
   id: string;
-  /** `null` for anonymous users. */
-  email: string | null;
-  is_anonymous: boolean;
-  name?: string;
-  avatar?: string;
-  country?: string;
+  /** `null` (or absent) for anonymous users. */
+  email?: string | null;
+  /** Absent means `false`; the client adds no key the backend left out. */
+  is_anonymous?: boolean;
+  name?: string | null;
+  avatar?: string | null;
+  country?: string | null;
+  [key: string]: unknown;
 }
 
 /** The session, in the exact shape stored under `pw-{paywallId}-auth-v1`. */

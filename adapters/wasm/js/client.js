@@ -119,6 +119,7 @@ export class AuthClient extends WasmAuthClient {
       typeof o.apiOrigin === 'string' ? o.apiOrigin : undefined,
       o.allowInsecureHttp === true,
       storage,
+      typeof storage.watch === 'function' ? storage.watch : undefined,
       PaywallError,
       host,
     );

@@ -871,12 +871,12 @@ pub fn resume(shared: &Shared, input: Pending) {
 /// Subscribes to the adapter's `watch` (if any), then reads the records and
 /// restores the machine — synchronously when the adapter is synchronous
 /// (`localStorage`), so the cached session is there right after `new`.
-pub fn start(shared: &Shared) {
+pub fn start(shared: &Shared, watch: Option<Function>) {
     let (storage, keys) = {
         let d = shared.borrow();
         (d.storage(), d.keys.clone())
     };
-    if let Some(watch) = js::prop(&storage, "watch").dyn_ref::<Function>() {
+    if let Some(watch) = watch {
         for key in RecordKey::ALL {
             let weak = Rc::downgrade(shared);
             let on_change = Closure::<dyn FnMut(JsValue)>::new(move |value: JsValue| {

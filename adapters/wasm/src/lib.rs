@@ -42,7 +42,7 @@ impl fmt::Debug for AuthClient {
 #[wasm_bindgen]
 impl AuthClient {
     /// `new AuthClient(paywallId, apiOrigin, allowInsecureHttp, storage,
-    /// PaywallError, host)`: the package's `AuthClient` reads its options
+    /// watch, PaywallError, host)`: the package's `AuthClient` reads its options
     /// object and checks `storage` and `fetch` (a property read from wasm
     /// costs a string conversion each, the largest part of a construction);
     /// the decisions stay here. Throws a `PaywallError` with code
@@ -50,13 +50,15 @@ impl AuthClient {
     /// unusable (plain `http://` to a host that is not loopback without
     /// `allowInsecureHttp: true` included). `storage` must have `getItem`,
     /// `setItem` and `removeItem` (a missing one fails each call like a
-    /// failing storage); `host` is the package's `Host` (host.js).
+    /// failing storage); `watch` is its `watch` method, if it has one;
+    /// `host` is the package's `Host` (host.js).
     #[wasm_bindgen(constructor)]
     pub fn new(
         paywall_id: Option<String>,
         api_origin: Option<String>,
         allow_insecure_http: bool,
         storage: JsValue,
+        watch: Option<Function>,
         error_class: Function,
         host: Host,
     ) -> Result<AuthClient, JsValue> {
@@ -115,7 +117,7 @@ impl AuthClient {
             host,
             errors,
         );
-        driver::start(&shared);
+        driver::start(&shared, watch);
         Ok(AuthClient { shared })
     }
 

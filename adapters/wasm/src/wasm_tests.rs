@@ -135,6 +135,7 @@ fn new_client(options: JsValue) -> Result<Client, JsValue> {
         get(&options, "apiOrigin").as_string(),
         get(&options, "allowInsecureHttp").is_truthy(),
         get(&options, "storage"),
+        get(&options, "storage.watch").dyn_into().ok(),
         error_class(),
         JsValue::clone(&host).unchecked_into(),
     )?);

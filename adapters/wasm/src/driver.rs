@@ -653,7 +653,8 @@ pub fn pump(shared: &Shared) {
 }
 
 fn feed(shared: &Shared, input: Pending) {
-    let t = now();
+    // The clock is read where an input reaches the core, not for the
+    // pulls and listeners that do not (a crossing into JS each).
     let mut d = shared.borrow_mut();
     let refused = match input {
         Pending::Command {
@@ -661,7 +662,7 @@ fn feed(shared: &Shared, input: Pending) {
             reply,
             resolve,
             reject,
-        } => match d.machine.handle_command(t, *command) {
+        } => match d.machine.handle_command(now(), *command) {
             Ok(id) => {
                 d.waiters.push(Waiter {
                     id,
@@ -686,22 +687,22 @@ fn feed(shared: &Shared, input: Pending) {
                 body: &body,
                 reason: &status_text,
             };
-            let _ = d.machine.handle_response(t, id, response);
+            let _ = d.machine.handle_response(now(), id, response);
             None
         }
         Pending::Transport { id, error, note } => {
             d.note = note;
-            let _ = d.machine.handle_transport_error(t, id, error);
+            let _ = d.machine.handle_transport_error(now(), id, error);
             None
         }
         Pending::External { key, value } => {
-            let _ = d
-                .machine
-                .handle_external_change(t, key, value.as_deref().map(str::as_bytes));
+            let _ =
+                d.machine
+                    .handle_external_change(now(), key, value.as_deref().map(str::as_bytes));
             None
         }
         Pending::Timeout => {
-            let _ = d.machine.handle_timeout(t);
+            let _ = d.machine.handle_timeout(now());
             None
         }
         Pending::Pull(key) => {
@@ -740,9 +741,11 @@ fn feed(shared: &Shared, input: Pending) {
                 return;
             }
             if let Some(value) = record_value(&read) {
-                let _ =
-                    d.machine
-                        .handle_external_change(t, key, value.as_deref().map(str::as_bytes));
+                let _ = d.machine.handle_external_change(
+                    now(),
+                    key,
+                    value.as_deref().map(str::as_bytes),
+                );
             }
             None
         }

@@ -161,7 +161,9 @@ export class AuthClient extends WasmAuthClient {
   getAccessToken() {
     const h = this._h;
     if (h.session === undefined && h.ready) super.syncSession();
-    if (h.freshUntil !== 0 && Date.now() < h.freshUntil) return Promise.resolve(h.session.access_token);
+    if (h.freshUntil !== 0 && Date.now() < h.freshUntil) {
+      return h.token ?? (h.token = Promise.resolve(h.session.access_token));
+    }
     h.freshUntil = 0;
     return new Promise((resolve, reject) => super.getAccessToken(resolve, reject));
   }

@@ -27,12 +27,15 @@ export class Host {
     this.session = undefined;
     /** Until when (ms) the core answers `getAccessToken` from `session`; 0: ask. */
     this.freshUntil = 0;
+    /** A Promise of `session.access_token`, made on first use (one per session). */
+    this.token = undefined;
     this.ready = false;
     this.dead = false;
     this.timer = undefined;
   }
 
   _state(session, freshUntil, ready) {
+    if (session !== this.session) this.token = undefined;
     this.session = session;
     this.freshUntil = freshUntil;
     this.ready = ready;

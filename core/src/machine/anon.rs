@@ -21,7 +21,9 @@ use crate::storage::RecordKey;
 
 use super::{
     AnonOp, Done, Machine, Purpose, Queued, QueuedSignIn, Response, answer_error, api_error,
+    next_backoff,
 };
+use crate::time::Instant;
 
 impl Machine {
     pub(super) fn cmd_sign_in(&mut self, options: SignInOptions) -> CommandId {
@@ -100,10 +102,60 @@ impl Machine {
     /// The slot of a timed-out request was reclaimed without an answer.
     pub(super) fn abandon_anon(&mut self, request: crate::request::RequestId) {
         self.end_orphan(request);
+        self.retry_settle_later();
+    }
+
+    /// A peer removed the session record of an unsettled guest (records
+    /// that disagreed at restore): the session record may have held the
+    /// only live token, which now lives in memory alone, as this machine's
+    /// fallback. A resume nobody waits for settles it at once: if the
+    /// guest record's token is live, its rotation is saved there; if it is
+    /// dead, the guest record takes the fallback (`mirror_session_token`).
+    /// Either way storage holds a live token again, so a restart no longer
+    /// loses the guest (docs/protocol.md §13.7). Offline, the fallback
+    /// stays in memory for the next sign-in.
+    pub(super) fn settle_retired_guest(&mut self) {
+        self.refresh_retry_at = None;
+        if !self.needs_settling() || self.anon.is_some() {
+            return;
+        }
+        let id = self.command_id();
+        self.start_anon_as(id, SignInOptions::default(), true);
+    }
+
+    /// Signed out, with a retired unsettled guest whose token is held in
+    /// memory only (see [`settle_retired_guest`](Self::settle_retired_guest)).
+    pub(super) fn needs_settling(&self) -> bool {
+        self.stale_guest
+            && self.current().is_none()
+            && self.anon_token.is_some()
+            && self.slot.as_ref().is_some_and(Session::is_anonymous)
+    }
+
+    /// When the next attempt to settle a retired guest is due. The refresh
+    /// retry fields serve it: they are unused without a session.
+    pub(super) fn settle_deadline(&self) -> Option<Instant> {
+        self.refresh_retry_at
+            .filter(|_| self.anon.is_none() && self.needs_settling())
+    }
+
+    /// An attempt to settle failed without an answer that decides it
+    /// (offline, a 5xx): try again later, backing off like a refresh.
+    fn retry_settle_later(&mut self) {
+        if self.needs_settling() {
+            self.refresh_backoff = next_backoff(self.refresh_backoff, &self.config);
+            self.refresh_retry_at = Some(self.now.saturating_add_ms(self.refresh_backoff));
+        }
     }
 
     /// Sends the first request of the ladder for a new operation.
     fn start_anon(&mut self, id: CommandId, options: SignInOptions) {
+        self.start_anon_as(id, options, false);
+    }
+
+    /// [`start_anon`](Self::start_anon); `detached`: nobody waits for it
+    /// (its result is only saved, as an orphan's is).
+    fn start_anon_as(&mut self, id: CommandId, options: SignInOptions, detached: bool) {
         let guest_gen = self.guest_gen;
         let resume = self
             .anon_token
@@ -122,7 +174,7 @@ impl Machine {
         self.anon = Some(AnonOp {
             id,
             force,
-            detached: false,
+            detached,
             options,
             resuming,
             request: crate::request::RequestId(0),
@@ -222,6 +274,12 @@ impl Machine {
                     return;
                 }
                 if !live {
+                    if self.anon_fingerprint() == presented {
+                        // The guest record's token is proven live: the
+                        // records are settled, and a session record that
+                        // disagreed is no fallback any more.
+                        self.stale_guest = false;
+                    }
                     self.adopt_orphan_tokens(Some(guest_gen), &session);
                     self.end_orphan(request);
                     return;
@@ -312,6 +370,7 @@ impl Machine {
                     self.finish_anon(Err(answer_error(&failed)));
                 } else {
                     self.end_orphan(request);
+                    self.retry_settle_later();
                 }
             }
         }

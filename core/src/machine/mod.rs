@@ -766,7 +766,7 @@ impl Machine {
         let storage = self
             .storage_retry_at
             .filter(|_| self.dirty.iter().any(|d| *d));
-        let refresh = self.refresh_deadline();
+        let refresh = self.refresh_deadline().or_else(|| self.settle_deadline());
         let request = self
             .in_flight
             .iter()
@@ -1539,6 +1539,9 @@ impl Machine {
         }
         if self.refresh_deadline().is_some_and(|t| t <= self.now) {
             self.start_refresh(None, None);
+        }
+        if self.settle_deadline().is_some_and(|t| t <= self.now) {
+            self.settle_retired_guest();
         }
     }
 }

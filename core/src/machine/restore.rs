@@ -121,6 +121,7 @@ impl Machine {
                         self.detach_anon();
                         self.end_epoch();
                         self.change(AuthChange::SignedOut);
+                        self.settle_retired_guest();
                     }
                     return;
                 };

@@ -14,6 +14,17 @@ mod js;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod wasm_tests;
 
+/// The heap of the wasm. Talc instead of the standard library's dlmalloc:
+/// it is maintained, single-threaded wasm is one of its documented targets
+/// (grows linear memory with `memory.grow` as needed), and its code is a
+/// few kilobytes smaller than dlmalloc's (docs/wasm-measurements.md,
+/// "Package size"). The client allocates a handful of buffers per request,
+/// so allocator speed does not matter here; its size does (hence also
+/// `disable-realloc-in-place`: a growing buffer is copied, ~150 B gzip less).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 use std::fmt;
 use std::rc::Rc;
 

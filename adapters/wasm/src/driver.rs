@@ -21,9 +21,13 @@
 //! - **One call per fan-out.** The listener list, `fetch` and the timer live
 //!   in the JS `Host`; an event is one call, whatever the listener count.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
 
 use js_sys::{Function, Promise};
 use paywall_auth::{
@@ -961,10 +965,10 @@ pub fn destroy(shared: &Shared) {
         }
         let host: Host = JsValue::clone(&d.host).unchecked_into();
         (
-            std::mem::take(&mut d.waiters),
-            std::mem::take(&mut d.queue),
-            std::mem::take(&mut d.unwatch),
-            std::mem::take(&mut d.ready_waiters),
+            core::mem::take(&mut d.waiters),
+            core::mem::take(&mut d.queue),
+            core::mem::take(&mut d.unwatch),
+            core::mem::take(&mut d.ready_waiters),
             d.errors.clone(),
             host,
         )

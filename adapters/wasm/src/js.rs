@@ -2,6 +2,10 @@
 //! `fetch`, `Response`, timers) and the conversions between core values and
 //! plain JS values.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use js_sys::{Array, Function, JSON, Object, Reflect};
 use paywall_auth::{
     Command, Error, RecordValue, Session, SignInOptions, SignOutOptions, StoreFormat,
@@ -9,7 +13,7 @@ use paywall_auth::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::buf;
+use crate::{buf, msg};
 
 #[wasm_bindgen]
 extern "C" {
@@ -106,8 +110,12 @@ impl Errors {
             &JsValue::from_str(message),
             &status,
         );
-        Reflect::construct(&self.class, &args)
-            .unwrap_or_else(|_| js_sys::Error::new(&format!("{code}: {message}")).into())
+        Reflect::construct(&self.class, &args).unwrap_or_else(|_| {
+            let mut text = String::from(code);
+            text.push_str(": ");
+            text.push_str(message);
+            js_sys::Error::new(&text).into()
+        })
     }
 
     /// The error of a failed command, as the reference client reports it:
@@ -116,11 +124,7 @@ impl Errors {
     pub fn of(&self, error: &Error) -> JsValue {
         match error {
             Error::Api(api) => self.make(error.code(), &api.message, Some(api.status)),
-            other => {
-                let text = other.to_string();
-                let message = buf::strip_code_prefix(&text, other.code());
-                self.make(other.code(), message, other.status())
-            }
+            other => self.make(other.code(), &msg::error(other), other.status()),
         }
     }
 }
@@ -146,7 +150,9 @@ fn invalid(message: &str) -> ArgError {
 }
 
 fn capacity(e: paywall_auth::CapacityError) -> ArgError {
-    ("capacity_exceeded", e.to_string())
+    let mut message = String::new();
+    msg::capacity(&mut message, &e);
+    ("capacity_exceeded", message)
 }
 
 /// `{ userMeta?, forceNewAnon?, captchaToken? }`
@@ -198,9 +204,11 @@ fn optional_string(options: &JsValue, key: &str) -> Result<Option<String>, ArgEr
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
-    v.as_string()
-        .map(Some)
-        .ok_or_else(|| invalid(&format!("{key} must be a string")))
+    v.as_string().map(Some).ok_or_else(|| {
+        let mut message = String::from(key);
+        message.push_str(" must be a string");
+        invalid(&message)
+    })
 }
 
 /// `user_meta` is a string→string object (docs/protocol.md §3.1).

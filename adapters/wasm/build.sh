@@ -58,6 +58,22 @@ mkdir -p "$pkg"
 "$tools/bin/wasm-bindgen" --target web --no-typescript --out-dir "$pkg" --out-name paywall_auth_wasm \
   "$root/target/wasm32-unknown-unknown/release/paywall_auth_wasm.wasm" 2> >(grep -v "target_features" >&2)
 
+# Custom sections are for tools, not for browsers: wasm-bindgen leaves a
+# name section (its import shims' names, ~2 KB) and the producers and
+# target-features notes. Dropped; the module's code is untouched.
+node -e '
+const fs = require("fs");
+const f = process.argv[1], b = fs.readFileSync(f), keep = [b.subarray(0, 8)];
+for (let i = 8; i < b.length;) {
+  const start = i++;
+  let size = 0, shift = 0, x;
+  do { x = b[i++]; size += (x & 0x7f) * 2 ** shift; shift += 7; } while (x & 0x80);
+  if (b[start] !== 0) keep.push(b.subarray(start, i + size));
+  i += size;
+}
+fs.writeFileSync(f, Buffer.concat(keep));
+' "$pkg/paywall_auth_wasm_bg.wasm"
+
 if [ -n "$wasm_opt" ] && [ -x "$wasm_opt" ]; then
   # The features wasm32-unknown-unknown enables by default in rustc 1.95.
   node "$wasm_opt" -Oz --strip-debug --strip-producers \

@@ -7,24 +7,25 @@
 //! unnoticed).
 
 use alloc::string::String;
+use core::num::NonZeroUsize;
 
 use paywall_auth::{CapacityError, ConfigError, DecodeError, Error};
 
-/// `n` in decimal, appended to `out`.
-pub fn push_decimal(out: &mut String, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        // `n % 10` < 10, so the cast is exact.
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// `n` in decimal, appended to `out`. No indexing and no division by a
+/// possibly-zero number, so no panic path.
+pub fn push_decimal(out: &mut String, n: usize) {
+    const TEN: NonZeroUsize = NonZeroUsize::new(10).expect("10 is not 0");
+    let mut div = NonZeroUsize::MIN;
+    while n / div >= 10 {
+        div = div.saturating_mul(TEN);
     }
-    for &d in digits.iter().skip(i) {
-        out.push(char::from(d));
+    loop {
+        // A digit, < 10, so the cast is exact.
+        out.push(char::from(b'0' + (n / div % 10) as u8));
+        match NonZeroUsize::new(div.get() / 10) {
+            Some(next) => div = next,
+            None => break,
+        }
     }
 }
 

@@ -1,8 +1,77 @@
 #!/usr/bin/env bash
 # Prints the size of the built package (run build.sh first): each shipped
 # file raw, gzip -9 and brotli (the two encodings CDNs serve), and totals.
+#
+# `size.sh --breakdown` instead shows what the wasm is made of: it rebuilds
+# the wasm as build.sh does but keeps its symbol names (a name section), and
+# groups `twiggy top` (https://github.com/rustwasm/twiggy; `cargo install
+# twiggy`, or TWIGGY=/path/to/twiggy) by crate and module: bytes of code and
+# data, before compression. The names cost nothing in the package; this
+# build is only measured, never shipped.
 set -euo pipefail
-pkg="$(cd "$(dirname "$0")" && pwd)/pkg"
+here="$(cd "$(dirname "$0")" && pwd)"
+pkg="$here/pkg"
+
+if [ "${1:-}" = --breakdown ]; then
+  twiggy="${TWIGGY:-$(command -v twiggy || true)}"
+  [ -x "$twiggy" ] || { echo "size.sh: --breakdown needs twiggy (cargo install twiggy, or TWIGGY=…)" >&2; exit 1; }
+  [ -x "$here/.tools/bin/wasm-bindgen" ] || { echo "size.sh: run build.sh first (it installs wasm-bindgen)" >&2; exit 1; }
+  root="$(cd "$here/../.." && pwd)"
+  target="${CARGO_TARGET_DIR:-$root/target}"
+  out="$(mktemp -d)"
+  trap 'rm -rf "$out"' EXIT
+  (cd "$root" && PAYWALL_AUTH_ACCESS_TOKEN_MAX="${PAYWALL_AUTH_ACCESS_TOKEN_MAX:-16384}" \
+    PAYWALL_AUTH_REFRESH_TOKEN_MAX="${PAYWALL_AUTH_REFRESH_TOKEN_MAX:-1024}" \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_STRIP=false \
+    cargo build -p paywall-auth-wasm --target wasm32-unknown-unknown --release --locked --quiet)
+  "$here/.tools/bin/wasm-bindgen" --target web --keep-debug --no-typescript --out-dir "$out" \
+    "$target/wasm32-unknown-unknown/release/paywall_auth_wasm.wasm" 2>/dev/null
+  "$twiggy" top -n 1000000 -f csv "$out/paywall_auth_wasm_bg.wasm" > "$out/top.csv"
+  node --input-type=module - "$out/top.csv" "${2:-30}" <<'JS'
+import { readFileSync } from 'node:fs';
+// A symbol's group: its crate, plus the module for the crates that matter
+// (`paywall_auth::codec`, `core::fmt` …). `<T as Trait>::f` counts for T's
+// crate, or for Trait's when T is a primitive (`<u32 as Display>::fmt`).
+const [csv, limit] = [process.argv[2], +process.argv[3]];
+const deep = { paywall_auth: 2, core: 2, alloc: 2, wasm_bindgen: 2, js_sys: 2 };
+const prim = /^(u8|u16|u32|u64|u128|usize|i8|i16|i32|i64|i128|isize|char|str|bool|f32|f64|\[.*\]|\(.*\)|&.*|\*.*)$/;
+const path = (p) => { const s = p.replace(/<.*$/, '').split('::'); return s.slice(0, deep[s[0]] ?? 1).join('::'); };
+function group(name) {
+  if (name.startsWith('data segment')) return 'data segment (strings, tables)';
+  if (/^(import|export|type\[|table\[|elem\[|global\[|memory\[|code section|data section|section|wasm magic)/.test(name)) {
+    return 'wasm structure (imports, exports, types, headers)';
+  }
+  const n = name.replace(/\[[0-9a-f]{16}\]/g, '').replace(/::h[0-9a-f]{16}$/, '').replace(/\[\d+\]$/, '');
+  const m = n.match(/^<(.+?)(?: as (.+?))?>::/);
+  if (m) {
+    const self = m[1].replace(/^(dyn |&mut |&)/, '');
+    if (!prim.test(self) && /^[a-z_]/.test(self)) return path(self);
+    if (m[2]) return path(m[2]);
+    return /fmt|escape|pad/.test(n) ? 'core::fmt' : `core (${self})`;
+  }
+  if (/^[a-z_][a-z0-9_]*::/.test(n)) return path(n);
+  return /wbindgen|wbg|externref/.test(n) ? 'wasm-bindgen generated' : 'unnamed';
+}
+const groups = new Map();
+let total = 0;
+for (const line of readFileSync(csv, 'utf8').split('\n').slice(1)) {
+  const m = line.match(/^("(?:[^"]|"")*"|[^,]*),(\d+),/);
+  if (!m) continue;
+  const name = m[1].replace(/^"|"$/g, '').replace(/""/g, '"');
+  if (/^custom section|function names|^producers/.test(name)) continue;
+  const g = group(name);
+  groups.set(g, (groups.get(g) ?? 0) + +m[2]);
+  total += +m[2];
+}
+const rows = [...groups].sort((a, b) => b[1] - a[1]);
+const line = (bytes, label) => console.log(`${String(bytes).padStart(8)} B ${(100 * bytes / total).toFixed(1).padStart(5)} %  ${label}`);
+for (const [g, bytes] of rows.slice(0, limit)) line(bytes, g);
+const rest = rows.slice(limit);
+if (rest.length) line(rest.reduce((a, r) => a + r[1], 0), `(${rest.length} smaller groups)`);
+line(total, 'code + data, uncompressed (custom sections excluded)');
+JS
+  exit 0
+fi
 [ -f "$pkg/paywall_auth_wasm_bg.wasm" ] || { echo "size.sh: no package; run adapters/wasm/build.sh first" >&2; exit 1; }
 node --input-type=module - "$pkg" <<'JS'
 import { readFileSync } from 'node:fs';

@@ -51,7 +51,7 @@ fi
 export PAYWALL_AUTH_ACCESS_TOKEN_MAX="${PAYWALL_AUTH_ACCESS_TOKEN_MAX:-16384}"
 export PAYWALL_AUTH_REFRESH_TOKEN_MAX="${PAYWALL_AUTH_REFRESH_TOKEN_MAX:-1024}"
 CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
-  cargo build -p paywall-auth-wasm --target wasm32-unknown-unknown --release --locked
+  cargo build -p paywall-auth-wasm --target wasm32-unknown-unknown --release --locked --features panic-trap
 
 rm -rf "$pkg"
 mkdir -p "$pkg"

@@ -23,7 +23,7 @@ if [ "${1:-}" = --breakdown ]; then
   (cd "$root" && PAYWALL_AUTH_ACCESS_TOKEN_MAX="${PAYWALL_AUTH_ACCESS_TOKEN_MAX:-16384}" \
     PAYWALL_AUTH_REFRESH_TOKEN_MAX="${PAYWALL_AUTH_REFRESH_TOKEN_MAX:-1024}" \
     CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_STRIP=false \
-    cargo build -p paywall-auth-wasm --target wasm32-unknown-unknown --release --locked --quiet)
+    cargo build -p paywall-auth-wasm --target wasm32-unknown-unknown --release --locked --features panic-trap --quiet)
   "$here/.tools/bin/wasm-bindgen" --target web --keep-debug --no-typescript --out-dir "$out" \
     "$target/wasm32-unknown-unknown/release/paywall_auth_wasm.wasm" 2>/dev/null
   "$twiggy" top -n 1000000 -f csv "$out/paywall_auth_wasm_bg.wasm" > "$out/top.csv"

@@ -13,8 +13,11 @@
 // no stderr), and that machinery (`core::fmt`, integer printing, the file
 // paths of every panic site) was ~10 % of the binary. A panic here traps
 // instead, which the JS side sees as a `RuntimeError: unreachable`, as it
-// did before. Tests and host builds keep std.
-#![cfg_attr(all(target_arch = "wasm32", not(test)), no_std)]
+// did before. Only with the `panic-trap` feature, which build.sh turns on:
+// test builds link std through their dev-dependencies (whose `std` features
+// then apply to every target of the build), and two panic handlers do not
+// link.
+#![cfg_attr(all(target_arch = "wasm32", feature = "panic-trap", not(test)), no_std)]
 
 extern crate alloc;
 
@@ -32,16 +35,16 @@ mod wasm_tests;
 /// "Package size"). The client allocates a handful of buffers per request,
 /// so allocator speed does not matter here; its size does (hence also
 /// `disable-realloc-in-place`: a growing buffer is copied, ~150 B gzip less).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 /// A panic traps (see the `no_std` note at the top).
-#[cfg(all(target_arch = "wasm32", not(test)))]
+#[cfg(all(target_arch = "wasm32", feature = "panic-trap", not(test)))]
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     core::arch::wasm32::unreachable()
 }
-
-#[cfg(target_arch = "wasm32")]
-#[global_allocator]
-static ALLOC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
 
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;

@@ -56,6 +56,11 @@ extern "C" {
     #[wasm_bindgen(method, js_name = _send)]
     pub fn send(this: &Host, id: u32, url: &str, method: &str, headers: &str, body: &str);
 
+    /// Calls `done(ok, value)` from a microtask once `value` settles
+    /// (fulfilled: `true` and its value; rejected: `false` and the reason).
+    #[wasm_bindgen(method, js_name = _settle)]
+    pub fn settle(this: &Host, value: &JsValue, done: &JsValue);
+
     /// (Re-)arms the one timer to call `__timeout` after `delay_ms`; a
     /// negative delay cancels it.
     #[wasm_bindgen(method, js_name = _timer)]
@@ -83,6 +88,20 @@ pub fn prop(obj: &JsValue, key: &str) -> JsValue {
 /// `obj[key] = value` on an object we created (cannot throw).
 pub fn set(obj: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+}
+
+/// Runs `then` from a microtask once `value` settles: `Ok` with its value,
+/// `Err` with the rejection. A plain JS Promise callback instead of a Rust
+/// future executor (`spawn_local`): the client only ever waits for one
+/// value at a time, and the executor was ~4 KB of the wasm.
+pub fn when_settled<F>(host: &Host, value: &JsValue, then: F)
+where
+    F: FnOnce(Result<JsValue, JsValue>) + 'static,
+{
+    let done = Closure::once_into_js(move |ok: bool, v: JsValue| {
+        then(if ok { Ok(v) } else { Err(v) });
+    });
+    host.settle(value, &done);
 }
 
 /// Whether `v` is a thenable (a Promise or anything awaitable).

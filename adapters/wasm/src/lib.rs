@@ -239,7 +239,8 @@ impl AuthClient {
             d.subscribe(id);
         }
         let weak = Rc::downgrade(&self.shared);
-        wasm_bindgen_futures::spawn_local(async move {
+        let host: Host = JsValue::clone(&self.shared.borrow().host).unchecked_into();
+        js::when_settled(&host, &JsValue::UNDEFINED, move |_| {
             if let Some(shared) = weak.upgrade() {
                 driver::pump(&shared);
             }

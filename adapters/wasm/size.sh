@@ -73,21 +73,25 @@ JS
   exit 0
 fi
 [ -f "$pkg/paywall_auth_wasm_bg.wasm" ] || { echo "size.sh: no package; run adapters/wasm/build.sh first" >&2; exit 1; }
-node --input-type=module - "$pkg" <<'JS'
-import { readFileSync } from 'node:fs';
+# The package ships readable JS; an app's bundler minifies it. The second
+# table measures that: the default browser entry bundled and minified by
+# esbuild (browser-test's copy, or ESBUILD=/path/to/esbuild's package dir),
+# next to the wasm it loads.
+esbuild="${ESBUILD:-$here/browser-test/node_modules/esbuild}"
+node --input-type=module - "$pkg" "$esbuild" <<'JS'
+import { readFileSync, existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { gzipSync, brotliCompressSync, constants } from 'node:zlib';
 const pkg = process.argv[2];
 const files = JSON.parse(readFileSync(`${pkg}/package.json`, 'utf8')).files.filter((f) => /\.(js|cjs|wasm|d\.ts)$/.test(f));
 const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
-const rows = files.map((f) => {
-  const b = readFileSync(`${pkg}/${f}`);
-  return {
-    file: f,
-    raw: b.length,
-    gzip: gzipSync(b, { level: 9 }).length,
-    brotli: brotliCompressSync(b, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).length,
-  };
+const measure = (file, b) => ({
+  file,
+  raw: b.length,
+  gzip: gzipSync(b, { level: 9 }).length,
+  brotli: brotliCompressSync(b, { params: { [constants.BROTLI_PARAM_QUALITY]: 11 } }).length,
 });
+const rows = files.map((f) => measure(f, readFileSync(`${pkg}/${f}`)));
 const sum = (pick, k) => rows.filter(pick).reduce((a, r) => a + r[k], 0);
 const wasm = (r) => r.file.endsWith('.wasm');
 const js = (r) => r.file.endsWith('.js');
@@ -98,5 +102,25 @@ for (const r of rows) console.log(`${r.file.padEnd(28)}${pad(kib(r.raw), 12)}${p
 const browser = (r) => ['browser.js', 'client.js', 'host.js', 'paywall_auth_wasm.js', 'paywall_auth_wasm_bg.wasm'].includes(r.file);
 for (const [name, pick] of [['wasm', wasm], ['JS (glue + wrapper)', js], ['browser payload', browser], ['total code (without .d.ts)', (r) => !r.file.endsWith('.d.ts')]]) {
   console.log(`${name.padEnd(28)}${pad(kib(sum(pick, 'raw')), 12)}${pad(kib(sum(pick, 'gzip')), 12)}${pad(kib(sum(pick, 'brotli')), 12)}`);
+}
+const esbuildDir = process.argv[3];
+if (!existsSync(`${esbuildDir}/package.json`)) {
+  console.log(`\n(no esbuild at ${esbuildDir}: npm ci --prefix adapters/wasm/browser-test for the minified figures)`);
+} else {
+  const esbuild = createRequire(`${esbuildDir}/`)(esbuildDir);
+  const out = await esbuild.build({
+    entryPoints: [`${pkg}/browser.js`],
+    bundle: true,
+    minify: true,
+    format: 'esm',
+    platform: 'browser',
+    write: false,
+    logLevel: 'silent',
+  });
+  const bundle = measure('browser.js bundle, minified', out.outputFiles[0].contents);
+  const w = rows.find(wasm);
+  const total = { file: 'browser payload, minified', raw: bundle.raw + w.raw, gzip: bundle.gzip + w.gzip, brotli: bundle.brotli + w.brotli };
+  console.log(`\nAs an app ships it (esbuild ${esbuild.version} --bundle --minify of the browser entry, JS only):`);
+  for (const r of [bundle, total]) console.log(`${r.file.padEnd(28)}${pad(kib(r.raw), 12)}${pad(kib(r.gzip), 12)}${pad(kib(r.brotli), 12)}`);
 }
 JS

@@ -3,6 +3,7 @@
 //! plain JS values.
 
 use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -98,6 +99,12 @@ pub fn when_settled<F>(host: &Host, value: &JsValue, then: F)
 where
     F: FnOnce(Result<JsValue, JsValue>) + 'static,
 {
+    settle_boxed(host, value, Box::new(then));
+}
+
+/// [`when_settled`]'s body, not generic: one set of wasm-bindgen closure
+/// shims for every caller instead of one per call site.
+fn settle_boxed(host: &Host, value: &JsValue, then: Box<dyn FnOnce(Result<JsValue, JsValue>)>) {
     let done = Closure::once_into_js(move |ok: bool, v: JsValue| {
         then(if ok { Ok(v) } else { Err(v) });
     });

@@ -26,6 +26,16 @@ if [ "${1:-}" = --breakdown ]; then
     cargo build -p paywall-auth-wasm --target wasm32-unknown-unknown --release --locked --features panic-trap --quiet)
   "$here/.tools/bin/wasm-bindgen" --target web --keep-debug --no-typescript --out-dir "$out" \
     "$target/wasm32-unknown-unknown/release/paywall_auth_wasm.wasm" 2>/dev/null
+  # Before wasm-opt by default: its inlining folds Rust functions into the
+  # wasm-bindgen export shims, which then look like glue. WASM_OPT=1 runs it
+  # as build.sh does (-g keeps the names), for the shipped total.
+  wasm_opt="$here/.tools/node_modules/binaryen/bin/wasm-opt"
+  if [ "${WASM_OPT:-0}" != 0 ] && [ -x "$wasm_opt" ]; then
+    node "$wasm_opt" -Oz -g --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+      --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      "$out/paywall_auth_wasm_bg.wasm" -o "$out/paywall_auth_wasm_bg.wasm"
+    echo "(wasm-opt -Oz applied, as build.sh does)"
+  fi
   "$twiggy" top -n 1000000 -f csv "$out/paywall_auth_wasm_bg.wasm" > "$out/top.csv"
   node --input-type=module - "$out/top.csv" "${2:-30}" <<'JS'
 import { readFileSync } from 'node:fs';

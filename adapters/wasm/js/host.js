@@ -68,6 +68,18 @@ export class Host {
     }
   }
 
+  /**
+   * Calls `done(true, value)` or `done(false, error)` from a microtask once
+   * `value` (a Promise, a thenable or a plain value) settles; exactly once,
+   * so the wasm side's one-shot callback is freed by the call.
+   */
+  _settle(value, done) {
+    Promise.resolve(value).then(
+      (v) => done(true, v),
+      (e) => done(false, e),
+    );
+  }
+
   _timer(delay) {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;

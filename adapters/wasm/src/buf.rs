@@ -1,6 +1,8 @@
 //! Small pure helpers, kept apart from the JS bindings so they run in host
 //! unit tests too.
 
+use alloc::vec::Vec;
+
 use paywall_auth::CapacityError;
 
 /// The first size tried for a request body or a stored record.

@@ -21,18 +21,21 @@
 //! - **One call per fan-out.** The listener list, `fetch` and the timer live
 //!   in the JS `Host`; an event is one call, whatever the listener count.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
-use std::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::RefCell;
 
-use js_sys::{Function, Promise};
+use js_sys::Function;
 use paywall_auth::{
     AuthChange, CommandId, Error, Instant, Machine, Notice, Outcome, Output, RecordKey,
     RecordValue, Request, RequestId, Response, Session, StorageError, StoreFormat, StoreId,
     StoreOp, TransportError,
 };
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::{JsFuture, spawn_local};
 
 use crate::buf;
 use crate::js::{self, Errors, Host, StorageAdapter};
@@ -723,10 +726,10 @@ fn feed(shared: &Shared, input: Pending) {
             if js::is_thenable(&read) {
                 // Hold the queue: the command behind the pull must see it.
                 d.pulling = true;
+                let host: Host = JsValue::clone(&d.host).unchecked_into();
                 drop(d);
                 let weak = Rc::downgrade(shared);
-                spawn_local(async move {
-                    let read = JsFuture::from(Promise::resolve(&read)).await;
+                js::when_settled(&host, &read, move |read| {
                     if let Some(shared) = weak.upgrade() {
                         {
                             let mut d = shared.borrow_mut();
@@ -817,7 +820,7 @@ fn deliver(shared: &Shared, effects: Vec<Effect>) {
 /// Performs a storage write. Returns `true` when it completed (and was
 /// acknowledged) synchronously.
 fn store_now(shared: &Shared, job: StoreJob) -> bool {
-    let (storage, key) = {
+    let (storage, key, host) = {
         let d = shared.borrow();
         (
             d.storage(),
@@ -825,6 +828,7 @@ fn store_now(shared: &Shared, job: StoreJob) -> bool {
                 .get(key_index(job.key))
                 .cloned()
                 .unwrap_or(JsValue::UNDEFINED),
+            JsValue::clone(&d.host).unchecked_into::<Host>(),
         )
     };
     let called = match &job.write {
@@ -840,8 +844,8 @@ fn store_now(shared: &Shared, job: StoreJob) -> bool {
                 d.pumping = false;
             }
             let weak = Rc::downgrade(shared);
-            spawn_local(async move {
-                let ok = JsFuture::from(Promise::resolve(&pending)).await.is_ok();
+            js::when_settled(&host, &pending, move |settled| {
+                let ok = settled.is_ok();
                 let Some(shared) = weak.upgrade() else { return };
                 {
                     let mut d = shared.borrow_mut();
@@ -875,9 +879,13 @@ pub fn resume(shared: &Shared, input: Pending) {
 /// restores the machine — synchronously when the adapter is synchronous
 /// (`localStorage`), so the cached session is there right after `new`.
 pub fn start(shared: &Shared, watch: Option<Function>) {
-    let (storage, keys) = {
+    let (storage, keys, host) = {
         let d = shared.borrow();
-        (d.storage(), d.keys.clone())
+        (
+            d.storage(),
+            d.keys.clone(),
+            JsValue::clone(&d.host).unchecked_into::<Host>(),
+        )
     };
     if let Some(watch) = watch {
         for key in RecordKey::ALL {
@@ -915,21 +923,30 @@ pub fn start(shared: &Shared, watch: Option<Function>) {
             .unwrap_or(JsValue::NULL),
     ];
     if reads.iter().any(js::is_thenable) {
-        let weak = Rc::downgrade(shared);
-        spawn_local(async move {
-            let mut values = Vec::with_capacity(reads.len());
-            for r in &reads {
-                values.push(
-                    JsFuture::from(Promise::resolve(r))
-                        .await
-                        .ok()
-                        .and_then(|v| v.as_string()),
-                );
-            }
-            if let Some(shared) = weak.upgrade() {
-                restored(&shared, &values);
-            }
-        });
+        // Each read settles on its own (a failed one reads as absent); the
+        // last one to settle restores.
+        type Gathered = RefCell<([Option<String>; 3], usize)>;
+        let gathered: Rc<Gathered> = Rc::new(RefCell::new(Default::default()));
+        for (i, r) in reads.iter().enumerate() {
+            let weak = Rc::downgrade(shared);
+            let gathered = Rc::clone(&gathered);
+            js::when_settled(&host, r, move |read| {
+                let values = {
+                    let mut g = gathered.borrow_mut();
+                    if let Some(slot) = g.0.get_mut(i) {
+                        *slot = read.ok().and_then(|v| v.as_string());
+                    }
+                    g.1 += 1;
+                    if g.1 < g.0.len() {
+                        return;
+                    }
+                    core::mem::take(&mut g.0)
+                };
+                if let Some(shared) = weak.upgrade() {
+                    restored(&shared, &values);
+                }
+            });
+        }
     } else {
         restored(shared, &reads.map(|r| r.as_string()));
     }
@@ -976,10 +993,10 @@ pub fn destroy(shared: &Shared) {
         }
         let host: Host = JsValue::clone(&d.host).unchecked_into();
         (
-            std::mem::take(&mut d.waiters),
-            std::mem::take(&mut d.queue),
-            std::mem::take(&mut d.unwatch),
-            std::mem::take(&mut d.ready_waiters),
+            core::mem::take(&mut d.waiters),
+            core::mem::take(&mut d.queue),
+            core::mem::take(&mut d.unwatch),
+            core::mem::take(&mut d.ready_waiters),
             d.errors.clone(),
             host,
         )

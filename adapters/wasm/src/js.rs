@@ -2,6 +2,11 @@
 //! `fetch`, `Response`, timers) and the conversions between core values and
 //! plain JS values.
 
+use alloc::borrow::ToOwned;
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use js_sys::{Array, Function, JSON, Object, Reflect};
 use paywall_auth::{
     Command, Error, RecordValue, Session, SignInOptions, SignOutOptions, StoreFormat,
@@ -9,7 +14,7 @@ use paywall_auth::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::buf;
+use crate::{buf, msg};
 
 #[wasm_bindgen]
 extern "C" {
@@ -58,6 +63,11 @@ extern "C" {
     #[wasm_bindgen(method, js_name = _send)]
     pub fn send(this: &Host, id: u32, url: &str, method: &str, headers: &str, body: &str);
 
+    /// Calls `done(ok, value)` from a microtask once `value` settles
+    /// (fulfilled: `true` and its value; rejected: `false` and the reason).
+    #[wasm_bindgen(method, js_name = _settle)]
+    pub fn settle(this: &Host, value: &JsValue, done: &JsValue);
+
     /// (Re-)arms the one timer to call `__timeout` after `delay_ms`; a
     /// negative delay cancels it.
     #[wasm_bindgen(method, js_name = _timer)]
@@ -87,6 +97,26 @@ pub fn set(obj: &Object, key: &str, value: &JsValue) {
     let _ = Reflect::set(obj, &JsValue::from_str(key), value);
 }
 
+/// Runs `then` from a microtask once `value` settles: `Ok` with its value,
+/// `Err` with the rejection. A plain JS Promise callback instead of a Rust
+/// future executor (`spawn_local`): the client only ever waits for one
+/// value at a time, and the executor was ~4 KB of the wasm.
+pub fn when_settled<F>(host: &Host, value: &JsValue, then: F)
+where
+    F: FnOnce(Result<JsValue, JsValue>) + 'static,
+{
+    settle_boxed(host, value, Box::new(then));
+}
+
+/// [`when_settled`]'s body, not generic: one set of wasm-bindgen closure
+/// shims for every caller instead of one per call site.
+fn settle_boxed(host: &Host, value: &JsValue, then: Box<dyn FnOnce(Result<JsValue, JsValue>)>) {
+    let done = Closure::once_into_js(move |ok: bool, v: JsValue| {
+        then(if ok { Ok(v) } else { Err(v) });
+    });
+    host.settle(value, &done);
+}
+
 /// Whether `v` is a thenable (a Promise or anything awaitable).
 pub fn is_thenable(v: &JsValue) -> bool {
     v.is_object() && prop(v, "then").is_function()
@@ -112,8 +142,12 @@ impl Errors {
             &JsValue::from_str(message),
             &status,
         );
-        Reflect::construct(&self.class, &args)
-            .unwrap_or_else(|_| js_sys::Error::new(&format!("{code}: {message}")).into())
+        Reflect::construct(&self.class, &args).unwrap_or_else(|_| {
+            let mut text = String::from(code);
+            text.push_str(": ");
+            text.push_str(message);
+            js_sys::Error::new(&text).into()
+        })
     }
 
     /// The error of a failed command, as the reference client reports it:
@@ -122,11 +156,7 @@ impl Errors {
     pub fn of(&self, error: &Error) -> JsValue {
         match error {
             Error::Api(api) => self.make(error.code(), &api.message, Some(api.status)),
-            other => {
-                let text = other.to_string();
-                let message = buf::strip_code_prefix(&text, other.code());
-                self.make(other.code(), message, other.status())
-            }
+            other => self.make(other.code(), &msg::error(other), other.status()),
         }
     }
 }
@@ -152,7 +182,9 @@ fn invalid(message: &str) -> ArgError {
 }
 
 fn capacity(e: paywall_auth::CapacityError) -> ArgError {
-    ("capacity_exceeded", e.to_string())
+    let mut message = String::new();
+    msg::capacity(&mut message, &e);
+    ("capacity_exceeded", message)
 }
 
 /// `{ userMeta?, forceNewAnon?, captchaToken? }`
@@ -204,9 +236,11 @@ fn optional_string(options: &JsValue, key: &str) -> Result<Option<String>, ArgEr
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
-    v.as_string()
-        .map(Some)
-        .ok_or_else(|| invalid(&format!("{key} must be a string")))
+    v.as_string().map(Some).ok_or_else(|| {
+        let mut message = String::from(key);
+        message.push_str(" must be a string");
+        invalid(&message)
+    })
 }
 
 /// `user_meta` is a string→string object (docs/protocol.md §3.1).

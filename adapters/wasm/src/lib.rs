@@ -8,14 +8,49 @@
 //! See `src/driver.rs` for the loop and README.md for the JS API; the package's
 //! `client.js` adds the `PaywallError` class and the default storage.
 
+// The shipped wasm has no std: std's panic handler formats a message and a
+// source location it then cannot print anywhere (wasm32-unknown-unknown has
+// no stderr), and that machinery (`core::fmt`, integer printing, the file
+// paths of every panic site) was ~10 % of the binary. A panic here traps
+// instead, which the JS side sees as a `RuntimeError: unreachable`, as it
+// did before. Only with the `panic-trap` feature, which build.sh turns on:
+// test builds link std through their dev-dependencies (whose `std` features
+// then apply to every target of the build), and two panic handlers do not
+// link.
+#![cfg_attr(all(target_arch = "wasm32", feature = "panic-trap", not(test)), no_std)]
+
+extern crate alloc;
+
 mod buf;
 mod driver;
 mod js;
+mod msg;
 #[cfg(all(test, target_arch = "wasm32"))]
 mod wasm_tests;
 
-use std::fmt;
-use std::rc::Rc;
+/// The heap of the wasm. Talc instead of the standard library's dlmalloc:
+/// it is maintained, single-threaded wasm is one of its documented targets
+/// (grows linear memory with `memory.grow` as needed), and its code is a
+/// few kilobytes smaller than dlmalloc's (docs/wasm-measurements.md,
+/// "Package size"). The client allocates a handful of buffers per request,
+/// so allocator speed does not matter here; its size does (hence also
+/// `disable-realloc-in-place`: a growing buffer is copied, ~150 B gzip less).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
+/// A panic traps (see the `no_std` note at the top).
+#[cfg(all(target_arch = "wasm32", feature = "panic-trap", not(test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    core::arch::wasm32::unreachable()
+}
+
+use alloc::boxed::Box;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
 
 use js_sys::Function;
 use paywall_auth::origin::{self, InsecureHttp, Scheme};
@@ -78,13 +113,11 @@ impl AuthClient {
             InsecureHttp::Refuse
         };
         let checked = origin::check(&api_origin, insecure).map_err(|e| {
-            let message = buf::strip_code_prefix(e.message(), "invalid_config");
-            match e {
-                origin::OriginError::InsecureHttp => invalid(&format!(
-                    "{message} (pass allowInsecureHttp: true to the AuthClient options)"
-                )),
-                _ => invalid(message),
+            let mut message = String::from(buf::strip_code_prefix(e.message(), "invalid_config"));
+            if e == origin::OriginError::InsecureHttp {
+                message.push_str(" (pass allowInsecureHttp: true to the AuthClient options)");
             }
+            invalid(&message)
         })?;
         if checked.ignored_suffix {
             js::console_warn(
@@ -92,10 +125,7 @@ impl AuthClient {
             );
         }
         let origin = origin_string(&checked);
-        let mut config = Config::new(&paywall_id).map_err(|e| {
-            let text = e.to_string();
-            invalid(buf::strip_code_prefix(&text, "invalid_config"))
-        })?;
+        let mut config = Config::new(&paywall_id).map_err(|e| invalid(&msg::config(&e)))?;
         // A browser fetch can hang forever without failing: let the core
         // time requests out so no promise waits forever.
         config.request_timeout = Some(paywall_auth::Duration::from_secs(30));
@@ -210,7 +240,8 @@ impl AuthClient {
             d.subscribe(id);
         }
         let weak = Rc::downgrade(&self.shared);
-        wasm_bindgen_futures::spawn_local(async move {
+        let host: Host = JsValue::clone(&self.shared.borrow().host).unchecked_into();
+        js::when_settled(&host, &JsValue::UNDEFINED, move |_| {
             if let Some(shared) = weak.upgrade() {
                 driver::pump(&shared);
             }
@@ -341,7 +372,7 @@ fn origin_string(o: &origin::Origin<'_>) -> String {
     s.push_str(&o.host.to_ascii_lowercase());
     if let Some(port) = o.port.filter(|p| *p != default) {
         s.push(':');
-        s.push_str(&port.to_string());
+        msg::push_decimal(&mut s, usize::from(port));
     }
     s
 }

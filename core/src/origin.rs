@@ -118,17 +118,31 @@ impl core::error::Error for OriginError {}
 /// assert_eq!(check("https://u:p@pay.vendor.com", InsecureHttp::Refuse), Err(OriginError::Credentials));
 /// ```
 pub fn check(origin: &str, insecure: InsecureHttp) -> Result<Origin<'_>, OriginError> {
-    let (scheme, rest) = origin.split_once("://").ok_or(OriginError::Malformed)?;
-    let scheme = if scheme.eq_ignore_ascii_case("https") {
+    // Byte positions of ASCII delimiters, and `get` for the slices: every
+    // cut falls on a char boundary by construction, and no substring
+    // searcher or char-boundary panic path is linked (the wasm package
+    // measures its size in kilobytes).
+    let b = origin.as_bytes();
+    let sep = b
+        .windows(3)
+        .position(|w| w == b"://")
+        .ok_or(OriginError::Malformed)?;
+    let scheme = b.get(..sep).unwrap_or_default();
+    let scheme = if scheme.eq_ignore_ascii_case(b"https") {
         Scheme::Https
-    } else if scheme.eq_ignore_ascii_case("http") {
+    } else if scheme.eq_ignore_ascii_case(b"http") {
         Scheme::Http
     } else {
         return Err(OriginError::UnsupportedScheme);
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, suffix) = rest.split_at(end);
-    if authority.contains('@') {
+    let rest = origin.get(sep + 3..).unwrap_or_default();
+    let end = rest
+        .bytes()
+        .position(|c| matches!(c, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = rest.get(..end).unwrap_or_default();
+    let suffix = rest.get(end..).unwrap_or_default();
+    if authority.bytes().any(|c| c == b'@') {
         return Err(OriginError::Credentials);
     }
     let (host, port) = split_host_port(authority)?;
@@ -146,19 +160,26 @@ pub fn check(origin: &str, insecure: InsecureHttp) -> Result<Origin<'_>, OriginE
 }
 
 fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), OriginError> {
-    let (host, port) = if authority.starts_with('[') {
-        let close = authority.find(']').ok_or(OriginError::Malformed)?;
-        let (host, after) = authority.split_at(close + 1);
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err(OriginError::Malformed),
+    let b = authority.as_bytes();
+    let colon = if b.first() == Some(&b'[') {
+        let close = b
+            .iter()
+            .position(|&c| c == b']')
+            .ok_or(OriginError::Malformed)?;
+        match b.get(close + 1) {
+            None => None,
+            Some(b':') => Some(close + 1),
+            Some(_) => return Err(OriginError::Malformed),
         }
     } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
+        b.iter().position(|&c| c == b':')
+    };
+    let (host, port) = match colon {
+        Some(at) => (
+            authority.get(..at).unwrap_or_default(),
+            Some(b.get(at + 1..).unwrap_or_default()),
+        ),
+        None => (authority, None),
     };
     let valid_host = host.len() > 2 && host.starts_with('[')
         || !host.is_empty()
@@ -170,40 +191,56 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), OriginError> 
     }
     let port = match port {
         None => None,
-        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse::<u16>().map_err(|_| OriginError::Malformed)?)
-        }
-        Some(_) => return Err(OriginError::Malformed),
+        Some(p) => Some(
+            decimal(p, 5)
+                .and_then(|v| u16::try_from(v).ok())
+                .ok_or(OriginError::Malformed)?,
+        ),
     };
     Ok((host, port))
+}
+
+/// `1..=max_digits` ASCII digits as a number.
+fn decimal(digits: &[u8], max_digits: usize) -> Option<u32> {
+    if digits.is_empty() || digits.len() > max_digits {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |v, &d| {
+        d.is_ascii_digit().then(|| v * 10 + u32::from(d - b'0'))
+    })
 }
 
 /// `localhost` (and `*.localhost`, which RFC 6761 reserves for loopback),
 /// `127.0.0.0/8` in dotted-quad form, and `[::1]`.
 fn is_loopback(host: &str) -> bool {
-    if host.eq_ignore_ascii_case("localhost") || ends_with_ignore_case(host, ".localhost") {
+    let h = host.as_bytes();
+    const SUFFIX: &[u8] = b".localhost";
+    if h.eq_ignore_ascii_case(b"localhost")
+        || h.len() >= SUFFIX.len()
+            && h.get(h.len() - SUFFIX.len()..)
+                .is_some_and(|end| end.eq_ignore_ascii_case(SUFFIX))
+    {
         return true;
     }
-    if host == "[::1]" || host.eq_ignore_ascii_case("[0:0:0:0:0:0:0:1]") {
+    if h == b"[::1]" || h.eq_ignore_ascii_case(b"[0:0:0:0:0:0:0:1]") {
         return true;
     }
-    let mut octets = host.split('.');
-    let first = octets.next();
-    let rest: [Option<&str>; 3] = [octets.next(), octets.next(), octets.next()];
-    octets.next().is_none()
-        && first == Some("127")
-        && rest
-            .iter()
-            .all(|o| o.is_some_and(|o| !o.is_empty() && o.parse::<u8>().is_ok()))
-}
-
-fn ends_with_ignore_case(s: &str, suffix: &str) -> bool {
-    s.len() >= suffix.len()
-        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    // Exactly four dot-separated octets, the first `127`, each 0..=255.
+    let mut octets = h.split(|&c| c == b'.');
+    octets.next() == Some(b"127".as_slice())
+        && (0..3).all(|_| {
+            octets
+                .next()
+                .and_then(|o| decimal(o, 3))
+                .is_some_and(|v| v <= 255)
+        })
+        && octets.next().is_none()
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     #[test]
@@ -314,6 +351,129 @@ mod tests {
                 .unwrap()
                 .ignored_suffix
         );
+    }
+
+    /// The string-searching version this module had before it was written
+    /// over bytes (kept as the oracle of the differential test below).
+    mod oracle {
+        use super::super::{InsecureHttp, OriginError, Scheme};
+
+        pub fn check(
+            origin: &str,
+            insecure: InsecureHttp,
+        ) -> Result<(Scheme, &str, Option<u16>, bool, bool), OriginError> {
+            let (scheme, rest) = origin.split_once("://").ok_or(OriginError::Malformed)?;
+            let scheme = if scheme.eq_ignore_ascii_case("https") {
+                Scheme::Https
+            } else if scheme.eq_ignore_ascii_case("http") {
+                Scheme::Http
+            } else {
+                return Err(OriginError::UnsupportedScheme);
+            };
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, suffix) = rest.split_at(end);
+            if authority.contains('@') {
+                return Err(OriginError::Credentials);
+            }
+            let (host, port) = if authority.starts_with('[') {
+                let close = authority.find(']').ok_or(OriginError::Malformed)?;
+                let (host, after) = authority.split_at(close + 1);
+                match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None if after.is_empty() => (host, None),
+                    None => return Err(OriginError::Malformed),
+                }
+            } else {
+                match authority.split_once(':') {
+                    Some((host, port)) => (host, Some(port)),
+                    None => (authority, None),
+                }
+            };
+            let valid_host = host.len() > 2 && host.starts_with('[')
+                || !host.is_empty()
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+            if !valid_host {
+                return Err(OriginError::Malformed);
+            }
+            let port = match port {
+                None => None,
+                Some(p)
+                    if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    Some(p.parse::<u16>().map_err(|_| OriginError::Malformed)?)
+                }
+                Some(_) => return Err(OriginError::Malformed),
+            };
+            let loopback = {
+                let lower = host.to_ascii_lowercase();
+                if lower == "localhost"
+                    || lower.ends_with(".localhost")
+                    || host == "[::1]"
+                    || lower == "[0:0:0:0:0:0:0:1]"
+                {
+                    true
+                } else {
+                    let mut octets = host.split('.');
+                    let first = octets.next();
+                    let rest: [Option<&str>; 3] = [octets.next(), octets.next(), octets.next()];
+                    octets.next().is_none()
+                        && first == Some("127")
+                        && rest.iter().all(|o| {
+                            o.is_some_and(|o| {
+                                !o.is_empty()
+                                    && o.len() <= 3
+                                    && o.bytes().all(|b| b.is_ascii_digit())
+                                    && o.parse::<u8>().is_ok()
+                            })
+                        })
+                }
+            };
+            if scheme == Scheme::Http && !loopback && insecure == InsecureHttp::Refuse {
+                return Err(OriginError::InsecureHttp);
+            }
+            Ok((
+                scheme,
+                host,
+                port,
+                loopback,
+                !(suffix.is_empty() || suffix == "/"),
+            ))
+        }
+    }
+
+    proptest::proptest! {
+        /// The byte-wise parser agrees with the string-searching one on
+        /// origin-like input. (The oracle's octets are held to three
+        /// digits: the old `parse::<u8>` also took `0001`, which the byte
+        /// version refuses as loopback, on purpose.)
+        #[test]
+        fn agrees_with_the_string_version(
+            scheme in "(https?|HTTP|ftp|)(://|:/|)",
+            rest in "[a-z0-9:/?#@\\[\\]._-]{0,24}",
+            allow in proptest::bool::ANY,
+        ) {
+            let origin = std::format!("{scheme}{rest}");
+            let insecure = if allow { InsecureHttp::Allow } else { InsecureHttp::Refuse };
+            let new = check(&origin, insecure).map(|o| (o.scheme, o.host, o.port, o.loopback, o.ignored_suffix));
+            proptest::prop_assert_eq!(new, oracle::check(&origin, insecure), "{}", origin);
+        }
+
+        /// The same over hosts near the loopback forms.
+        #[test]
+        fn agrees_near_loopback(
+            scheme in "(http|https)://",
+            host in "(127|128|localhost|LocalHost|[a-z]{1,3}\\.localhost|\\[::1\\]|\\[::2\\])(\\.[0-9]{0,4}){0,4}",
+            port in "(:[0-9]{0,6})?",
+            suffix in "(/|/x|\\?q|#f|)",
+            allow in proptest::bool::ANY,
+        ) {
+            let origin = std::format!("{scheme}{host}{port}{suffix}");
+            let insecure = if allow { InsecureHttp::Allow } else { InsecureHttp::Refuse };
+            let new = check(&origin, insecure).map(|o| (o.scheme, o.host, o.port, o.loopback, o.ignored_suffix));
+            proptest::prop_assert_eq!(new, oracle::check(&origin, insecure), "{}", origin);
+        }
     }
 
     #[test]

@@ -52,6 +52,9 @@ fi
 # and a browser has the memory. The defaults stay for firmware builds.
 export PAYWALL_AUTH_ACCESS_TOKEN_MAX="${PAYWALL_AUTH_ACCESS_TOKEN_MAX:-16384}"
 export PAYWALL_AUTH_REFRESH_TOKEN_MAX="${PAYWALL_AUTH_REFRESH_TOKEN_MAX:-1024}"
+# The user object as the backend sent it (unknown keys, nulls) is what a JS
+# caller sees and localStorage holds, as with the reference client.
+export PAYWALL_AUTH_USER_JSON_MAX="${PAYWALL_AUTH_USER_JSON_MAX:-2048}"
 CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
   cargo build -p paywall-auth-wasm --target wasm32-unknown-unknown --release --locked --features panic-trap
 

@@ -16,9 +16,9 @@ pub type Password = Secret<PASSWORD_MAX>;
 
 /// The account a session belongs to (docs/protocol.md §2.2).
 ///
-/// Equality compares the known fields: with feature `server-user`, the
-/// server's spelling of the object is how it was written down, not who the
-/// user is (a record written without it reads back with it).
+/// Equality compares the known fields: the server's spelling of the object
+/// (`server_json`) is how it was written down, not who the user is (a
+/// record written without it reads back with it).
 #[derive(Clone, Debug, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct User {
@@ -45,7 +45,10 @@ pub struct User {
     /// the reply did not mark anonymous, a user id taken from the access
     /// token, §12), the record writes the corrected fields and keeps the
     /// other keys of this text (see `codec::record`).
-    #[cfg(feature = "server-user")]
+    ///
+    /// Kept only when the build gives it room: `USER_JSON_MAX` is 0 by
+    /// default (an MCU has no use for keys it does not read), and the wasm
+    /// package's build sets it to 2048.
     pub server_json: String<USER_JSON_MAX>,
 }
 
@@ -77,14 +80,10 @@ impl User {
         self.id == other.id && self.email == other.email && self.is_anonymous == other.is_anonymous
     }
 
-    /// Takes the server's spelling of the user from `from` (feature
-    /// `server-user`; nothing otherwise), after the machine patched this
-    /// user's known fields from `from`.
+    /// Takes the server's spelling of the user from `from`, after the
+    /// machine patched this user's known fields from `from`.
     pub(crate) fn adopt_server_json(&mut self, from: &User) {
-        #[cfg(feature = "server-user")]
         self.server_json.clone_from(&from.server_json);
-        #[cfg(not(feature = "server-user"))]
-        let _ = from;
     }
 }
 
@@ -173,8 +172,7 @@ impl Session {
         h = field(h, u.name.as_deref());
         h = field(h, u.avatar.as_deref());
         h = field(h, u.country.as_deref());
-        #[cfg(feature = "server-user")]
-        {
+        if USER_JSON_MAX != 0 {
             h = field(h, Some(&u.server_json));
         }
         h

@@ -25,7 +25,7 @@ use heapless::String;
 use heapless::string::StringView;
 
 use crate::error::{ApiError, CapacityError, DecodeError, Field};
-use crate::limits::{EMAIL_MAX, ERROR_CODE_MAX, ERROR_MESSAGE_MAX};
+use crate::limits::{EMAIL_MAX, ERROR_CODE_MAX, ERROR_MESSAGE_MAX, USER_JSON_MAX};
 use crate::request::Body;
 use crate::secret::{Secret, bounded, fill};
 use crate::session::{AccessToken, RefreshToken, Session, User, UserMeta};
@@ -149,7 +149,6 @@ impl Obj {
 
     /// Writes `,` if needed, then `"name":` with `name` already escaped
     /// (a key copied from validated JSON).
-    #[cfg(feature = "server-user")]
     pub(crate) fn key_escaped(&mut self, w: &mut Writer<'_>, name: &str) -> Result<(), Full> {
         if !self.first {
             w.raw(b",")?;
@@ -696,7 +695,6 @@ impl<'a> JsonStr<'a> {
     }
 
     /// The text between the quotes, still escaped.
-    #[cfg(feature = "server-user")]
     pub(crate) fn escaped_text(&self) -> &'a str {
         self.raw
     }
@@ -977,7 +975,7 @@ pub(crate) fn read_user_parts<'a>(p: &mut Parser<'a>) -> Result<UserParts<'a>, D
         avatar,
         country,
         // Only a build that keeps it pays for the UTF-8 check.
-        json: if cfg!(feature = "server-user") {
+        json: if USER_JSON_MAX != 0 {
             p.text(start, p.pos())
         } else {
             ""
@@ -996,9 +994,8 @@ pub(crate) struct UserParts<'a> {
     pub(crate) name: Option<JsonStr<'a>>,
     pub(crate) avatar: Option<JsonStr<'a>>,
     pub(crate) country: Option<JsonStr<'a>>,
-    /// The whole object as spelled in a JSON input (feature
-    /// `server-user`); `""` for postcard and in builds without it.
-    #[cfg_attr(not(feature = "server-user"), allow(dead_code))]
+    /// The whole object as spelled in a JSON input; `""` for postcard and
+    /// in builds that keep none (`USER_JSON_MAX` 0).
     pub(crate) json: &'a str,
 }
 
@@ -1031,8 +1028,7 @@ impl UserParts<'_> {
             Field::Country,
             empty_is_none,
         )?;
-        #[cfg(feature = "server-user")]
-        {
+        if USER_JSON_MAX != 0 {
             // Kept whole or not at all: a cut object would not be JSON, and
             // the known fields above are enough to decide with.
             dst.server_json.clear();

@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CapacityError, DecodeError, Field};
+use crate::limits::USER_JSON_MAX;
 use crate::secret::Secret;
 use crate::session::{RefreshToken, Session, User};
 use crate::storage::StoreFormat;
@@ -132,13 +133,15 @@ fn write_session_json(s: &Session, w: &mut Writer<'_>) -> Result<(), Full> {
 }
 
 /// The session's user: the server's own spelling when the machine kept it
-/// (feature `server-user`) and it still says what the known fields say;
+/// (`USER_JSON_MAX` > 0) and it still says what the known fields say;
 /// otherwise the known fields, followed by the keys of the server's object
 /// the core does not know.
 fn write_user_json(u: &User, w: &mut Writer<'_>) -> Result<(), Full> {
-    #[cfg(feature = "server-user")]
-    let kept = server_user::parse(u);
-    #[cfg(feature = "server-user")]
+    let kept = if USER_JSON_MAX != 0 {
+        server_user::parse(u)
+    } else {
+        None
+    };
     if let Some((parts, true)) = &kept {
         return w.raw(parts.json.as_bytes());
     }
@@ -162,15 +165,13 @@ fn write_user_json(u: &User, w: &mut Writer<'_>) -> Result<(), Full> {
             w.string(v)?;
         }
     }
-    #[cfg(feature = "server-user")]
     if let Some((parts, false)) = &kept {
         server_user::write_unknown(parts.json, &mut uo, w)?;
     }
     uo.end(w)
 }
 
-/// The server's spelling of a user (feature `server-user`).
-#[cfg(feature = "server-user")]
+/// The server's spelling of a user (`User::server_json`).
 mod server_user {
     use super::{Full, JsonStr, Parser, User, UserParts, Writer, read_user_parts};
     use crate::codec::json::Obj;
@@ -1103,8 +1104,9 @@ mod tests {
         }
     }
 
-    /// Feature `server-user`: the user object travels as the server spelled it.
-    #[cfg(feature = "server-user")]
+    /// The user object travels as the server spelled it (builds that keep
+    /// it: `PAYWALL_AUTH_USER_JSON_MAX` > 0, as CI's wasm step sets).
+    #[cfg(paywall_auth_user_json)]
     mod server_user {
         use super::*;
         use crate::codec::json::decode_tokens_into;

@@ -979,15 +979,16 @@ fn upgrade_updated_keeps_the_id_flips_the_session_and_forgets_the_guest_key() {
     assert_eq!(log[3], done_ok(id, r#"upgraded u1 Some("a@b.c")"#));
 }
 
-/// Feature `server-user`: what the session record holds of the user.
-#[cfg(feature = "server-user")]
+/// What the session record holds of the user (builds that keep the
+/// server's user object, `PAYWALL_AUTH_USER_JSON_MAX` > 0).
+#[cfg(paywall_auth_user_json)]
 fn stored_user(h: &Harness) -> String {
     let record = h.stored(RecordKey::Session).unwrap();
     let at = record.find(r#""user":"#).unwrap() + 7;
     record[at..record.len() - 1].to_string()
 }
 
-#[cfg(feature = "server-user")]
+#[cfg(paywall_auth_user_json)]
 #[test]
 fn the_backends_user_object_is_stored_as_sent_through_refreshes() {
     let mut h = Harness::guest("u1", "r1");
@@ -1015,7 +1016,7 @@ fn the_backends_user_object_is_stored_as_sent_through_refreshes() {
     );
 }
 
-#[cfg(feature = "server-user")]
+#[cfg(paywall_auth_user_json)]
 #[test]
 fn an_upgrade_stores_the_named_user_as_the_backend_spelled_it() {
     // Complete: stored verbatim, no `is_anonymous` invented.
@@ -1597,12 +1598,9 @@ fn the_same_trace_yields_the_same_outputs() {
 #[test]
 fn machine_state_fits_the_8_kib_budget_with_default_capacities() {
     // The footprint promise of the README; `examples/footprint.rs` prints the
-    // breakdown. Feature `server-user` (hosts only) adds one kept user
-    // object: the machine holds exactly one user.
-    #[cfg(feature = "server-user")]
-    let kept = crate::limits::USER_JSON_MAX + core::mem::size_of::<usize>();
-    #[cfg(not(feature = "server-user"))]
-    let kept = 0;
+    // breakdown. A host build that keeps the server's user object
+    // (`USER_JSON_MAX` > 0) adds it once: the machine holds exactly one user.
+    let kept = crate::limits::USER_JSON_MAX;
     assert!(
         core::mem::size_of::<Machine>() <= 8 * 1024 + kept,
         "{}",

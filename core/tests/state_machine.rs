@@ -1353,8 +1353,24 @@ impl Sim {
         while let Some(input) = next.take() {
             self.log.push(format!("IN  t={} {input:?}", self.now));
             self.trace.input(self.now, &input_of(&input));
+            // What an adapter may attach a plain sign-in to without handing
+            // it in (`Machine::sign_in_joins`) must be exactly what handing
+            // it in would join.
+            let joins = match &input {
+                Fed::Command(Command::SignInAnonymously(o)) if !o.force_new => {
+                    self.m.sign_in_joins()
+                }
+                _ => None,
+            };
             let a = feed(&mut self.m, self.now, &input)
                 .map_err(|_| "machine refused a drained input".to_string())?;
+            if let Some(leader) = joins
+                && a != Some(leader)
+            {
+                return Err(format!(
+                    "JOIN: sign_in_joins() said {leader:?}, the command got {a:?}"
+                ));
+            }
             let b = feed(&mut self.shadow, self.now, &input)
                 .map_err(|_| "shadow refused an input".to_string())?;
             if matches!(input, Fed::Command(_)) {

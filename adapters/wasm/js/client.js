@@ -134,22 +134,32 @@ export class AuthClient extends WasmAuthClient {
   }
 
   signInAnonymously(options) {
-    this._h.freshUntil = 0;
+    const h = this._h;
+    if (h.join && options === undefined) {
+      // The core joins a plain call to the sign-in in flight; its
+      // completion settles this one too (`Host._joined`).
+      return new Promise((resolve, reject) => h.joiners.push(resolve, reject));
+    }
+    h.freshUntil = 0;
+    h.join = false;
     return new Promise((resolve, reject) => super.signInAnonymously(options, resolve, reject));
   }
 
   upgradeAnonymousToEmail(options) {
     this._h.freshUntil = 0;
+    this._h.join = false;
     return new Promise((resolve, reject) => super.upgradeAnonymousToEmail(options, resolve, reject));
   }
 
   signOut(options) {
     this._h.freshUntil = 0;
+    this._h.join = false;
     return new Promise((resolve, reject) => super.signOut(options, resolve, reject));
   }
 
   refresh() {
     this._h.freshUntil = 0;
+    this._h.join = false;
     return new Promise((resolve, reject) => super.refresh(resolve, reject));
   }
 
@@ -165,6 +175,7 @@ export class AuthClient extends WasmAuthClient {
       return h.token ?? (h.token = Promise.resolve(h.session.access_token));
     }
     h.freshUntil = 0;
+    h.join = false;
     return new Promise((resolve, reject) => super.getAccessToken(resolve, reject));
   }
 
@@ -220,5 +231,7 @@ export class AuthClient extends WasmAuthClient {
     h.listeners = [];
     h.waiting.clear();
     h.freshUntil = 0;
+    h.join = false;
+    if (h.joiners.length > 0) h._joined(false, new PaywallError('aborted', 'the client was destroyed', undefined));
   }
 }

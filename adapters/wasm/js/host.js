@@ -29,16 +29,31 @@ export class Host {
     this.freshUntil = 0;
     /** A Promise of `session.access_token`, made on first use (one per session). */
     this.token = undefined;
+    /**
+     * A plain `signInAnonymously()` would join the sign-in in flight (the
+     * core's `Machine::sign_in_joins`, published while nothing else waits):
+     * such calls wait here, as resolve/reject pairs, instead of entering wasm.
+     */
+    this.join = false;
+    this.joiners = [];
     this.ready = false;
     this.dead = false;
     this.timer = undefined;
   }
 
-  _state(session, freshUntil, ready) {
+  _state(session, freshUntil, ready, join) {
     if (session !== this.session) this.token = undefined;
     this.session = session;
     this.freshUntil = freshUntil;
     this.ready = ready;
+    this.join = join;
+  }
+
+  /** Settles the calls attached to the sign-in in flight (`join`). */
+  _joined(ok, value) {
+    const js = this.joiners;
+    this.joiners = [];
+    for (let i = ok ? 0 : 1; i < js.length; i += 2) js[i](value);
   }
 
   /** Every live listener registered when the emit began, in order. */

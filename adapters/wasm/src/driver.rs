@@ -118,6 +118,11 @@ enum Effect {
         callback: Function,
         value: JsValue,
     },
+    /// Settles the callers the host attached to a sign-in in flight.
+    Joined {
+        ok: bool,
+        value: JsValue,
+    },
     Warn(&'static str),
 }
 
@@ -178,8 +183,13 @@ pub struct Driver {
     timer: Option<u64>,
     scratch: Vec<u8>,
     view: View,
-    /// What the host was last told: `fresh_until` (ms) and readiness.
-    told: (u64, bool),
+    /// What the host was last told: `fresh_until` (ms), readiness, and
+    /// whether a plain sign-in joins the one in flight.
+    told: (u64, bool, bool),
+    /// The sign-in the host may attach plain `signInAnonymously()` calls
+    /// to (`Machine::sign_in_joins`, published by `tell_host`); its
+    /// completion settles them too.
+    joined: Option<paywall_auth::CommandId>,
     /// Counts inputs from outside (answers, storage, timer): a pull is
     /// skipped when the same record was already pulled in this turn (100
     /// joined calls read storage once, not 100 times).
@@ -228,7 +238,8 @@ impl Driver {
             timer: None,
             scratch: Vec::new(),
             view: View::Stale,
-            told: (0, false),
+            told: (0, false, false),
+            joined: None,
             turn: 0,
             pulled: [u32::MAX; 2],
             note: None,
@@ -256,7 +267,11 @@ impl Driver {
     }
 
     pub fn enqueue(&mut self, input: Pending) {
-        if !matches!(input, Pending::Command { .. } | Pending::Pull(_)) {
+        if matches!(input, Pending::Command { .. } | Pending::Pull(_)) {
+            // A call from JS: client.js stopped attaching sign-ins itself
+            // before making it (`Host.join` is false until told again).
+            self.told.2 = false;
+        } else {
             self.turn = self.turn.wrapping_add(1);
         }
         self.queue.push_back(input);
@@ -276,6 +291,16 @@ impl Driver {
             && !self.destroyed;
         let ready = self.machine.is_ready();
         let leeway = self.machine.config().leeway.as_millis();
+        // A plain sign-in joins the one in flight: the host may attach such
+        // calls itself while nothing else waits, and only after this turn's
+        // read of the guest record (which the full path would do first).
+        let join = self
+            .machine
+            .sign_in_joins()
+            .filter(|_| idle && self.pulled.get(1) == Some(&self.turn));
+        if join.is_some() {
+            self.joined = join;
+        }
         let Driver {
             machine,
             view,
@@ -306,21 +331,22 @@ impl Driver {
             (Some(s), View::Shown(..)) if idle => s.fresh_until(leeway).as_millis(),
             _ => 0,
         };
-        if !changed && *told == (fresh_until, ready) {
+        let join = join.is_some();
+        if !changed && *told == (fresh_until, ready, join) {
             return;
         }
-        *told = (fresh_until, ready);
+        *told = (fresh_until, ready, join);
         let value = match &*view {
             View::Shown(_, v) => v.clone(),
             View::Empty => JsValue::NULL,
             View::Stale => JsValue::UNDEFINED,
         };
-        host.state(&value, fresh_until as f64, ready);
+        host.state(&value, fresh_until as f64, ready, join);
     }
 
     /// Renders the current session for the host (its getters found it stale).
     pub fn sync_session(&mut self) {
-        self.told = (u64::MAX, false); // always answer
+        self.told = (u64::MAX, false, false); // always answer
         self.tell_host(true);
     }
 
@@ -336,6 +362,7 @@ impl Driver {
             errors,
             note,
             view,
+            joined,
             ..
         } = self;
         let mut effects = Vec::new();
@@ -397,6 +424,20 @@ impl Driver {
                         } else {
                             i += 1;
                         }
+                    }
+                    // The callers the host attached to this sign-in without
+                    // entering wasm (`Machine::sign_in_joins`).
+                    if *joined == Some(id) {
+                        *joined = None;
+                        let mut ctx = SettleCtx {
+                            errors,
+                            note: note.as_deref(),
+                            view,
+                            scratch,
+                            shared: &mut shared,
+                        };
+                        let (ok, value) = completion_value(Reply::Session, &result, &mut ctx);
+                        effects.push(Effect::Joined { ok, value });
                     }
                 }
                 Output::Notice(Notice::CorruptRecord { .. }) => {
@@ -472,27 +513,38 @@ struct SettleCtx<'a> {
 
 /// A completion for one waiter.
 fn settle(w: &Waiter, result: &Result<Outcome<'_>, Error>, ctx: &mut SettleCtx<'_>) -> Effect {
-    let resolve = |value: JsValue| Effect::Settle {
-        callback: w.resolve.clone(),
+    let (ok, value) = completion_value(w.reply, result, ctx);
+    Effect::Settle {
+        callback: if ok { &w.resolve } else { &w.reject }.clone(),
         value,
-    };
+    }
+}
+
+/// What a caller expecting `reply` gets from `result`: `(true, value)` to
+/// resolve, `(false, error)` to reject. Built once per completion and kind
+/// (`ctx.shared`), whatever the number of callers.
+fn completion_value(
+    reply: Reply,
+    result: &Result<Outcome<'_>, Error>,
+    ctx: &mut SettleCtx<'_>,
+) -> (bool, JsValue) {
     match result {
         Ok(outcome) => {
-            if let Some((reply, value)) = &ctx.shared.resolved
-                && *reply == w.reply
+            if let Some((shared, value)) = &ctx.shared.resolved
+                && *shared == reply
             {
-                return resolve(value.clone());
+                return (true, value.clone());
             }
-            let value = outcome_value(w.reply, outcome, ctx.view, ctx.scratch);
-            ctx.shared.resolved = Some((w.reply, value.clone()));
-            resolve(value)
+            let value = outcome_value(reply, outcome, ctx.view, ctx.scratch);
+            ctx.shared.resolved = Some((reply, value.clone()));
+            (true, value)
         }
         // `refresh()` resolves `null` when there is no session to refresh
         // or the session died (the core has signed out by then), as the
         // reference client does; other failures reject.
-        Err(Error::NotAuthenticated) if w.reply == Reply::Refresh => resolve(JsValue::NULL),
-        Err(Error::Api(api)) if w.reply == Reply::Refresh && api.is_dead_token() => {
-            resolve(JsValue::NULL)
+        Err(Error::NotAuthenticated) if reply == Reply::Refresh => (true, JsValue::NULL),
+        Err(Error::Api(api)) if reply == Reply::Refresh && api.is_dead_token() => {
+            (true, JsValue::NULL)
         }
         Err(e) => {
             let value = match &ctx.shared.rejected {
@@ -508,10 +560,7 @@ fn settle(w: &Waiter, result: &Result<Outcome<'_>, Error>, ctx: &mut SettleCtx<'
                     v
                 }
             };
-            Effect::Settle {
-                callback: w.reject.clone(),
-                value,
-            }
+            (false, value)
         }
     }
 }
@@ -813,6 +862,7 @@ fn deliver(shared: &Shared, effects: Vec<Effect>) {
                 }),
             },
             Effect::Emit { event, session } => host.emit(event, &session),
+            Effect::Joined { ok, value } => host.joined(ok, &value),
         }
     }
 }
@@ -1002,7 +1052,7 @@ pub fn destroy(shared: &Shared) {
         )
     };
     // The session stays readable; the token cache does not answer any more.
-    host.state(&JsValue::UNDEFINED, 0.0, true);
+    host.state(&JsValue::UNDEFINED, 0.0, true, false);
     for f in unwatch {
         let _ = f.call0(&JsValue::UNDEFINED);
     }

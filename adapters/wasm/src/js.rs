@@ -54,9 +54,16 @@ extern "C" {
     /// The state the synchronous getters read: the session object (or
     /// `null`, or `undefined` for "not rendered yet: ask"), the instant
     /// until which the core answers `getAccessToken` from it (0: ask), and
-    /// whether storage has been restored.
+    /// whether storage has been restored, and whether a plain
+    /// `signInAnonymously()` joins the sign-in in flight (the host then
+    /// attaches it without entering wasm; `_joined` settles those calls).
     #[wasm_bindgen(method, js_name = _state)]
-    pub fn state(this: &Host, session: &JsValue, fresh_until: f64, ready: bool);
+    pub fn state(this: &Host, session: &JsValue, fresh_until: f64, ready: bool, join: bool);
+
+    /// Settles the calls the host attached to the sign-in in flight:
+    /// resolves them with `value` when `ok`, else rejects them with it.
+    #[wasm_bindgen(method, js_name = _joined)]
+    pub fn joined(this: &Host, ok: bool, value: &JsValue);
 
     /// Performs a request; its answer comes back through `__response` or
     /// `__transport`. `headers` is `name\nvalue\n…`.

@@ -196,6 +196,55 @@ describe('signInAnonymously', () => {
     assert.equal(sessions[0].user.id, 'u1');
   });
 
+  it('plain calls joining a sign-in in flight share its completion: one request, one read, one object', async () => {
+    const gate = held({ body: tokens({ user: anonUser('u1') }) });
+    const backend = new Backend().on(ANON_SIGNIN, gate.reply);
+    const timeline = [];
+    const storage = recordingStorage({}, { timeline });
+    const c = client(backend, storage);
+    await c.ready();
+    const first = c.signInAnonymously();
+    await settle();
+    // Later calls (another task) join the sign-in in flight.
+    const later = Array.from({ length: 50 }, () => c.signInAnonymously());
+    await settle();
+    assert.equal(backend.requests.length, 1);
+    gate.release();
+    const sessions = await Promise.all([first, ...later]);
+    assert.equal(backend.requests.length, 1);
+    for (const s of sessions) assert.equal(s, sessions[0], 'the very same object');
+    assert.equal(sessions[0], c.getCachedSession());
+    assert.equal(sessions[0].user.id, 'u1');
+    // Records written once, by the one completion.
+    assert.deepEqual(timeline.filter((e) => e[0] === 'set').map((e) => e[1]), [KEYS.anon, KEYS.session]);
+  });
+
+  it('joined calls learn what the sign-in they joined learns: superseded by a sign-out, aborted by destroy', async () => {
+    const gate = held({ body: tokens({ user: anonUser('u1') }) });
+    const backend = new Backend().on(ANON_SIGNIN, gate.reply);
+    const c = client(backend, recordingStorage());
+    await c.ready();
+    const first = c.signInAnonymously();
+    await settle();
+    const joined = c.signInAnonymously();
+    await c.signOut();
+    await assert.rejects(first, { code: 'superseded' });
+    await assert.rejects(joined, { code: 'superseded' });
+    gate.release();
+    await settle();
+
+    const gate2 = held({ body: tokens({ user: anonUser('u2'), sub: 'u2', refresh: 'r2' }) });
+    const c2 = client(new Backend().on(ANON_SIGNIN, gate2.reply), recordingStorage());
+    await c2.ready();
+    const lead = c2.signInAnonymously();
+    await settle();
+    const waiting = c2.signInAnonymously();
+    c2.destroy();
+    await assert.rejects(lead, { code: 'aborted' });
+    await assert.rejects(waiting, { code: 'aborted' });
+    gate2.release();
+  });
+
   it('forceNewAnon creates a new user and replaces the resumable one', async () => {
     const { c, backend, storage, timeline } = await signedIn();
     listen(c, timeline);

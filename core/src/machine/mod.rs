@@ -515,6 +515,35 @@ impl Machine {
         self.restored
     }
 
+    /// The command a plain anonymous sign-in (no `force_new`) would join if
+    /// it were handed in now: the sign-in in flight, whose completion
+    /// answers every caller that joined it (docs/protocol.md §7.1). `None`
+    /// when such a call would do anything else: nothing in flight, its
+    /// caller detached (a sign-out came between), or restore not done.
+    ///
+    /// An adapter may attach callers to that completion without handing in
+    /// the command, as long as no other input reaches the machine first:
+    /// the wasm package does, so 100 joined calls cost 100 Promises rather
+    /// than 100 trips through the machine.
+    ///
+    /// ```
+    /// use paywall_auth::{Command, Config, Instant, Machine, SignInOptions};
+    /// let mut m = Machine::new(Config::new("pw_1").unwrap());
+    /// m.handle_restored(Instant(0), None, None, None).unwrap();
+    /// while m.poll_output().is_some() {}
+    /// assert_eq!(m.sign_in_joins(), None);
+    /// let leader = m
+    ///     .handle_command(Instant(0), Command::SignInAnonymously(SignInOptions::default()))
+    ///     .unwrap();
+    /// assert_eq!(m.sign_in_joins(), Some(leader));
+    /// ```
+    pub fn sign_in_joins(&self) -> Option<CommandId> {
+        self.anon
+            .as_ref()
+            .filter(|op| self.restored && !op.detached)
+            .map(|op| op.id)
+    }
+
     /// Whether an anonymous account can be resumed from storage.
     pub fn has_resumable_anonymous(&self) -> bool {
         self.anon_token.is_some()

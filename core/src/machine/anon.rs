@@ -112,8 +112,9 @@ impl Machine {
     /// guest record's token is live, its rotation is saved there; if it is
     /// dead, the guest record takes the fallback (`mirror_session_token`).
     /// Either way storage holds a live token again, so a restart no longer
-    /// loses the guest (docs/protocol.md §13.7). Offline, the fallback
-    /// stays in memory for the next sign-in.
+    /// loses the guest (docs/protocol.md §13.7). Without an answer that
+    /// decides it (offline, a 5xx), it is tried again on the refresh
+    /// backoff (`retry_settle_later`); a sign-in settles it too.
     pub(super) fn settle_retired_guest(&mut self) {
         self.refresh_retry_at = None;
         if !self.needs_settling() || self.anon.is_some() {

@@ -49,8 +49,14 @@ export class Host {
     this.join = join;
   }
 
-  /** Settles the calls attached to the sign-in in flight (`join`). */
+  /**
+   * Settles the calls attached to the sign-in in flight (`join`). That
+   * sign-in is over, so nothing may join it any more; the state the wasm
+   * tells before it delivers events says so too, but this does not depend
+   * on it.
+   */
   _joined(ok, value) {
+    this.join = false;
     const js = this.joiners;
     this.joiners = [];
     for (let i = ok ? 0 : 1; i < js.length; i += 2) js[i](value);

@@ -245,6 +245,39 @@ describe('signInAnonymously', () => {
     gate2.release();
   });
 
+  it('a listener that signs in after the joined sign-in was superseded by another context is answered', async () => {
+    const gate = held({ body: tokens({ user: anonUser('u1') }) });
+    const backend = new Backend().on(ANON_SIGNIN, gate.reply);
+    const storage = recordingStorage({}, { watch: true });
+    const c = client(backend, storage);
+    await c.ready();
+    const first = c.signInAnonymously();
+    await settle();
+    const joined = c.signInAnonymously();
+    // Another tab signs a guest in: the sign-in in flight is superseded,
+    // then SIGNED_IN fires; a listener asks for a guest session right then.
+    let fromListener;
+    c.onAuthChange((event) => {
+      if (event === 'SIGNED_IN') fromListener = c.signInAnonymously();
+    });
+    await settle();
+    const other = tokens({ sub: 'u9', refresh: 'r9' });
+    storage.external(KEYS.session, storedSession(other, anonUser('u9')));
+    await assert.rejects(first, { code: 'superseded' });
+    await assert.rejects(joined, { code: 'superseded' });
+    assert.ok(fromListener, 'the listener ran');
+    // The listener's call waits for the superseded request to end (never
+    // two sign-ups at once), then finds the other tab's guest signed in.
+    gate.release();
+    const session = await Promise.race([
+      fromListener,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('the listener\'s call never settled')), 500)),
+    ]);
+    assert.equal(session.user.id, 'u9');
+    assert.equal(backend.requests.length, 1);
+    c.destroy();
+  });
+
   it('forceNewAnon creates a new user and replaces the resumable one', async () => {
     const { c, backend, storage, timeline } = await signedIn();
     listen(c, timeline);

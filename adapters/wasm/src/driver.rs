@@ -409,17 +409,17 @@ impl Driver {
                 Output::Complete { id, result } => {
                     // One value for every joined caller.
                     let mut shared = Shared1::default();
+                    let mut ctx = SettleCtx {
+                        errors,
+                        note: note.as_deref(),
+                        view,
+                        scratch,
+                        shared: &mut shared,
+                    };
                     let mut i = 0;
                     while i < waiters.len() {
                         if waiters.get(i).is_some_and(|w| w.id == id) {
                             let w = waiters.remove(i);
-                            let mut ctx = SettleCtx {
-                                errors,
-                                note: note.as_deref(),
-                                view,
-                                scratch,
-                                shared: &mut shared,
-                            };
                             effects.push(settle(&w, &result, &mut ctx));
                         } else {
                             i += 1;
@@ -429,13 +429,6 @@ impl Driver {
                     // entering wasm (`Machine::sign_in_joins`).
                     if *joined == Some(id) {
                         *joined = None;
-                        let mut ctx = SettleCtx {
-                            errors,
-                            note: note.as_deref(),
-                            view,
-                            scratch,
-                            shared: &mut shared,
-                        };
                         let (ok, value) = completion_value(Reply::Session, &result, &mut ctx);
                         effects.push(Effect::Joined { ok, value });
                     }

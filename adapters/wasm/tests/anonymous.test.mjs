@@ -203,8 +203,16 @@ describe('signInAnonymously', () => {
     const storage = recordingStorage({}, { timeline });
     const c = client(backend, storage);
     await c.ready();
+    const read = storage.getItem;
+    const reads = [];
+    storage.getItem = (key) => {
+      reads.push(key);
+      return read(key);
+    };
     const first = c.signInAnonymously();
     await settle();
+    // The leader re-read the guest record before its request (§6.4).
+    assert.deepEqual(reads, [KEYS.anon]);
     // Later calls (another task) join the sign-in in flight.
     const later = Array.from({ length: 50 }, () => c.signInAnonymously());
     await settle();
@@ -215,7 +223,8 @@ describe('signInAnonymously', () => {
     for (const s of sessions) assert.equal(s, sessions[0], 'the very same object');
     assert.equal(sessions[0], c.getCachedSession());
     assert.equal(sessions[0].user.id, 'u1');
-    // Records written once, by the one completion.
+    // No joiner read storage; records written once, by the one completion.
+    assert.deepEqual(reads, [KEYS.anon]);
     assert.deepEqual(timeline.filter((e) => e[0] === 'set').map((e) => e[1]), [KEYS.anon, KEYS.session]);
   });
 

@@ -89,11 +89,55 @@ function defaultFetch(url, init) {
 }
 
 /**
+ * Ends a client its app dropped without `destroy()` (see the constructor):
+ * the held value is the client's `Host`, never the client itself.
+ */
+const reaper =
+  typeof FinalizationRegistry === 'function' ? new FinalizationRegistry((host) => end(host, true)) : undefined;
+
+/**
+ * Settles what waits in JS and ends the wasm side (`free`: also releases
+ * its memory). Idempotent.
+ */
+function end(h, free) {
+  if (!h.dead) {
+    h.dead = true;
+    h.listeners = [];
+    h.waiting.clear();
+    h.freshUntil = 0;
+    h.join = false;
+    if (h.joiners.length > 0) h._joined(false, new PaywallError('aborted', 'the client was destroyed', undefined));
+  }
+  const w = h.client;
+  if (w === null) return;
+  if (free) {
+    h.client = null;
+    w.free();
+  } else {
+    w.destroy();
+  }
+}
+
+/** The wasm object of a client, or an `aborted` error once it is freed. */
+function wasmOf(h) {
+  const w = h.client;
+  if (w === null) throw new PaywallError('aborted', 'the client was freed', undefined);
+  return w;
+}
+
+/**
  * The anonymous sign-in client. Drop-in for the reference client's
  * anonymous subset: same constructor options, method names, storage keys
  * and values, events and error shape.
+ *
+ * It wraps the wasm-bindgen class instead of extending it. The wasm side
+ * holds the `Host` (for `fetch` answers and the timer), and the host holds
+ * the wasm object it calls back; the app's object stays outside that cycle,
+ * so when the app drops it, `reaper` ends the client. (A `WeakRef` from
+ * the host to the app's object did that job for ~1.5 µs per construction,
+ * a tenth of the whole; docs/wasm-measurements.md.)
  */
-export class AuthClient extends WasmAuthClient {
+export class AuthClient {
   /**
    * @param {{paywallId: string, apiOrigin: string, storage?: object, fetch?: Function,
    *          allowInsecureHttp?: boolean}} options
@@ -114,7 +158,7 @@ export class AuthClient extends WasmAuthClient {
     const host = new Host();
     // Plain arguments, not the options object: every property wasm reads
     // costs a string conversion.
-    super(
+    const w = new WasmAuthClient(
       typeof o.paywallId === 'string' ? o.paywallId : undefined,
       typeof o.apiOrigin === 'string' ? o.apiOrigin : undefined,
       o.allowInsecureHttp === true,
@@ -125,12 +169,13 @@ export class AuthClient extends WasmAuthClient {
     );
     const fetch = o.fetch ?? defaultFetch;
     if (typeof fetch !== 'function') {
-      super.free();
+      w.free();
       throw new PaywallError('invalid_config', 'fetch must be a function', undefined);
     }
     host.fetch = fetch;
-    host.client = new WeakRef(this);
+    host.client = w;
     this._h = host;
+    reaper?.register(this, host, host);
   }
 
   signInAnonymously(options) {
@@ -142,25 +187,28 @@ export class AuthClient extends WasmAuthClient {
     }
     h.freshUntil = 0;
     h.join = false;
-    return new Promise((resolve, reject) => super.signInAnonymously(options, resolve, reject));
+    return new Promise((resolve, reject) => wasmOf(h).signInAnonymously(options, resolve, reject));
   }
 
   upgradeAnonymousToEmail(options) {
-    this._h.freshUntil = 0;
-    this._h.join = false;
-    return new Promise((resolve, reject) => super.upgradeAnonymousToEmail(options, resolve, reject));
+    const h = this._h;
+    h.freshUntil = 0;
+    h.join = false;
+    return new Promise((resolve, reject) => wasmOf(h).upgradeAnonymousToEmail(options, resolve, reject));
   }
 
   signOut(options) {
-    this._h.freshUntil = 0;
-    this._h.join = false;
-    return new Promise((resolve, reject) => super.signOut(options, resolve, reject));
+    const h = this._h;
+    h.freshUntil = 0;
+    h.join = false;
+    return new Promise((resolve, reject) => wasmOf(h).signOut(options, resolve, reject));
   }
 
   refresh() {
-    this._h.freshUntil = 0;
-    this._h.join = false;
-    return new Promise((resolve, reject) => super.refresh(resolve, reject));
+    const h = this._h;
+    h.freshUntil = 0;
+    h.join = false;
+    return new Promise((resolve, reject) => wasmOf(h).refresh(resolve, reject));
   }
 
   /**
@@ -170,19 +218,19 @@ export class AuthClient extends WasmAuthClient {
    */
   getAccessToken() {
     const h = this._h;
-    if (h.session === undefined && h.ready) super.syncSession();
+    if (h.session === undefined && h.ready) wasmOf(h).syncSession();
     if (h.freshUntil !== 0 && Date.now() < h.freshUntil) {
       return h.token ?? (h.token = Promise.resolve(h.session.access_token));
     }
     h.freshUntil = 0;
     h.join = false;
-    return new Promise((resolve, reject) => super.getAccessToken(resolve, reject));
+    return new Promise((resolve, reject) => wasmOf(h).getAccessToken(resolve, reject));
   }
 
   /** The current session or `null`; the same object until the session changes. */
   getCachedSession() {
     const h = this._h;
-    if (h.session === undefined) super.syncSession();
+    if (h.session === undefined) wasmOf(h).syncSession();
     return h.session ?? null;
   }
 
@@ -193,8 +241,9 @@ export class AuthClient extends WasmAuthClient {
   }
 
   ready() {
-    if (this._h.ready) return Promise.resolve();
-    return new Promise((resolve) => super.ready(resolve));
+    const h = this._h;
+    if (h.ready) return Promise.resolve();
+    return new Promise((resolve) => wasmOf(h).ready(resolve));
   }
 
   onAuthChange(callback) {
@@ -203,7 +252,7 @@ export class AuthClient extends WasmAuthClient {
     const l = { id: h.nextId++, cb: callback, live: false, removed: false };
     h.listeners.push(l);
     h.waiting.set(l.id, l);
-    super.addListener(l.id);
+    wasmOf(h).addListener(l.id);
     return () => {
       if (l.removed) return;
       l.removed = true;
@@ -215,23 +264,12 @@ export class AuthClient extends WasmAuthClient {
   }
 
   destroy() {
-    this._end();
-    super.destroy();
+    end(this._h, false);
   }
 
+  /** Ends the client like `destroy()` and releases its wasm memory now. */
   free() {
-    this._end();
-    super.free();
-  }
-
-  _end() {
-    const h = this._h;
-    if (h === undefined) return;
-    h.dead = true;
-    h.listeners = [];
-    h.waiting.clear();
-    h.freshUntil = 0;
-    h.join = false;
-    if (h.joiners.length > 0) h._joined(false, new PaywallError('aborted', 'the client was destroyed', undefined));
+    reaper?.unregister(this._h);
+    end(this._h, true);
   }
 }

@@ -19,7 +19,8 @@ function callListener(callback, event, session) {
 export class Host {
   constructor() {
     this.fetch = null;
-    this.client = null; // WeakRef: the wasm side holds the host, not the other way round
+    /** The wasm-bindgen object it calls back (never the app's object: see client.js). */
+    this.client = null;
     this.listeners = [];
     this.waiting = new Map(); // listener id → listener, until its INITIAL_SESSION
     this.nextId = 1;
@@ -80,8 +81,8 @@ export class Host {
   }
 
   _call(f) {
-    const c = this.client && this.client.deref();
-    if (c === undefined || c === null || this.dead) return;
+    const c = this.client;
+    if (c === null || this.dead) return;
     try {
       f(c);
     } catch {

@@ -56,11 +56,10 @@ export function options(env, extra) {
 }
 
 // Wires a Host to a test's fetch and to the client's answer entry points
-// (what client.js does with a WeakRef to the JS object).
+// (client.js points it at the wasm object).
 export function attach(host, fetch, response, transport, timeout) {
   host.fetch = fetch;
-  const c = { __response: response, __transport: transport, __timeout: timeout };
-  host.client = { deref: () => c };
+  host.client = { __response: response, __transport: transport, __timeout: timeout };
 }
 
 export function tokens(id, refresh) {

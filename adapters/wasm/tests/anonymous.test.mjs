@@ -4,6 +4,8 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 
 import {
   AuthClient, Backend, FRESH_S, KEYS, ORIGIN, PID, PaywallError, anonUser, baseHeaders, client, held, listen,
@@ -900,6 +902,60 @@ describe('construction and lifecycle', () => {
     assert.deepEqual(storage.timeline, []);
     assert.deepEqual(timeline, [['INITIAL_SESSION', null]]);
     await assert.rejects(c.getAccessToken(), { code: 'aborted' });
+  });
+
+  it('free: ends the client like destroy, later calls reject with aborted, a second free is harmless', async () => {
+    const gate = held({ body: tokens({ user: anonUser('u1') }) });
+    const storage = recordingStorage();
+    const c = client(new Backend().on(ANON_SIGNIN, gate.reply), storage);
+    // One sign-in in wasm, two joined to it on the JS side.
+    const calls = Promise.allSettled([c.signInAnonymously(), c.signInAnonymously(), c.signInAnonymously()]);
+    await settle();
+    c.free();
+    for (const r of await calls) assert.equal(r.reason?.code, 'aborted');
+    await assert.rejects(c.signInAnonymously(), { code: 'aborted' });
+    assert.throws(() => c.getCachedSession(), { code: 'aborted' });
+    c.free();
+    c.destroy();
+    gate.release();
+    await settle();
+    assert.deepEqual(storage.timeline, []);
+  });
+
+  it('a client the app drops without destroy is collected and ended: watches released, waiting calls aborted', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc');
+    const storage = recordingStorage({}, { watch: true });
+    let watching = 0;
+    const watch = storage.watch;
+    storage.watch = (key, cb) => {
+      watching += 1;
+      const unwatch = watch(key, cb);
+      return () => {
+        watching -= 1;
+        unwatch();
+      };
+    };
+    const gate = held({ body: tokens({ user: anonUser('u1') }) });
+    // A sign-in in flight (its timeout armed) and two calls joined to it on
+    // the JS side; only their promises stay reachable.
+    const { calls } = await (async () => {
+      const c = client(new Backend().on(ANON_SIGNIN, gate.reply), storage);
+      await c.ready();
+      const all = Promise.allSettled([c.signInAnonymously(), c.signInAnonymously(), c.signInAnonymously()]);
+      await settle();
+      return { calls: all };
+    })();
+    assert.equal(watching, 2);
+    for (let i = 0; i < 50 && watching > 0; i++) {
+      gc();
+      await settle(5);
+    }
+    assert.equal(watching, 0, 'the dropped client was not collected');
+    for (const r of await calls) assert.equal(r.reason?.code, 'aborted');
+    gate.release();
+    await settle();
+    assert.deepEqual(storage.timeline, [], 'nothing written after the end');
   });
 
   it('a listener that never ran is not called after destroy', async () => {

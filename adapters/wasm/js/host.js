@@ -39,7 +39,11 @@ export class Host {
     this.joiners = [];
     this.ready = false;
     this.dead = false;
+    /** The core's deadline (ms since the epoch), or -1: none. */
+    this.at = -1;
+    /** The pending `setTimeout`, and the instant it was set for. */
     this.timer = undefined;
+    this.timerAt = 0;
   }
 
   _state(session, freshUntil, ready, join) {
@@ -102,22 +106,53 @@ export class Host {
     );
   }
 
-  _timer(delay) {
+  /**
+   * The core's next deadline, `at` ms since the epoch (-1: none). A timer
+   * already set no later than that is kept: it wakes, finds the deadline
+   * moved and waits on (`_wake`). Deadlines move on every request and
+   * answer (its timeout, then the next refresh), so most of them cost an
+   * assignment instead of a clearTimeout and a setTimeout.
+   */
+  _timer(at) {
+    this.at = at;
+    if (at < 0 || (this.timer !== undefined && this.timerAt <= at)) return;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    if (delay < 0) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this._call((c) => c.__timeout());
-    }, delay);
+    this.timerAt = at;
+    // Never negative, never above the 2^31-1 ms timers accept (longer fires at once).
+    this.timer = setTimeout(() => this._wake(), Math.min(Math.max(at - Date.now(), 0), 0x7fffffff));
     // Under Node, a refresh an hour away must not keep the process alive.
     if (typeof this.timer === 'object' && typeof this.timer.unref === 'function') this.timer.unref();
   }
 
-  _send(id, url, method, headerLines, body) {
+  _wake() {
+    this.timer = undefined;
+    const at = this.at;
+    if (at < 0 || this.dead) return;
+    if (Date.now() >= at) this._call((c) => c.__timeout());
+    else this._timer(at);
+  }
+
+  /** Stops the timer (the client ended). */
+  _stop() {
+    this.at = -1;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** `request`: `method\nurl\n`, `pairs` times `name\nvalue\n`, then the body. */
+  _send(id, request, pairs) {
+    let at = request.indexOf('\n');
+    const method = request.slice(0, at);
+    let end = request.indexOf('\n', at + 1);
+    const url = request.slice(at + 1, end);
     const headers = {};
-    const parts = headerLines.split('\n');
-    for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1];
+    for (let i = 0; i < pairs; i++) {
+      at = request.indexOf('\n', end + 1);
+      const next = request.indexOf('\n', at + 1);
+      headers[request.slice(end + 1, at)] = request.slice(at + 1, next);
+      end = next;
+    }
+    const body = request.slice(end + 1);
     // No cookies (docs/protocol.md §1.2), and no redirects: following one would
     // re-send refresh tokens and passwords to wherever it points.
     const init = { method, headers, credentials: 'omit', redirect: 'manual' };

@@ -62,13 +62,6 @@ pub fn strip_code_prefix<'a>(text: &'a str, code: &str) -> &'a str {
         .unwrap_or(text)
 }
 
-/// A `setTimeout` delay for a deadline: never negative, and never above
-/// the 2^31-1 ms that timers accept (a longer delay would fire at once).
-pub fn timer_delay(deadline_ms: u64, now_ms: u64) -> f64 {
-    const TIMER_MAX_MS: u64 = 0x7fff_ffff;
-    deadline_ms.saturating_sub(now_ms).min(TIMER_MAX_MS) as f64
-}
-
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
@@ -155,12 +148,5 @@ mod tests {
             strip_code_prefix("other text", "network_error"),
             "other text"
         );
-    }
-
-    #[test]
-    fn timer_delays_are_clamped() {
-        assert_eq!(timer_delay(1_000, 2_000), 0.0);
-        assert_eq!(timer_delay(2_500, 2_000), 500.0);
-        assert_eq!(timer_delay(u64::MAX, 0), 2_147_483_647.0);
     }
 }

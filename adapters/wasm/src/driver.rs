@@ -21,7 +21,6 @@
 //! - **One call per fan-out.** The listener list, `fetch` and the timer live
 //!   in the JS `Host`; an event is one call, whatever the listener count.
 
-use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
@@ -108,7 +107,8 @@ pub enum Pending {
 enum Effect {
     Send {
         id: RequestId,
-        target: Option<Target>,
+        /// Why it could not be rendered, when it could not.
+        target: Result<Target, &'static str>,
     },
     Emit {
         event: &'static str,
@@ -126,12 +126,11 @@ enum Effect {
     Warn(&'static str),
 }
 
-/// A rendered request: URL, method, `name\nvalue\n…` headers, body.
+/// A rendered request as one string (see `Host::send`): one string
+/// crosses into JS once, where four cost four UTF-8 decodes.
 struct Target {
-    url: String,
-    method: &'static str,
-    headers: String,
-    body: String,
+    text: String,
+    headers: u32,
 }
 
 enum Write {
@@ -470,8 +469,7 @@ impl Driver {
             return;
         }
         self.timer = want;
-        let delay = want.map_or(-1.0, |at| buf::timer_delay(at, now().as_millis()));
-        self.host.timer(delay);
+        self.host.timer(want.map_or(-1.0, |at| at as f64));
     }
 }
 
@@ -601,28 +599,35 @@ fn outcome_value(
     }
 }
 
-/// URL, method, headers and body of a request: exactly the core's.
+/// Method, URL, headers and body of a request: exactly the core's.
 fn render_send(req: &Request<'_>, origin: &str, scratch: &mut Vec<u8>) -> Effect {
+    // Beyond the core's capacities: cannot happen.
+    const UNRENDERABLE: &str = "request not sent: it does not fit the client's buffers";
     let target = (|| {
-        let path = req.path().ok()?;
-        let mut headers = String::new();
+        let path = req.path().map_err(|_| UNRENDERABLE)?;
+        let body = buf::encode_growing(scratch, |b| req.write_body(b)).map_err(|_| UNRENDERABLE)?;
+        let mut text = String::with_capacity(origin.len() + path.len() + body.len() + 256);
+        let mut headers = 0;
+        text.push_str(req.method());
+        text.push('\n');
+        text.push_str(origin);
+        text.push_str(&path);
+        text.push('\n');
         for h in req.headers() {
-            headers.push_str(h.name);
-            headers.push('\n');
-            headers.push_str(h.prefix);
-            headers.push_str(h.value);
-            headers.push('\n');
+            // A newline would shift every line after it (fetch refuses
+            // control characters in headers anyway): not sent at all.
+            if [h.name, h.prefix, h.value].iter().any(|p| p.contains('\n')) {
+                return Err("request not sent: a header value holds a line break");
+            }
+            text.push_str(h.name);
+            text.push('\n');
+            text.push_str(h.prefix);
+            text.push_str(h.value);
+            text.push('\n');
+            headers += 1;
         }
-        let body = buf::encode_growing(scratch, |b| req.write_body(b)).ok()?;
-        let mut url = String::with_capacity(origin.len() + path.len());
-        url.push_str(origin);
-        url.push_str(&path);
-        Some(Target {
-            url,
-            method: req.method(),
-            headers,
-            body: body.to_owned(),
-        })
+        text.push_str(body);
+        Ok(Target { text, headers })
     })();
     Effect::Send { id: req.id, target }
 }
@@ -845,13 +850,13 @@ fn deliver(shared: &Shared, effects: Vec<Effect>) {
             Effect::Warn(text) => js::console_warn(text),
             _ if shared.borrow().destroyed => {}
             Effect::Send { id, target } => match target {
-                Some(t) => host.send(id.0, &t.url, t.method, &t.headers, &t.body),
-                // The core could not render its own request (cannot happen
-                // within its capacities): answer it so the operation ends.
-                None => shared.borrow_mut().enqueue(Pending::Transport {
+                Ok(t) => host.send(id.0, &t.text, t.headers),
+                // Answered like a request that never left, so the
+                // operation ends, saying why.
+                Err(why) => shared.borrow_mut().enqueue(Pending::Transport {
                     id,
-                    error: TransportError::BadFraming,
-                    note: None,
+                    error: TransportError::Connect,
+                    note: Some(String::from(why)),
                 }),
             },
             Effect::Emit { event, session } => host.emit(event, &session),

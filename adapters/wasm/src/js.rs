@@ -66,19 +66,21 @@ extern "C" {
     pub fn joined(this: &Host, ok: bool, value: &JsValue);
 
     /// Performs a request; its answer comes back through `__response` or
-    /// `__transport`. `headers` is `name\nvalue\n…`.
+    /// `__transport`. `request` is `method\nurl\n`, then `headers` times
+    /// `name\nvalue\n`, then the body (which may be empty or hold
+    /// newlines; none of the others can).
     #[wasm_bindgen(method, js_name = _send)]
-    pub fn send(this: &Host, id: u32, url: &str, method: &str, headers: &str, body: &str);
+    pub fn send(this: &Host, id: u32, request: &str, headers: u32);
 
     /// Calls `done(ok, value)` from a microtask once `value` settles
     /// (fulfilled: `true` and its value; rejected: `false` and the reason).
     #[wasm_bindgen(method, js_name = _settle)]
     pub fn settle(this: &Host, value: &JsValue, done: &JsValue);
 
-    /// (Re-)arms the one timer to call `__timeout` after `delay_ms`; a
-    /// negative delay cancels it.
+    /// The core's next deadline, in ms since the epoch (the clock `now()`
+    /// reads): `__timeout` is called once it has passed. Negative: none.
     #[wasm_bindgen(method, js_name = _timer)]
-    pub fn timer(this: &Host, delay_ms: f64);
+    pub fn timer(this: &Host, at_ms: f64);
 
     /// `JSON.parse` of a JS string (no copy through wasm memory).
     #[wasm_bindgen(catch, js_namespace = JSON, js_name = parse)]

@@ -8,7 +8,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 import {
-  AuthClient, Backend, FRESH_S, KEYS, ORIGIN, PID, PaywallError, anonUser, baseHeaders, client, held, listen,
+  AuthClient, Backend, FRESH_S, KEYS, NOW, ORIGIN, PID, PaywallError, anonUser, baseHeaders, client, held, listen,
   recordingStorage, settle, storedSession, tokens,
 } from './harness.mjs';
 
@@ -372,6 +372,35 @@ describe('upgradeAnonymousToEmail', () => {
     const { c } = await signedIn();
     await assert.rejects(c.upgradeAnonymousToEmail({ password: 'x' }), { code: 'invalid_argument' });
   });
+
+  it('a header with a newline is never sent; the body carries any text', async () => {
+    const { c, backend, storage, timeline, session } = await signedIn();
+    await assert.rejects(
+      c.upgradeAnonymousToEmail({ email: 'a@b.c', password: 'x', idempotencyKey: 'k\nAuthorization: x' }),
+      { code: 'invalid_argument' },
+    );
+    assert.equal(backend.requests.length, 0);
+    // A server's access token with a newline would go out as a header: the
+    // request fails without being sent.
+    const bad = new Backend().on(ANON_SIGNIN, { body: { ...tokens({ user: anonUser('u9') }), access_token: 'a\nb' } });
+    const c2 = client(bad, recordingStorage());
+    assert.equal((await c2.signInAnonymously()).access_token, 'a\nb');
+    await assert.rejects(c2.upgradeAnonymousToEmail({ email: 'a@b.c', password: 'x' }), {
+      code: 'network_error',
+      message: 'request not sent: a header value holds a line break',
+    });
+    assert.deepEqual(bad.routes(), [ANON_SIGNIN]);
+    assert.deepEqual(timeline, []);
+    assert.deepEqual(c.getCachedSession(), session);
+
+    // Newlines and non-ASCII in the body (after the headers) arrive intact.
+    backend.on(UPGRADE, { body: { status: 'confirmation_required', email: 'é@b.c' } });
+    await c.upgradeAnonymousToEmail({ email: 'é@b.c', password: 'pa\nß✓', idempotencyKey: 'k-2' });
+    const [req] = backend.requests;
+    assert.deepEqual(req.headers, baseHeaders({ bearer: session.access_token, idempotencyKey: 'k-2' }));
+    assert.deepEqual(JSON.parse(req.body), { email: 'é@b.c', password: 'pa\nß✓' });
+    assert.equal(storage.data.get(KEYS.anon), 'r1');
+  });
 });
 
 describe('signOut', () => {
@@ -422,6 +451,60 @@ describe('signOut', () => {
 });
 
 describe('refresh and getAccessToken', () => {
+  /**
+   * Signed in with an 80 ms token: its proactive refresh (half-way through
+   * a lifetime shorter than the lead) is due 40 ms after NOW.
+   */
+  async function dueSoon() {
+    const timeline = [];
+    const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1'), expiresIn: 0.08 }) });
+    const storage = recordingStorage({}, { timeline });
+    const c = client(backend, storage);
+    listen(c, timeline);
+    await c.signInAnonymously();
+    return { c, backend, storage, timeline };
+  }
+
+  /** Real time for the timer to fire, then the frozen clock moved past the deadline. */
+  async function afterDeadline() {
+    await settle(20);
+    Date.now = () => NOW + 50;
+    try {
+      await settle(80);
+    } finally {
+      Date.now = () => NOW;
+    }
+  }
+
+  it('the timer refreshes proactively once the deadline has passed, not before', async () => {
+    const { c, backend, storage, timeline } = await dueSoon();
+    backend.on(REFRESH, { body: tokens({ refresh: 'r2', user: anonUser('u1') }) });
+    await settle(60);
+    // Real time passed, the (frozen) clock did not: nothing is due.
+    assert.deepEqual(backend.routes(), [ANON_SIGNIN]);
+    timeline.length = 0;
+    await afterDeadline();
+    assert.deepEqual(backend.routes(), [ANON_SIGNIN, REFRESH]);
+    assert.equal(backend.requests[1].body, '{"refresh_token":"r1"}');
+    assert.deepEqual(
+      timeline.map(([what, key]) => [what, key]),
+      [['set', KEYS.anon], ['set', KEYS.anon], ['set', KEYS.session], ['TOKEN_REFRESHED', 'u1']],
+    );
+    assert.equal(storage.data.get(KEYS.anon), 'r2');
+    assert.equal(c.getCachedSession().refresh_token, 'r2');
+    c.destroy();
+  });
+
+  it('a deadline that moved later is waited out: the earlier timer wakes and asks nothing', async () => {
+    const { c, backend } = await dueSoon();
+    // A manual refresh moves the next refresh an hour out.
+    backend.on(REFRESH, { body: tokens({ refresh: 'r2', user: anonUser('u1') }) });
+    await c.refresh();
+    await afterDeadline();
+    assert.deepEqual(backend.routes(), [ANON_SIGNIN, REFRESH]);
+    c.destroy();
+  });
+
   it('refresh rotates both tokens, writes the anon key, TOKEN_REFRESHED', async () => {
     const { c, backend, storage, timeline } = await signedIn();
     listen(c, timeline);

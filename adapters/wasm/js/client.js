@@ -119,6 +119,12 @@ function end(h, free) {
   }
 }
 
+/**
+ * Per paywall id, its storage keys as the wasm side made them for the
+ * first client (see `storage_keys` in src/driver.rs).
+ */
+const storageKeys = new Map();
+
 /** The wasm object of a client, or an `aborted` error once it is freed. */
 function wasmOf(h) {
   const w = h.client;
@@ -157,17 +163,21 @@ export class AuthClient {
       throw new PaywallError('invalid_config', 'storage must implement getItem, setItem and removeItem', undefined);
     }
     const host = new Host();
+    const paywallId = typeof o.paywallId === 'string' ? o.paywallId : undefined;
+    const keys = storageKeys.get(paywallId) ?? [];
     // Plain arguments, not the options object: every property wasm reads
     // costs a string conversion.
     const w = new WasmAuthClient(
-      typeof o.paywallId === 'string' ? o.paywallId : undefined,
+      paywallId,
       typeof o.apiOrigin === 'string' ? o.apiOrigin : undefined,
       o.allowInsecureHttp === true,
       storage,
       typeof storage.watch === 'function' ? storage.watch : undefined,
       PaywallError,
       host,
+      keys,
     );
+    if (keys.length === 3) storageKeys.set(paywallId, keys);
     const fetch = o.fetch ?? defaultFetch;
     if (typeof fetch !== 'function') {
       w.free();

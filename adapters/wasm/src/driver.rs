@@ -164,8 +164,8 @@ pub struct Driver {
     machine: Machine,
     origin: String,
     /// Storage keys of [`RecordKey::Session`] and [`RecordKey::AnonRefreshToken`],
-    /// as JS strings (made once; see `StorageAdapter`).
-    keys: [JsValue; 2],
+    /// and the visitor id's, as JS strings ([`storage_keys`]).
+    keys: [JsValue; 3],
     storage: StorageAdapter,
     pub host: Host,
     pub errors: Errors,
@@ -203,6 +203,35 @@ fn now() -> Instant {
     Instant(js_sys::Date::now() as u64)
 }
 
+/// The storage keys of a paywall ([`Driver::keys`]) as JS strings: taken
+/// from `cache` when an earlier client left them there, else made (and left
+/// there). A Rust string handed to JS is decoded anew every time; for the
+/// three keys that was a tenth of a construction. `None`: the paywall id is
+/// too long for a key.
+pub fn storage_keys(paywall_id: &str, cache: Option<&js_sys::Array>) -> Option<[JsValue; 3]> {
+    if let Some(cache) = cache
+        && cache.length() == 3
+    {
+        return Some([cache.get(0), cache.get(1), cache.get(2)]);
+    }
+    let key = |k: RecordKey| {
+        k.storage_key(paywall_id)
+            .ok()
+            .map(|s| JsValue::from_str(s.as_str()))
+    };
+    let keys = [
+        key(RecordKey::Session)?,
+        key(RecordKey::AnonRefreshToken)?,
+        JsValue::from_str(VISITOR_ID_KEY),
+    ];
+    if let Some(cache) = cache {
+        for k in &keys {
+            cache.push(k);
+        }
+    }
+    Some(keys)
+}
+
 fn key_index(key: RecordKey) -> usize {
     match key {
         RecordKey::Session => 0,
@@ -214,7 +243,7 @@ impl Driver {
     pub fn new(
         machine: Machine,
         origin: String,
-        keys: [JsValue; 2],
+        keys: [JsValue; 3],
         storage: StorageAdapter,
         host: Host,
         errors: Errors,
@@ -962,14 +991,9 @@ pub fn start(shared: &Shared, watch: Option<Function>) {
             }
         }
     }
-    let [session_key, anon_key] = &keys;
-    let reads = [
-        storage.get_item(session_key).unwrap_or(JsValue::NULL),
-        storage.get_item(anon_key).unwrap_or(JsValue::NULL),
-        storage
-            .get_item(&JsValue::from_str(VISITOR_ID_KEY))
-            .unwrap_or(JsValue::NULL),
-    ];
+    let reads = keys
+        .each_ref()
+        .map(|key| storage.get_item(key).unwrap_or(JsValue::NULL));
     if reads.iter().any(js::is_thenable) {
         // Each read settles on its own (a failed one reads as absent); the
         // last one to settle restores.

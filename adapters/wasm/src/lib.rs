@@ -86,8 +86,11 @@ impl AuthClient {
     /// `allowInsecureHttp: true` included). `storage` must have `getItem`,
     /// `setItem` and `removeItem` (a missing one fails each call like a
     /// failing storage); `watch` is its `watch` method, if it has one;
-    /// `host` is the package's `Host` (host.js).
+    /// `host` is the package's `Host` (host.js); `keys`, if given, an array
+    /// the package keeps per paywall id, where the client leaves its
+    /// storage key strings for the next one (see [`driver::storage_keys`]).
     #[wasm_bindgen(constructor)]
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         paywall_id: Option<String>,
         api_origin: Option<String>,
@@ -96,6 +99,7 @@ impl AuthClient {
         watch: Option<Function>,
         error_class: Function,
         host: Host,
+        keys: Option<js_sys::Array>,
     ) -> Result<AuthClient, JsValue> {
         let errors = Errors::new(error_class);
         let invalid = |message: &str| errors.make("invalid_config", message, None);
@@ -130,19 +134,13 @@ impl AuthClient {
         // time requests out so no promise waits forever.
         config.request_timeout = Some(paywall_auth::Duration::from_secs(30));
 
-        let key = |k: RecordKey| {
-            k.storage_key(&paywall_id)
-                .map(|s| JsValue::from_str(s.as_str()))
-        };
-        let keys = [key(RecordKey::Session), key(RecordKey::AnonRefreshToken)];
-        let [Ok(session_key), Ok(anon_key)] = keys else {
-            return Err(invalid("paywallId is too long"));
-        };
+        let keys = driver::storage_keys(&paywall_id, keys.as_ref())
+            .ok_or_else(|| invalid("paywallId is too long"))?;
 
         let shared = driver::Driver::new(
             Machine::new(config),
             origin,
-            [session_key, anon_key],
+            keys,
             storage.unchecked_into::<StorageAdapter>(),
             host,
             errors,

@@ -137,6 +137,7 @@ fn new_client(options: JsValue) -> Result<Client, JsValue> {
         get(&options, "storage.watch").dyn_into().ok(),
         error_class(),
         JsValue::clone(&host).unchecked_into(),
+        None,
     )?);
     let w = Rc::downgrade(&raw);
     let response = Closure::<dyn Fn(u32, u16, String, Option<String>, Vec<u8>)>::new(

@@ -958,6 +958,20 @@ describe('construction and lifecycle', () => {
     assert.equal(storage.data.get(KEYS.anon), session.refresh_token);
   });
 
+  it('clients of different paywalls, made in turn, each keep to their own keys', async () => {
+    const storage = recordingStorage();
+    for (const [pid, user] of [['pw_a', 'ua'], ['pw_b', 'ub'], ['pw_a', 'ua'], ['pw_b', 'ub']]) {
+      const body = JSON.stringify(tokens({ sub: user, refresh: `r-${pid}`, user: anonUser(user) }));
+      const fetch = async () => new Response(body, { headers: { 'content-type': 'application/json' } });
+      const c = new AuthClient({ paywallId: pid, apiOrigin: ORIGIN, fetch, storage });
+      // The second client of each paywall resumes its own guest.
+      assert.equal((await c.signInAnonymously()).user.id, user);
+      c.free();
+    }
+    assert.deepEqual([...storage.data.keys()].sort(), ['pw-pw_a-anon-rt-v1', 'pw-pw_a-auth-v1', 'pw-pw_b-anon-rt-v1', 'pw-pw_b-auth-v1']);
+    assert.equal(storage.data.get('pw-pw_b-anon-rt-v1'), 'r-pw_b');
+  });
+
   it('defaults to a memory store when there is no localStorage', async () => {
     const backend = new Backend().on(ANON_SIGNIN, { body: tokens({ user: anonUser('u1') }) });
     const c = new AuthClient({ paywallId: PID, apiOrigin: ORIGIN, fetch: backend.fetch });

@@ -1,6 +1,8 @@
 // The JS half of a client: see the class comment. Kept free of imports so
 // the binding tests (src/wasm_tests.rs) load the very same file.
 
+const utf8 = new TextEncoder();
+
 function callListener(callback, event, session) {
   try {
     callback(event, session);
@@ -130,6 +132,11 @@ export class Host {
     if (at < 0 || this.dead) return;
     if (Date.now() >= at) this._call((c) => c.__timeout());
     else this._timer(at);
+  }
+
+  /** UTF-8 of the string `text` into `into` (a view of wasm memory); bytes written. */
+  _utf8(text, into) {
+    return utf8.encodeInto(text, into).written;
   }
 
   /** Stops the timer (the client ended). */

@@ -810,7 +810,8 @@ fn feed(shared: &Shared, input: Pending) {
                         {
                             let mut d = shared.borrow_mut();
                             d.pulling = false;
-                            if let Some(value) = read.ok().and_then(|v| record_value(&v)) {
+                            let value = read.ok().and_then(|v| record_value(&d.host, &v));
+                            if let Some(value) = value {
                                 d.queue.push_front(Pending::External { key, value });
                             }
                         }
@@ -819,7 +820,7 @@ fn feed(shared: &Shared, input: Pending) {
                 });
                 return;
             }
-            if let Some(value) = record_value(&read) {
+            if let Some(value) = record_value(&d.host, &read) {
                 let _ = d.machine.handle_external_change(
                     now(),
                     key,
@@ -858,11 +859,11 @@ fn feed(shared: &Shared, input: Pending) {
 
 /// What a storage read says about a record: `Some(None)` absent, `Some(text)`
 /// present, `None` unusable (not a string: says nothing).
-fn record_value(v: &JsValue) -> Option<Option<String>> {
+fn record_value(host: &Host, v: &JsValue) -> Option<Option<String>> {
     if v.is_null() || v.is_undefined() {
         Some(None)
     } else {
-        v.as_string().map(Some)
+        js::text(host, v).map(Some)
     }
 }
 
@@ -1002,11 +1003,12 @@ pub fn start(shared: &Shared, watch: Option<Function>) {
         for (i, r) in reads.iter().enumerate() {
             let weak = Rc::downgrade(shared);
             let gathered = Rc::clone(&gathered);
+            let h: Host = JsValue::clone(&host).unchecked_into();
             js::when_settled(&host, r, move |read| {
                 let values = {
                     let mut g = gathered.borrow_mut();
                     if let Some(slot) = g.0.get_mut(i) {
-                        *slot = read.ok().and_then(|v| v.as_string());
+                        *slot = read.ok().and_then(|v| js::text(&h, &v));
                     }
                     g.1 += 1;
                     if g.1 < g.0.len() {
@@ -1020,7 +1022,7 @@ pub fn start(shared: &Shared, watch: Option<Function>) {
             });
         }
     } else {
-        restored(shared, &reads.map(|r| r.as_string()));
+        restored(shared, &reads.map(|r| js::text(&host, &r)));
     }
 }
 

@@ -7,8 +7,8 @@
 // Each `--pkg DIR` is a built package (adapters/wasm/pkg by default; the
 // baseline is built by bench/run.sh). The first package is the reference
 // for the ratio column ("x faster" = first / other). Each case runs a
-// warm-up, then timed rounds; the median round is reported, in µs per
-// operation.
+// warm-up, then timed rounds alternating between the packages; the median
+// round is reported, in µs per operation.
 
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -17,7 +17,7 @@ const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 // --smoke: one short round per case, to prove in CI that the bench runs.
 const smoke = args.includes('--smoke');
-const ROUNDS = smoke ? 1 : quick ? 3 : 9;
+const ROUNDS = smoke ? 1 : quick ? 5 : 15;
 const SCALE = smoke ? 0.01 : quick ? 0.2 : 1;
 const pkgs = [];
 const labels = [];
@@ -168,19 +168,32 @@ const cases = [
   ],
 ];
 
-async function measure(A, [, perRound, setup, op]) {
+/**
+ * Median µs per operation of each package on one case. Rounds alternate
+ * between the packages (A B A B …) so that a slow spell of the machine,
+ * common on shared hosts, hits every package alike instead of skewing the
+ * ratio.
+ */
+async function measure(As, [, perRound, setup, op]) {
   const n = Math.max(20, Math.round(perRound * SCALE));
-  const ctx = await setup(A);
-  for (let i = 0; i < n / 4; i++) await op(ctx, A);
-  const rounds = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) await op(ctx, A);
-    rounds.push(((performance.now() - t0) * 1000) / n);
+  const ctxs = [];
+  for (const A of As) {
+    const ctx = await setup(A);
+    for (let i = 0; i < n / 4; i++) await op(ctx, A);
+    ctxs.push(ctx);
   }
-  if (ctx.client) end(ctx.client);
-  rounds.sort((a, b) => a - b);
-  return rounds[Math.floor(rounds.length / 2)];
+  const rounds = As.map(() => []);
+  for (let r = 0; r < ROUNDS; r++) {
+    for (let k = 0; k < As.length; k++) {
+      const A = As[k];
+      const ctx = ctxs[k];
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) await op(ctx, A);
+      rounds[k].push(((performance.now() - t0) * 1000) / n);
+    }
+  }
+  for (const ctx of ctxs) if (ctx.client) end(ctx.client);
+  return rounds.map((rs) => rs.sort((a, b) => a - b)[Math.floor(rs.length / 2)]);
 }
 
 const clients = [];
@@ -193,9 +206,7 @@ const names = pkgs.map((p, i) => labels[i] ?? p);
 console.log(`node ${process.version}, ${ROUNDS} rounds, median round, µs per operation`);
 console.log(['flow', ...names, ...(pkgs.length > 1 ? names.slice(1).map((n) => `${names[0]} / ${n}`) : [])].join(' | '));
 for (const c of cases) {
-  const us = [];
-  // Alternate packages per case so drift in machine load hits both alike.
-  for (const A of clients) us.push(await measure(A, c));
+  const us = await measure(clients, c);
   const ratios = us.slice(1).map((u) => `${(us[0] / u).toFixed(2)}x`);
   console.log([c[0], ...us.map((u) => (u < 10 ? u.toFixed(3) : u.toFixed(1))), ...ratios].join(' | '));
 }

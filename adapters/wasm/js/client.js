@@ -106,7 +106,6 @@ function end(h, free) {
     h.waiting.clear();
     h.freshUntil = 0;
     h.join = false;
-    h._stop();
     if (h.joiners.length > 0) h._joined(false, new PaywallError('aborted', 'the client was destroyed', undefined));
   }
   const w = h.client;

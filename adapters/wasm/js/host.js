@@ -3,6 +3,52 @@
 
 const utf8 = new TextEncoder();
 
+/**
+ * One `setTimeout` for every client in the realm: each host keeps the
+ * core's deadline (`Host.at`) and sits in `hosts` while it has one; the
+ * timer is set for no later than the earliest. Setting a Node or browser
+ * timer costs more than a client's whole restore from storage, and
+ * deadlines move on every request and answer (its timeout, then the next
+ * refresh an hour out), so most of them now cost an assignment.
+ */
+const clock = { hosts: new Set(), timer: undefined, at: 0 };
+
+/** Makes the shared timer fire no later than `at` (ms since the epoch). */
+function wakeBy(at) {
+  if (clock.timer !== undefined) {
+    if (clock.at <= at) return;
+    clearTimeout(clock.timer);
+  }
+  clock.at = at;
+  // Never negative, never above the 2^31-1 ms timers accept (longer fires at once).
+  clock.timer = setTimeout(tick, Math.min(Math.max(at - Date.now(), 0), 0x7fffffff));
+  // Under Node, a refresh an hour away must not keep the process alive.
+  if (typeof clock.timer === 'object' && typeof clock.timer.unref === 'function') clock.timer.unref();
+}
+
+/**
+ * The shared timer fired: every host whose deadline has passed is handed
+ * to its core (which tells its next deadline, if any, through `_timer`);
+ * the timer is set again for the earliest one left. Early wakes (the
+ * deadline that set it moved later) only re-arm.
+ */
+function tick() {
+  clock.timer = undefined;
+  const now = Date.now();
+  const due = [];
+  let next = Infinity;
+  for (const h of clock.hosts) {
+    if (h.at < 0) clock.hosts.delete(h);
+    else if (h.at <= now) {
+      h.at = -1;
+      clock.hosts.delete(h);
+      due.push(h);
+    } else if (h.at < next) next = h.at;
+  }
+  if (next !== Infinity) wakeBy(next);
+  for (const h of due) h._call((c) => c.__timeout());
+}
+
 function callListener(callback, event, session) {
   try {
     callback(event, session);
@@ -41,11 +87,8 @@ export class Host {
     this.joiners = [];
     this.ready = false;
     this.dead = false;
-    /** The core's deadline (ms since the epoch), or -1: none. */
+    /** The core's deadline (ms since the epoch), or -1: none (see `clock`). */
     this.at = -1;
-    /** The pending `setTimeout`, and the instant it was set for. */
-    this.timer = undefined;
-    this.timerAt = 0;
   }
 
   _state(session, freshUntil, ready, join) {
@@ -108,42 +151,21 @@ export class Host {
     );
   }
 
-  /**
-   * The core's next deadline, `at` ms since the epoch (-1: none). A timer
-   * already set no later than that is kept: it wakes, finds the deadline
-   * moved and waits on (`_wake`). Deadlines move on every request and
-   * answer (its timeout, then the next refresh), so most of them cost an
-   * assignment instead of a clearTimeout and a setTimeout.
-   */
+  /** The core's next deadline, `at` ms since the epoch (-1: none); see `clock`. */
   _timer(at) {
     this.at = at;
-    if (at < 0 || (this.timer !== undefined && this.timerAt <= at)) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerAt = at;
-    // Never negative, never above the 2^31-1 ms timers accept (longer fires at once).
-    this.timer = setTimeout(() => this._wake(), Math.min(Math.max(at - Date.now(), 0), 0x7fffffff));
-    // Under Node, a refresh an hour away must not keep the process alive.
-    if (typeof this.timer === 'object' && typeof this.timer.unref === 'function') this.timer.unref();
-  }
-
-  _wake() {
-    this.timer = undefined;
-    const at = this.at;
-    if (at < 0 || this.dead) return;
-    if (Date.now() >= at) this._call((c) => c.__timeout());
-    else this._timer(at);
+    if (at < 0) {
+      // Also when the client ends: the set must not keep its host.
+      clock.hosts.delete(this);
+      return;
+    }
+    clock.hosts.add(this);
+    wakeBy(at);
   }
 
   /** UTF-8 of the string `text` into `into` (a view of wasm memory); bytes written. */
   _utf8(text, into) {
     return utf8.encodeInto(text, into).written;
-  }
-
-  /** Stops the timer (the client ended). */
-  _stop() {
-    this.at = -1;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
   }
 
   /** `request`: `method\nurl\n`, `pairs` times `name\nvalue\n`, then the body. */

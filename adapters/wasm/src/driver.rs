@@ -178,7 +178,7 @@ pub struct Driver {
     pumping: bool,
     storing: bool,
     pub destroyed: bool,
-    /// Deadline the host's timer is armed for.
+    /// The deadline the host was last told (see `arm_timer`).
     timer: Option<u64>,
     scratch: Vec<u8>,
     view: View,
@@ -491,7 +491,7 @@ impl Driver {
         let _ = self.machine.handle_stored(now(), id, result);
     }
 
-    /// (Re-)arms the host's one timer for [`Machine::poll_timeout`].
+    /// Tells the host [`Machine::poll_timeout`] when it changed.
     fn arm_timer(&mut self) {
         let want = self.machine.poll_timeout().map(Instant::as_millis);
         if want == self.timer {
@@ -781,6 +781,9 @@ fn feed(shared: &Shared, input: Pending) {
             None
         }
         Pending::Timeout => {
+            // The host dropped the deadline it fired for: whatever the core
+            // wants next is told again, even the same instant.
+            d.timer = None;
             let _ = d.machine.handle_timeout(now());
             None
         }

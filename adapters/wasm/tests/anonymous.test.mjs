@@ -495,6 +495,22 @@ describe('refresh and getAccessToken', () => {
     c.destroy();
   });
 
+  it('clients share one timer: each acts on its own deadline, an ended one on none', async () => {
+    const due = await dueSoon();
+    const ended = await dueSoon();
+    const later = await signedIn();
+    for (const { backend } of [due, ended, later]) {
+      backend.on(REFRESH, { body: tokens({ refresh: 'r2', user: anonUser('u1') }) });
+    }
+    ended.c.destroy();
+    await afterDeadline();
+    assert.deepEqual(due.backend.routes(), [ANON_SIGNIN, REFRESH]);
+    assert.deepEqual(ended.backend.routes(), [ANON_SIGNIN]);
+    assert.deepEqual(later.backend.routes(), []);
+    due.c.destroy();
+    later.c.destroy();
+  });
+
   it('a deadline that moved later is waited out: the earlier timer wakes and asks nothing', async () => {
     const { c, backend } = await dueSoon();
     // A manual refresh moves the next refresh an hour out.

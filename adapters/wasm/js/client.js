@@ -106,7 +106,7 @@ function end(h, free) {
     h.waiting.clear();
     h.freshUntil = 0;
     h.join = false;
-    if (h.joiners.length > 0) h._joined(false, new PaywallError('aborted', 'the client was destroyed', undefined));
+    if (h.settle !== undefined) h._joined(false, new PaywallError('aborted', 'the client was destroyed', undefined));
   }
   const w = h.client;
   if (w === null) return;
@@ -193,7 +193,7 @@ export class AuthClient {
     if (h.join && options === undefined) {
       // The core joins a plain call to the sign-in in flight; its
       // completion settles this one too (`Host._joined`).
-      return new Promise((resolve, reject) => h.joiners.push(resolve, reject));
+      return h.joining();
     }
     h.freshUntil = 0;
     h.join = false;

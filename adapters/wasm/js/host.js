@@ -81,10 +81,13 @@ export class Host {
     /**
      * A plain `signInAnonymously()` would join the sign-in in flight (the
      * core's `Machine::sign_in_joins`, published while nothing else waits):
-     * such calls wait here, as resolve/reject pairs, instead of entering wasm.
+     * such calls get `joined`, one Promise for all of them (as the
+     * reference client hands its in-flight promise to every caller), made
+     * by the first, instead of entering wasm; `settle` settles it.
      */
     this.join = false;
-    this.joiners = [];
+    this.joined = undefined;
+    this.settle = undefined;
     this.ready = false;
     this.dead = false;
     /** The core's deadline (ms since the epoch), or -1: none (see `clock`). */
@@ -99,6 +102,13 @@ export class Host {
     this.join = join;
   }
 
+  /** What a plain sign-in that joins the one in flight returns (see `join`). */
+  joining() {
+    return (this.joined ??= new Promise((resolve, reject) => {
+      this.settle = [resolve, reject];
+    }));
+  }
+
   /**
    * Settles the calls attached to the sign-in in flight (`join`). That
    * sign-in is over, so nothing may join it any more; the state the wasm
@@ -107,9 +117,10 @@ export class Host {
    */
   _joined(ok, value) {
     this.join = false;
-    const js = this.joiners;
-    this.joiners = [];
-    for (let i = ok ? 0 : 1; i < js.length; i += 2) js[i](value);
+    const settle = this.settle;
+    this.joined = undefined;
+    this.settle = undefined;
+    if (settle !== undefined) settle[ok ? 0 : 1](value);
   }
 
   /** Every live listener registered when the emit began, in order. */

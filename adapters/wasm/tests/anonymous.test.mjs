@@ -217,6 +217,9 @@ describe('signInAnonymously', () => {
     assert.deepEqual(reads, [KEYS.anon]);
     // Later calls (another task) join the sign-in in flight.
     const later = Array.from({ length: 50 }, () => c.signInAnonymously());
+    // One Promise for the calls that joined, as the reference hands its
+    // in-flight promise to every caller.
+    for (const p of later) assert.equal(p, later[0]);
     await settle();
     assert.equal(backend.requests.length, 1);
     gate.release();

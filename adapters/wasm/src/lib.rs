@@ -88,7 +88,7 @@ impl AuthClient {
     /// failing storage); `watch` is its `watch` method, if it has one;
     /// `host` is the package's `Host` (host.js); `keys`, if given, an array
     /// the package keeps per paywall id, where the client leaves its
-    /// storage key strings for the next one (see [`driver::storage_keys`]).
+    /// storage key strings for the next one (see `driver::storage_keys`).
     #[wasm_bindgen(constructor)]
     #[allow(clippy::too_many_arguments)]
     pub fn new(

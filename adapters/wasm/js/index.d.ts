@@ -157,7 +157,11 @@ export class AuthClient {
   onAuthChange(listener: AuthChangeListener): () => void;
   /** Stop timers, watches and listeners; pending and later calls reject with `aborted`. */
   destroy(): void;
-  /** Release the wasm memory of this client now (otherwise on garbage collection). */
+  /**
+   * End the client like `destroy()` and release its wasm memory now. A
+   * client dropped without either is ended the same way when it is
+   * garbage-collected.
+   */
   free(): void;
 }
 

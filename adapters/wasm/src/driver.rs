@@ -1057,7 +1057,7 @@ impl Driver {
 /// Stops everything: timer, watches, listeners; pending calls reject with
 /// `aborted`, and nothing is written to storage any more.
 pub fn destroy(shared: &Shared) {
-    let (waiters, queue, unwatch, ready, errors, host) = {
+    let (waiters, queue, unwatch, ready, errors, host, joined) = {
         let Ok(mut d) = shared.try_borrow_mut() else {
             return;
         };
@@ -1076,6 +1076,7 @@ pub fn destroy(shared: &Shared) {
             core::mem::take(&mut d.ready_waiters),
             d.errors.clone(),
             host,
+            d.joined.take().is_some(),
         )
     };
     // The session stays readable; the token cache does not answer any more.
@@ -1092,10 +1093,15 @@ pub fn destroy(shared: &Shared) {
         }))
         .collect();
     // An Error (with its stack trace) only when someone will see it.
-    if !rejects.is_empty() {
+    if !rejects.is_empty() || joined {
         let error = errors.make("aborted", "the client was destroyed", None);
         for reject in rejects {
             let _ = reject.call1(&JsValue::UNDEFINED, &error);
+        }
+        // The calls the host attached to the sign-in in flight (a no-op
+        // when client.js settled them first).
+        if joined {
+            host.joined(false, &error);
         }
     }
     for f in ready {

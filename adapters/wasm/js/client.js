@@ -114,6 +114,8 @@ function end(h, free) {
   const w = h.client;
   if (w === null) return;
   if (free) {
+    // The getters ask the wasm object, which is gone: they throw `aborted`.
+    h.session = undefined;
     h.client = null;
     w.free();
   } else {

@@ -1054,9 +1054,18 @@ impl Driver {
     }
 }
 
+/// How a client ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// `destroy()`: the object stays, and its cached session readable.
+    Destroy,
+    /// `free()` or collection: nothing can read the host's caches again.
+    Free,
+}
+
 /// Stops everything: timer, watches, listeners; pending calls reject with
 /// `aborted`, and nothing is written to storage any more.
-pub fn destroy(shared: &Shared) {
+pub fn destroy(shared: &Shared, end: End) {
     let (waiters, queue, unwatch, ready, errors, host, joined) = {
         let Ok(mut d) = shared.try_borrow_mut() else {
             return;
@@ -1080,7 +1089,9 @@ pub fn destroy(shared: &Shared) {
         )
     };
     // The session stays readable; the token cache does not answer any more.
-    host.state(&JsValue::UNDEFINED, 0.0, true, false);
+    if end == End::Destroy {
+        host.state(&JsValue::UNDEFINED, 0.0, true, false);
+    }
     for f in unwatch {
         let _ = f.call0(&JsValue::UNDEFINED);
     }

@@ -297,7 +297,7 @@ impl AuthClient {
     /// Stops timers, watches and listeners; pending calls reject with
     /// `aborted`, later ones too, and storage is not written any more.
     pub fn destroy(&self) {
-        driver::destroy(&self.shared);
+        driver::destroy(&self.shared, driver::End::Destroy);
     }
 }
 
@@ -305,7 +305,7 @@ impl AuthClient {
 /// `destroy()`: the timer must not outlive the closure it calls.
 impl Drop for AuthClient {
     fn drop(&mut self) {
-        driver::destroy(&self.shared);
+        driver::destroy(&self.shared, driver::End::Free);
     }
 }
 

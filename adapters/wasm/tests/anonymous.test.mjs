@@ -468,12 +468,16 @@ describe('refresh and getAccessToken', () => {
     return { c, backend, storage, timeline };
   }
 
-  /** Real time for the timer to fire, then the frozen clock moved past the deadline. */
-  async function afterDeadline() {
-    await settle(20);
+  /**
+   * The frozen clock moved past the deadline, until `done()` holds (at
+   * most 5 s, so a loaded machine does not fail the test) or, without
+   * `done`, for 100 ms: several wakes of a 40 ms timer.
+   */
+  async function afterDeadline(done) {
     Date.now = () => NOW + 50;
     try {
-      await settle(80);
+      if (done === undefined) await settle(100);
+      for (let waited = 0; done !== undefined && !done() && waited < 5000; waited += 10) await settle(10);
     } finally {
       Date.now = () => NOW;
     }
@@ -486,7 +490,7 @@ describe('refresh and getAccessToken', () => {
     // Real time passed, the (frozen) clock did not: nothing is due.
     assert.deepEqual(backend.routes(), [ANON_SIGNIN]);
     timeline.length = 0;
-    await afterDeadline();
+    await afterDeadline(() => timeline.length === 4);
     assert.deepEqual(backend.routes(), [ANON_SIGNIN, REFRESH]);
     assert.equal(backend.requests[1].body, '{"refresh_token":"r1"}');
     assert.deepEqual(
@@ -506,7 +510,9 @@ describe('refresh and getAccessToken', () => {
       backend.on(REFRESH, { body: tokens({ refresh: 'r2', user: anonUser('u1') }) });
     }
     ended.c.destroy();
-    await afterDeadline();
+    // The ended client's deadline was the due one's: it would have fired
+    // with it.
+    await afterDeadline(() => due.storage.data.get(KEYS.anon) === 'r2');
     assert.deepEqual(due.backend.routes(), [ANON_SIGNIN, REFRESH]);
     assert.deepEqual(ended.backend.routes(), [ANON_SIGNIN]);
     assert.deepEqual(later.backend.routes(), []);

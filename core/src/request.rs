@@ -94,6 +94,26 @@ pub struct Header<'a> {
     pub value: &'a str,
 }
 
+impl Header<'_> {
+    /// Whether the value can go on the wire: no CR, LF, NUL or other
+    /// control character (tab excepted). Values come from the server (an
+    /// access token) and the caller (an idempotency key); a line break would
+    /// inject header lines. The HTTP/1.1 writer refuses such a value, and an
+    /// adapter that hands headers to another HTTP stack (`fetch`) checks it
+    /// here, so every adapter refuses the same requests.
+    ///
+    /// ```
+    /// use paywall_auth::Header;
+    /// let bearer = |value| Header { name: "Authorization", prefix: "Bearer ", value };
+    /// assert!(bearer("a.b\tc").has_valid_value());
+    /// assert!(!bearer("a\nX-Injected: 1").has_valid_value());
+    /// assert!(!bearer("a\r").has_valid_value());
+    /// ```
+    pub fn has_valid_value(&self) -> bool {
+        crate::codec::http1::is_field_text(self.value)
+    }
+}
+
 impl core::fmt::Debug for Header<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         // The bearer is a secret; everything else is safe to print.

@@ -643,10 +643,10 @@ fn render_send(req: &Request<'_>, origin: &str, scratch: &mut Vec<u8>) -> Effect
         text.push_str(&path);
         text.push('\n');
         for h in req.headers() {
-            // A newline would shift every line after it (fetch refuses
-            // control characters in headers anyway): not sent at all.
-            if [h.name, h.prefix, h.value].iter().any(|p| p.contains('\n')) {
-                return Err("request not sent: a header value holds a line break");
+            // The core's rule for every adapter (a line break would also
+            // shift every line after it in `text`): not sent at all.
+            if !h.has_valid_value() {
+                return Err("request not sent: a header value holds a control character");
             }
             text.push_str(h.name);
             text.push('\n');

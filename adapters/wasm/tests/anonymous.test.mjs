@@ -390,7 +390,7 @@ describe('upgradeAnonymousToEmail', () => {
     assert.equal((await c2.signInAnonymously()).access_token, 'a\nb');
     await assert.rejects(c2.upgradeAnonymousToEmail({ email: 'a@b.c', password: 'x' }), {
       code: 'network_error',
-      message: 'request not sent: a header value holds a line break',
+      message: 'request not sent: a header value holds a control character',
     });
     assert.deepEqual(bad.routes(), [ANON_SIGNIN]);
     assert.deepEqual(timeline, []);

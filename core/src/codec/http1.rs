@@ -477,7 +477,7 @@ fn is_visible(s: &str) -> bool {
 
 /// Free of control characters other than horizontal tab: a field value that
 /// cannot end its line early or smuggle a NUL.
-fn is_field_text(s: &str) -> bool {
+pub(crate) fn is_field_text(s: &str) -> bool {
     s.bytes().all(|b| (b >= b' ' || b == b'\t') && b != 0x7f)
 }
 

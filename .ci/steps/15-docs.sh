@@ -28,4 +28,12 @@ cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 for dir in "$cargo_home"/registry/src/-*/paywall-auth*-[0-9]*; do
   if [ -d "$dir" ]; then rm -rf "$dir"; fi
 done
-cargo publish --workspace --dry-run --locked --allow-dirty
+# The verification builds go to their own target directory, without
+# debuginfo, and it is removed afterwards: each packaged crate is built alone
+# with its own feature set, so nothing is shared with the workspace's
+# builds, and with full debuginfo (the packaged manifests carry no profile)
+# they left ~2 GB behind for the rest of the run.
+verify_dir=target/publish-verify
+CARGO_PROFILE_DEV_DEBUG=false cargo publish --workspace --dry-run --locked --allow-dirty \
+  --target-dir "$verify_dir"
+rm -rf "$verify_dir"

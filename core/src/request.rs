@@ -99,8 +99,9 @@ impl Header<'_> {
     /// control character (tab excepted). Values come from the server (an
     /// access token) and the caller (an idempotency key); a line break would
     /// inject header lines. The HTTP/1.1 writer refuses such a value, and an
-    /// adapter that hands headers to another HTTP stack (`fetch`) checks it
-    /// here, so every adapter refuses the same requests.
+    /// adapter that hands headers to another HTTP stack (`fetch`, a tokio
+    /// `Transport`) checks it here, so every adapter refuses the same
+    /// requests.
     ///
     /// ```
     /// use paywall_auth::Header;

@@ -119,7 +119,7 @@ pub(crate) struct Answer {
 /// One output, copied out of the machine so the borrow ends before it is
 /// performed.
 enum Action {
-    Send(RequestId, Route, Result<HttpRequest, CapacityError>),
+    Send(RequestId, Route, Result<HttpRequest, Unsendable>),
     Store {
         id: StoreId,
         key: RecordKey,
@@ -591,7 +591,7 @@ impl<S: Store, T: Transport> Driver<S, T> {
     /// Sends a request on its own task; the answer comes back through
     /// `answers` (bounded by the request timeout whatever the transport
     /// does).
-    fn send(&mut self, id: RequestId, route: Route, request: Result<HttpRequest, CapacityError>) {
+    fn send(&mut self, id: RequestId, route: Route, request: Result<HttpRequest, Unsendable>) {
         self.in_flight += 1;
         let transport = self.transport.clone();
         // Upgraded while the request runs: the driver holds the receiver,
@@ -607,11 +607,21 @@ impl<S: Store, T: Transport> Driver<S, T> {
                         .await
                         .unwrap_or(Err(TransportError::Timeout))
                 }
-                Err(e) => {
+                Err(Unsendable::Capacity(e)) => {
                     // Not reachable with the core's capacities; the core
                     // still gets exactly one answer for the request.
                     tracing::error!(request_id = id.0, error = %e, "request could not be encoded");
                     Err(TransportError::BadFraming)
+                }
+                Err(Unsendable::HeaderValue(header)) => {
+                    // Never handed to the transport, so `Connect`: the
+                    // request did not leave.
+                    tracing::warn!(
+                        request_id = id.0,
+                        header,
+                        "request not sent: a header value holds a control character"
+                    );
+                    Err(TransportError::Connect)
                 }
             };
             // Err: the driver is gone; nobody needs the answer.
@@ -700,14 +710,38 @@ fn reply_of(outcome: Outcome<'_>) -> Reply {
     }
 }
 
-/// Renders a core request: origin + path, the core's headers as they are,
-/// the core's body.
-fn http_request(request: &Request<'_>, origin: &str) -> Result<HttpRequest, CapacityError> {
+/// Why a core request was not handed to the transport.
+#[derive(Debug)]
+enum Unsendable {
+    Capacity(CapacityError),
+    /// A header value (named) fails the core's `Header::has_valid_value`:
+    /// a line break from the server's access token or the caller's
+    /// idempotency key would inject header lines into a custom transport
+    /// that writes HTTP/1.1 itself (reqwest refuses it, as a
+    /// `ConnectionLost`-looking builder error).
+    HeaderValue(&'static str),
+}
+
+impl From<CapacityError> for Unsendable {
+    fn from(e: CapacityError) -> Self {
+        Unsendable::Capacity(e)
+    }
+}
+
+/// Renders a core request: origin + path, the core's headers as they are
+/// (each checked by the core's rule), the core's body.
+fn http_request(request: &Request<'_>, origin: &str) -> Result<HttpRequest, Unsendable> {
     let path = request.path()?;
     let headers = request
         .headers()
-        .map(|h| (h.name, format!("{}{}", h.prefix, h.value)))
-        .collect();
+        .map(|h| {
+            if h.has_valid_value() {
+                Ok((h.name, format!("{}{}", h.prefix, h.value)))
+            } else {
+                Err(Unsendable::HeaderValue(h.name))
+            }
+        })
+        .collect::<Result<_, _>>()?;
     let body = with_buffer(|buf| request.write_body(buf).map(|n| buf[..n].to_vec()))?;
     Ok(HttpRequest {
         method: request.method(),

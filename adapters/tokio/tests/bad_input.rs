@@ -212,3 +212,46 @@ async fn a_hung_transport_times_out() {
     );
     client.shutdown().await;
 }
+
+/// A server access token holding a line break would inject a header line
+/// (`X-Injected: 1`) into a transport that writes HTTP/1.1 itself. The
+/// core keeps the token (it is the server's), but the upgrade that would
+/// carry it as `Authorization` is never handed to the transport: it fails
+/// `network_error`, and the stored records stay byte for byte as they were.
+#[tokio::test]
+async fn a_server_token_with_a_line_break_never_reaches_the_transport() {
+    let store = MemoryStore::new();
+    let transport = FakeTransport::new(|_| json(200, &token_body("a\\nX-Injected: 1", "r1", "u1")));
+    let client = AuthClient::builder("https://backend.invalid", PID)
+        .store(store.clone())
+        .transport(transport.clone())
+        .build()
+        .await
+        .unwrap();
+    let session = client
+        .sign_in_anonymously(SignInOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(session.access_token.expose(), "a\nX-Injected: 1");
+    let records = (store.get_now(&session_key()), store.get_now(&anon_key()));
+    assert!(records.0.is_some() && records.1.is_some());
+
+    let request = paywall_auth_tokio::UpgradeRequest::new("a@b.c", "pw", Some("k-1")).unwrap();
+    let err = client
+        .upgrade_anonymous_to_email(request)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "network_error", "{err}");
+    let sent = transport.requests();
+    assert_eq!(sent.len(), 1, "only the sign-in went out");
+    assert!(
+        sent[0].url.ends_with("/auth/anonymous/signin"),
+        "{}",
+        sent[0].url
+    );
+    assert_eq!(
+        (store.get_now(&session_key()), store.get_now(&anon_key())),
+        records
+    );
+    client.shutdown().await;
+}
